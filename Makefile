@@ -1,0 +1,55 @@
+# Escriba developer entry points. `make help` lists them; CI (.ci/run) calls the same targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PROTO_FILES := $(wildcard proto/escriba/v1/*.proto)
+PYTEST_ARGS ?=
+
+.PHONY: help setup proto proto-check lint format typecheck test test-unit test-integration test-e2e demo clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required" or 0)'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[local,spell,dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv and install Escriba with every extra and the test tools
+
+proto: $(STAMP) ## Regenerate the gRPC/protobuf stubs in services/escriba/v1 from proto/
+	$(PY) -m escriba.common.protogen
+
+proto-check: $(STAMP) ## Fail if the generated stubs are stale
+	$(PY) -m escriba.common.protogen --check
+
+lint: $(STAMP) ## ruff and mypy
+	$(VENV)/bin/ruff check services tests
+	$(VENV)/bin/ruff format --check services tests
+	$(VENV)/bin/mypy
+
+format: $(STAMP) ## Apply ruff's formatting and autofixes
+	$(VENV)/bin/ruff check --fix services tests
+	$(VENV)/bin/ruff format services tests
+
+test: $(STAMP) ## Install everything, then lint and run every test suite
+	$(MAKE) --no-print-directory lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP) ## Unit tests only (no I/O)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: $(STAMP) ## Integration tests (real servers on free ports)
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+test-e2e: $(STAMP) ## End-to-end tests on real speech
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+clean: ## Remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist services/*.egg-info

@@ -1,0 +1,63 @@
+"""Domain types of a transcript, shared by the transcription, correction and gateway code.
+
+Plain frozen dataclasses so the engines stay free of protobuf and gRPC; the transports convert
+(``escriba.common.convert``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    start_s: float
+    end_s: float
+    word: str  # as Whisper emits it, usually with a leading space
+    probability: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    id: int
+    start_s: float
+    end_s: float
+    text: str
+    words: tuple[Word, ...] = ()
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+    compression_ratio: float = 0.0
+    temperature: float = 0.0
+
+    def with_text(self, text: str) -> Segment:
+        return replace(self, text=text)
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    text: str
+    segments: tuple[Segment, ...]
+    language: str
+    language_probability: float
+    duration_s: float
+    speech_duration_s: float = 0.0
+    model: str = ""
+    batch_size: int = 0
+    inference_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """One change made by a correction rule, for auditing."""
+
+    rule: str
+    original: str
+    replacement: str
+    segment_id: int = -1  # -1: full text only
+    offset: int = 0  # character offset of ``original`` in the text the rule saw
+
+
+@dataclass(frozen=True, slots=True)
+class GlossaryEntry:
+    term: str
+    aliases: tuple[str, ...] = field(default=())
