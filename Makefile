@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required" or 0)'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[local,spell,dev]'
+	$(PY) -m pip install --quiet -e '.[local,spell,operator,dev]'
 	touch $(STAMP)
 
 setup: $(STAMP) ## Create .venv and install Escriba with every extra and the test tools
@@ -30,13 +30,13 @@ proto-check: $(STAMP) ## Fail if the generated stubs are stale
 	$(PY) -m escriba.common.protogen --check
 
 lint: $(STAMP) ## ruff and mypy
-	$(VENV)/bin/ruff check services tests
-	$(VENV)/bin/ruff format --check services tests
+	$(VENV)/bin/ruff check services operator tests
+	$(VENV)/bin/ruff format --check services operator tests
 	$(VENV)/bin/mypy
 
 format: $(STAMP) ## Apply ruff's formatting and autofixes
-	$(VENV)/bin/ruff check --fix services tests
-	$(VENV)/bin/ruff format services tests
+	$(VENV)/bin/ruff check --fix services operator tests
+	$(VENV)/bin/ruff format services operator tests
 
 test: $(STAMP) ## Install everything, then lint and run every test suite
 	$(MAKE) --no-print-directory lint
