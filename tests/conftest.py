@@ -12,3 +12,6 @@ DATA_DIR = Path(__file__).parent / "data"
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA_DIR
+
+# Fixture modules shared across suites (real servers started on free ports with temporary storage).
+pytest_plugins: list[str] = []
