@@ -1,0 +1,104 @@
+"""Conversions between the domain dataclasses and their protobuf messages.
+
+Engines speak :mod:`escriba.transcript`; gRPC and NATS speak ``escriba.v1``. Keeping the mapping in one
+module means a new field is added in one place for every transport.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from escriba.transcript import Edit, GlossaryEntry, Segment, Transcript, Word
+from escriba.v1 import common_pb2, transcription_pb2
+
+
+def word_to_pb(w: Word) -> common_pb2.Word:
+    return common_pb2.Word(start_s=w.start_s, end_s=w.end_s, word=w.word, probability=w.probability)
+
+
+def word_from_pb(w: common_pb2.Word) -> Word:
+    return Word(start_s=w.start_s, end_s=w.end_s, word=w.word, probability=w.probability)
+
+
+def segment_to_pb(s: Segment) -> common_pb2.Segment:
+    return common_pb2.Segment(
+        id=s.id,
+        start_s=s.start_s,
+        end_s=s.end_s,
+        text=s.text,
+        words=[word_to_pb(w) for w in s.words],
+        avg_logprob=s.avg_logprob,
+        no_speech_prob=s.no_speech_prob,
+        compression_ratio=s.compression_ratio,
+        temperature=s.temperature,
+    )
+
+
+def segment_from_pb(s: common_pb2.Segment) -> Segment:
+    return Segment(
+        id=s.id,
+        start_s=s.start_s,
+        end_s=s.end_s,
+        text=s.text,
+        words=tuple(word_from_pb(w) for w in s.words),
+        avg_logprob=s.avg_logprob,
+        no_speech_prob=s.no_speech_prob,
+        compression_ratio=s.compression_ratio,
+        temperature=s.temperature,
+    )
+
+
+def segments_from_pb(segments: Iterable[common_pb2.Segment]) -> tuple[Segment, ...]:
+    return tuple(segment_from_pb(s) for s in segments)
+
+
+def transcript_to_pb(t: Transcript) -> transcription_pb2.Transcript:
+    return transcription_pb2.Transcript(
+        text=t.text,
+        segments=[segment_to_pb(s) for s in t.segments],
+        language=t.language,
+        language_probability=t.language_probability,
+        duration_s=t.duration_s,
+        speech_duration_s=t.speech_duration_s,
+        model=t.model,
+        batch_size=t.batch_size,
+        inference_ms=t.inference_ms,
+    )
+
+
+def transcript_from_pb(t: transcription_pb2.Transcript) -> Transcript:
+    return Transcript(
+        text=t.text,
+        segments=segments_from_pb(t.segments),
+        language=t.language,
+        language_probability=t.language_probability,
+        duration_s=t.duration_s,
+        speech_duration_s=t.speech_duration_s,
+        model=t.model,
+        batch_size=t.batch_size,
+        inference_ms=t.inference_ms,
+    )
+
+
+def edit_to_pb(e: Edit) -> common_pb2.Edit:
+    return common_pb2.Edit(
+        rule=e.rule,
+        original=e.original,
+        replacement=e.replacement,
+        segment_id=e.segment_id,
+        offset=e.offset,
+    )
+
+
+def edit_from_pb(e: common_pb2.Edit) -> Edit:
+    return Edit(
+        rule=e.rule, original=e.original, replacement=e.replacement, segment_id=e.segment_id, offset=e.offset
+    )
+
+
+def glossary_from_pb(entries: Iterable[common_pb2.GlossaryEntry]) -> tuple[GlossaryEntry, ...]:
+    return tuple(GlossaryEntry(term=e.term, aliases=tuple(e.aliases)) for e in entries)
+
+
+def glossary_to_pb(entries: Iterable[GlossaryEntry]) -> list[common_pb2.GlossaryEntry]:
+    return [common_pb2.GlossaryEntry(term=e.term, aliases=list(e.aliases)) for e in entries]

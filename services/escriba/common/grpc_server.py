@@ -1,0 +1,202 @@
+"""One way to run a gRPC service: health, reflection, limits and an orderly shutdown.
+
+Every Escriba server is built here so they all behave the same for Kubernetes: the standard health service
+answers NOT_SERVING until the component is ready (the model is loaded) and again as soon as shutdown begins,
+reflection lists the services for grpcurl and debugging, message sizes are bounded, and SIGTERM drains
+in-flight RPCs within a bounded grace period before the component releases its resources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from escriba.common.settings import at_least, between, load, positive, setting, settings_class
+
+log = logging.getLogger(__name__)
+
+HEALTH_SERVICE = "grpc.health.v1.Health"
+
+
+@settings_class
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = setting("ESCRIBA_GRPC_HOST", "0.0.0.0", "address the gRPC server binds to")
+    port: int = setting(
+        "ESCRIBA_GRPC_PORT",
+        50051,
+        "gRPC port (0 picks a free one); `--port` overrides",
+        check=between(0, 65535),
+    )
+    max_message_bytes: int = setting(
+        "ESCRIBA_GRPC_MAX_MESSAGE_BYTES",
+        16 * 1024 * 1024,
+        "largest single gRPC message, bytes (audio travels in chunks below this)",
+        check=at_least(64 * 1024),
+    )
+    max_concurrent_rpcs: int = setting(
+        "ESCRIBA_GRPC_MAX_CONCURRENT_RPCS",
+        256,
+        "RPCs served at once before new ones are refused",
+        check=positive,
+    )
+    shutdown_grace_s: float = setting(
+        "ESCRIBA_SHUTDOWN_GRACE_S",
+        20.0,
+        "seconds in-flight work gets to finish after SIGTERM (keep below terminationGracePeriodSeconds)",
+        check=at_least(0),
+    )
+    metrics_port: int = setting(
+        "ESCRIBA_METRICS_PORT", 9464, "Prometheus /metrics port (0 disables)", check=between(0, 65535)
+    )
+    log_level: str = setting(
+        "ESCRIBA_LOG_LEVEL", "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")
+    )
+    log_json: bool = setting("ESCRIBA_LOG_JSON", True, "structured JSON logs (false: plain text)")
+
+    @classmethod
+    def from_env(cls) -> ServerSettings:
+        return load(cls)
+
+
+class Component(Protocol):
+    """What a service plugs into :func:`run_server`."""
+
+    #: Fully qualified gRPC service names served (for health and reflection).
+    service_names: Sequence[str]
+
+    def register(self, server: grpc.aio.Server) -> None: ...
+
+    async def start(self) -> None:
+        """Become ready (load a model, connect). Health says SERVING only after this returns."""
+
+    async def stop(self) -> None:
+        """Release resources after the server stopped accepting and in-flight RPCs ended."""
+
+
+def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 30_000),
+    ]
+
+
+@dataclass
+class RunningServer:
+    """A started server: its bound port and the means to stop it in order."""
+
+    server: grpc.aio.Server
+    health: health_aio.HealthServicer
+    components: Sequence[Component]
+    port: int
+    grace_s: float
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        await self.health.set("", status)
+        for component in self.components:
+            for name in component.service_names:
+                await self.health.set(name, status)
+
+    async def shutdown(self) -> None:
+        """Health NOT_SERVING, stop accepting, let in-flight RPCs finish (bounded), then stop components."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.grace_s)
+        for component in reversed(self.components):
+            try:
+                await asyncio.wait_for(component.stop(), timeout=max(self.grace_s, 1.0))
+            except Exception:
+                log.exception("component stop failed")
+
+
+async def start_server(
+    components: Sequence[Component],
+    settings: ServerSettings,
+    *,
+    port: int | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> RunningServer:
+    """Bind and start; components become ready afterwards so health can report the loading phase."""
+    server = grpc.aio.server(
+        options=server_options(settings),
+        interceptors=list(interceptors),
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+    )
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    names: list[str] = [HEALTH_SERVICE, reflection.SERVICE_NAME]
+    for component in components:
+        component.register(server)
+        names.extend(component.service_names)
+    reflection.enable_server_reflection(names, server)
+    address = f"{settings.host}:{settings.port if port is None else port}"
+    bound = server.add_insecure_port(address)
+    if bound == 0:
+        raise OSError(f"cannot bind gRPC server to {address}")
+    running = RunningServer(server, health, components, bound, settings.shutdown_grace_s)
+    await running.set_serving(False)
+    await server.start()
+    return running
+
+
+async def make_ready(running: RunningServer) -> None:
+    for component in running.components:
+        await component.start()
+    await running.set_serving(True)
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def serve_until_stopped(
+    components: Sequence[Component],
+    settings: ServerSettings,
+    *,
+    port: int | None = None,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[RunningServer], Awaitable[None] | None] | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> None:
+    """Run until SIGTERM/SIGINT (or ``stop``), then shut down in order within the grace period."""
+    stop = stop or asyncio.Event()
+    install_signal_handlers(stop)
+    running = await start_server(components, settings, port=port, interceptors=interceptors)
+    log.info("grpc server listening", extra={"port": running.port, "services": _names(components)})
+    ready = asyncio.create_task(make_ready(running))
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({ready, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if ready in done:
+        ready.result()  # a failed start-up is fatal: let it raise
+        log.info("ready", extra={"port": running.port})
+        if on_ready is not None:
+            result = on_ready(running)
+            if asyncio.iscoroutine(result):
+                await result
+        await stopper
+    else:
+        ready.cancel()
+    log.info("shutting down", extra={"grace_s": settings.shutdown_grace_s})
+    await running.shutdown()
+    log.info("stopped")
+
+
+def _names(components: Sequence[Component]) -> list[str]:
+    return [name for c in components for name in c.service_names]

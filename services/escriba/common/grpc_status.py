@@ -1,0 +1,56 @@
+"""Translate Escriba errors to gRPC status codes, in servicers only.
+
+Domain code raises :mod:`escriba.common.errors`; this is the single place that decides what a client sees,
+so the same failure has the same status in every service.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import grpc
+
+from escriba.common.errors import (
+    DeadlineError,
+    EscribaError,
+    InvalidInputError,
+    LimitExceededError,
+    NotReadyError,
+    PermanentError,
+    TransientError,
+)
+
+log = logging.getLogger(__name__)
+
+
+def status_code_for(error: EscribaError) -> grpc.StatusCode:
+    # Subclasses may pin their own code (e.g. not-found, permission) through a ``grpc_code`` name.
+    pinned = getattr(error, "grpc_code", None)
+    if isinstance(pinned, str) and hasattr(grpc.StatusCode, pinned):
+        code: grpc.StatusCode = getattr(grpc.StatusCode, pinned)
+        return code
+    if isinstance(error, LimitExceededError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    if isinstance(error, InvalidInputError):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(error, DeadlineError):
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    if isinstance(error, NotReadyError | TransientError):
+        return grpc.StatusCode.UNAVAILABLE
+    if isinstance(error, PermanentError):
+        return grpc.StatusCode.FAILED_PRECONDITION
+    return grpc.StatusCode.INTERNAL
+
+
+@asynccontextmanager
+async def grpc_errors(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    """Abort the RPC with the right status for an :class:`EscribaError`; log anything unexpected."""
+    try:
+        yield
+    except EscribaError as exc:
+        code = status_code_for(exc)
+        if code == grpc.StatusCode.INTERNAL:
+            log.exception("internal error")
+        await context.abort(code, f"{exc.reason}: {exc.message}")
