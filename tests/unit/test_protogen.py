@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from escriba.common import protogen
+import escriba.common.protogen as protogen
 
 
 @pytest.mark.timeout(120)
