@@ -1,0 +1,117 @@
+"""The per-request glossary: whole-word, case-insensitive, multi-word, longest match first."""
+
+from __future__ import annotations
+
+import pytest
+
+from escriba.correction.edits import apply_changes
+from escriba.correction.errors import (
+    EmptyGlossaryPhraseError,
+    GlossaryConflictError,
+    GlossaryError,
+    GlossaryPhraseTooLongError,
+    GlossaryTooLargeError,
+)
+from escriba.correction.glossary import GlossaryLimits, compile_glossary, normalize_entries
+from escriba.transcript import GlossaryEntry
+
+LIMITS = GlossaryLimits(max_entries=10, max_aliases=5, max_phrase_chars=40)
+
+ENTRIES = (
+    GlossaryEntry("ComfyUI", ("comfy ui", "comfy you eye", "comfy")),
+    GlossaryEntry("Kubernetes", ("cooper netties", "kuber nettis")),
+    GlossaryEntry("C++", ("see plus plus",)),
+    GlossaryEntry("New York City", ("new york",)),
+)
+
+
+def _apply(text: str, entries: tuple[GlossaryEntry, ...] = ENTRIES) -> str:
+    glossary = compile_glossary(normalize_entries(entries, LIMITS))
+    return apply_changes(text, glossary.changes(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("I use comfy ui daily", "I use ComfyUI daily"),
+        ("I use Comfy UI daily", "I use ComfyUI daily"),
+        ("I use COMFY-UI daily", "I use ComfyUI daily"),
+        ("I use comfy   ui daily", "I use ComfyUI daily"),
+        ("I use comfy you eye daily", "I use ComfyUI daily"),
+        ("I use comfyui daily", "I use ComfyUI daily"),  # the term itself, wrong casing
+        ("I use ComfyUI daily", "I use ComfyUI daily"),
+        ("comfy, then comfy.", "ComfyUI, then ComfyUI."),
+        ("the comfyness of it", "the comfyness of it"),  # never inside a word
+        ("uncomfy chairs", "uncomfy chairs"),
+        ("comfy uis", "ComfyUI uis"),  # "comfy ui" would end inside a word; "comfy" alone matches
+        ("we run cooper netties on prem", "we run Kubernetes on prem"),
+        ("I write see plus plus and c++ code", "I write C++ and C++ code"),
+        ("c++11 is different", "c++11 is different"),
+        ("in new york city today", "in New York City today"),  # longest match first
+        ("in new york today", "in New York City today"),
+        ("", ""),
+    ],
+)
+def test_glossary(text: str, expected: str) -> None:
+    assert _apply(text) == expected
+
+
+def test_matches_do_not_depend_on_entry_order() -> None:
+    text = "comfy ui and comfy and new york city in new york"
+    assert _apply(text, ENTRIES) == _apply(text, tuple(reversed(ENTRIES)))
+
+
+def test_changes_name_what_was_replaced() -> None:
+    text = "so comfy you eye and Kubernetes"
+    glossary = compile_glossary(normalize_entries(ENTRIES, LIMITS))
+    (change,) = glossary.changes(text)  # the correctly spelled term makes no change
+    assert (text[change.start : change.end], change.replacement) == ("comfy you eye", "ComfyUI")
+
+
+def test_protected_and_lowercase_words() -> None:
+    glossary = compile_glossary(
+        normalize_entries(
+            (GlossaryEntry("kubectl apply"), GlossaryEntry("iPhone"), GlossaryEntry("NASA")), LIMITS
+        )
+    )
+    assert glossary.protected == {"kubectl", "apply", "iphone", "nasa"}
+    assert glossary.lowercase == {"kubectl", "apply", "iPhone"}
+
+
+def test_normalize_cleans_and_dedupes() -> None:
+    (entry,) = normalize_entries(
+        (GlossaryEntry("  Comfy   UI ", ("comfy you eye", "Comfy You  Eye", "comfy ui", "cumfy")),), LIMITS
+    )
+    assert entry == GlossaryEntry("Comfy UI", ("comfy you eye", "cumfy"))
+
+
+@pytest.mark.parametrize(
+    ("entries", "error"),
+    [
+        ((GlossaryEntry(""),), EmptyGlossaryPhraseError),
+        ((GlossaryEntry("   "),), EmptyGlossaryPhraseError),
+        ((GlossaryEntry("--"),), EmptyGlossaryPhraseError),
+        ((GlossaryEntry("Term", ("",)),), EmptyGlossaryPhraseError),
+        ((GlossaryEntry("x" * 41),), GlossaryPhraseTooLongError),
+        ((GlossaryEntry("Term", ("y" * 41,)),), GlossaryPhraseTooLongError),
+        ((GlossaryEntry("Term", tuple(f"alias {n}" for n in range(6))),), GlossaryTooLargeError),
+        (tuple(GlossaryEntry(f"Term{n}") for n in range(11)), GlossaryTooLargeError),
+        ((GlossaryEntry("Kubernetes", ("kube",)), GlossaryEntry("Kube", ())), GlossaryConflictError),
+        ((GlossaryEntry("A1", ("same thing",)), GlossaryEntry("B1", ("Same-Thing",))), GlossaryConflictError),
+        ((GlossaryEntry("ComfyUI"), GlossaryEntry("Comfyui")), GlossaryConflictError),
+    ],
+)
+def test_invalid_glossaries_are_refused(
+    entries: tuple[GlossaryEntry, ...], error: type[GlossaryError]
+) -> None:
+    with pytest.raises(error) as caught:
+        normalize_entries(entries, LIMITS)
+    assert caught.value.reason.startswith("glossary_")
+    assert not caught.value.transient
+
+
+def test_the_same_term_in_two_entries_is_not_a_conflict() -> None:
+    entries = normalize_entries(
+        (GlossaryEntry("ComfyUI", ("comfy ui",)), GlossaryEntry("ComfyUI", ("comfy you eye",))), LIMITS
+    )
+    assert _apply("comfy ui or comfy you eye", entries) == "ComfyUI or ComfyUI"
