@@ -115,3 +115,36 @@ def test_the_same_term_in_two_entries_is_not_a_conflict() -> None:
         (GlossaryEntry("ComfyUI", ("comfy ui",)), GlossaryEntry("ComfyUI", ("comfy you eye",))), LIMITS
     )
     assert _apply("comfy ui or comfy you eye", entries) == "ComfyUI or ComfyUI"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("new", "NEW"),
+        ("newark and new york", "Newark and New York"),
+        ("new yorker", "NEW yorker"),
+        ("new york city hall", "NYC hall"),
+        ("new-york-city", "NYC"),
+        ("news", "news"),
+        ("in der strasse und der STRASSE", "in der Straße und der Straße"),
+        ("Straße", "Straße"),
+        ("STRAßE", "Straße"),
+    ],
+)
+def test_phrases_sharing_prefixes(text: str, expected: str) -> None:
+    entries = (
+        GlossaryEntry("NEW"),
+        GlossaryEntry("Newark", ("new ark",)),
+        GlossaryEntry("New York"),
+        GlossaryEntry("NYC", ("new york city",)),
+        GlossaryEntry("Straße", ("strasse",)),
+    )
+    assert _apply(text, entries) == expected
+
+
+def test_a_large_glossary() -> None:
+    entries = tuple(GlossaryEntry(f"Term{n}", (f"alias number {n}", f"other {n}")) for n in range(10))
+    limits = GlossaryLimits(max_entries=10, max_aliases=5, max_phrase_chars=40)
+    glossary = compile_glossary(normalize_entries(entries, limits))
+    text = "alias number 7 and other 1 but alias number 10 and other 9"
+    assert apply_changes(text, glossary.changes(text)) == "Term7 and Term1 but alias number 10 and Term9"

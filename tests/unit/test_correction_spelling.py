@@ -48,9 +48,9 @@ def test_suggestions_are_stable() -> None:
     assert suggestion("receive") is None
 
 
-def test_only_english() -> None:
+def test_only_american_english() -> None:
     assert supports("en") and supports("en-us") and supports("")
-    assert not supports("fr")
+    assert not supports("fr") and not supports("en-gb")
 
 
 def test_off_by_default() -> None:

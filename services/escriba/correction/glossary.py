@@ -16,6 +16,7 @@ import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from escriba.correction.edits import Change
 from escriba.correction.errors import (
@@ -61,7 +62,7 @@ class Glossary:
 
 
 def _key(phrase: str) -> str:
-    return " ".join(word.casefold() for word in _SEPARATORS.split(phrase.strip()) if word)
+    return " ".join(word.lower() for word in _SEPARATORS.split(phrase.strip()) if word)
 
 
 def normalize_entries(entries: Sequence[GlossaryEntry], limits: GlossaryLimits) -> tuple[GlossaryEntry, ...]:
@@ -107,8 +108,30 @@ def _clean(phrase: str, what: str, limits: GlossaryLimits) -> str:
     return cleaned
 
 
-def _phrase_regex(phrase: str) -> str:
-    return r"[\s\-]+".join(re.escape(word) for word in _SEPARATORS.split(phrase) if word)
+_SEPARATOR = " "  # a trie unit: any run of spaces or hyphens between two words of a phrase
+_END = ""  # a trie unit: a phrase may end here
+
+
+def _render(node: dict[str, Any]) -> str:
+    """Regex for a trie node: branches share their prefixes, so matching costs one walk down the trie per
+    position rather than one attempt per phrase; "end here" is the last branch, so at any position the
+    longest phrase is tried first and a shorter one only when the longer one does not end on a word edge."""
+    parts: list[str] = []
+    while len(node) == 1 and _END not in node:
+        ((unit, node),) = node.items()
+        parts.append(_unit(unit))
+    branches = [_unit(unit) + _render(child) for unit, child in sorted(node.items()) if unit != _END]
+    if _END in node:
+        branches.append("")
+    if len(branches) > 1:
+        parts.append("(?:" + "|".join(branches) + ")")
+    elif branches:
+        parts.append(branches[0])
+    return "".join(parts)
+
+
+def _unit(unit: str) -> str:
+    return r"[\s\-]+" if unit == _SEPARATOR else re.escape(unit)
 
 
 @functools.lru_cache(maxsize=256)
@@ -120,15 +143,18 @@ def compile_glossary(entries: tuple[GlossaryEntry, ...]) -> Glossary:
             replacements[_key(phrase)] = entry.term
     if not replacements:
         return Glossary(None, {})
-    # Longest first (in words, then characters), so the alternation prefers it at a position; the key
-    # breaks ties so the pattern does not depend on the order entries came in.
-    phrases = sorted(replacements, key=lambda k: (-len(k.split()), -len(k), k))
-    alternation = "|".join(_phrase_regex(p) for p in phrases)
-    pattern = re.compile(rf"(?<!\w)(?:{alternation})(?!\w)", re.IGNORECASE)
+    trie: dict[str, Any] = {}
+    for entry in entries:
+        for phrase in (entry.term, *entry.aliases):
+            node = trie
+            for unit in _SEPARATOR.join(w for w in _SEPARATORS.split(phrase.lower()) if w):
+                node = node.setdefault(unit, {})
+            node[_END] = {}
+    pattern = re.compile(rf"(?<!\w){_render(trie)}(?!\w)", re.IGNORECASE)
     words = [word for entry in entries for word in _SEPARATORS.split(entry.term) if word]
     return Glossary(
         pattern,
         replacements,
-        protected=frozenset(word.casefold() for word in words),
+        protected=frozenset(word.lower() for word in words),
         lowercase=frozenset(word for word in words if word[0].islower()),
     )

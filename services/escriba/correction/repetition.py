@@ -45,6 +45,8 @@ def _loop_at(keys: Sequence[str], start: int) -> tuple[int, int] | None:
     best: tuple[int, int] | None = None
     best_cover = 0
     for size in range(1, min(MAX_NGRAM, (len(keys) - start) // 2) + 1):
+        if keys[start + size] != keys[start]:  # cheap test first: no second copy can start there
+            continue
         count = _copies(keys, start, size)
         if count >= min_repeats(size) and count * size > best_cover:
             best, best_cover = (size, count), count * size

@@ -48,7 +48,7 @@ class CorrectionSettings:
         "ESCRIBA_CORRECTION_MAX_GLOSSARY_PHRASE_CHARS",
         100,
         "longest glossary term or alias, characters",
-        check=between(1, 1_000),
+        check=between(1, 200),
     )
 
     @classmethod

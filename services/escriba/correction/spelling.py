@@ -3,7 +3,9 @@
 Deliberately timid, because Whisper rarely misspells and a spelling fixer that "corrects" a real word is
 worse than none: only lower-case, purely alphabetic words of 3 letters or more that are not in the
 dictionary are considered (capitalised words are names, digits and apostrophes are numbers and
-contractions), glossary words are never touched, and only candidates one edit away are accepted. Among
+contractions), glossary words are never touched, and only candidates one edit away are accepted. It
+still only knows its dictionary: jargon it lacks ("nats") can be "corrected" to a real word ("eats"),
+which is why it is off by default and why a glossary entry for a team's jargon also shields it. Among
 equally frequent candidates the alphabetically first wins, so the result never depends on set order
 (``SpellChecker.correction`` picks by set iteration, which varies with hash randomisation).
 
@@ -26,7 +28,8 @@ from escriba.correction.errors import SpellingUnavailableError
 RULE = "spelling"
 
 MIN_LETTERS = 3
-LANGUAGES = ("en",)
+#: The bundled dictionary is American English: British, Australian... text would be "corrected" to it.
+LANGUAGES = ("", "en", "en-us")
 
 _WORD = re.compile(r"(?<![\w'\u2019\-])[a-z]+(?![\w'\u2019\-])")
 
@@ -35,8 +38,8 @@ _checker: Any = None
 
 
 def supports(language: str) -> bool:
-    """English, or unspecified (the bundled model is English-only); other languages are skipped."""
-    return language == "" or language.split("-", 1)[0] in LANGUAGES
+    """American or unspecified English (the bundled model is English-only); other languages are skipped."""
+    return language in LANGUAGES
 
 
 def dictionary_version() -> str:
