@@ -152,6 +152,7 @@ def test_empty_input() -> None:
     assert (result.text, result.segments, result.edits) == ("", (), ())
 
 
+@pytest.mark.timeout(60)
 def test_deterministic_and_thread_safe(monkeypatch: pytest.MonkeyPatch) -> None:
     # Start with no dictionary loaded so the threads race to load it.
     monkeypatch.setattr(spelling, "_checker", None)
@@ -247,6 +248,7 @@ _VOCABULARY = ["the", "comfy", "ui", "you", "eye", "i", "think", "cooper", "nett
 _GLUE = [" ", "  ", " , ", ",", ". ", " ? ", "! ", "\t", " ... ", "-"]
 
 
+@pytest.mark.timeout(120)
 @settings(max_examples=150, deadline=None)
 @given(
     st.lists(
