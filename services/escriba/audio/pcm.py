@@ -1,0 +1,139 @@
+"""The canonical audio every stage exchanges: 16 kHz mono 16-bit PCM, as FLAC or WAV bytes.
+
+Preprocessing writes it once; transcription and the pipeline read it back many times, so reading is
+the fast path (WAV through the standard library, FLAC through PyAV with no resampling). 16-bit is
+lossless for what Whisper consumes and halves storage against float32; FLAC halves it again.
+
+Encoding is deterministic for a given PyAV build (bit-exact flags keep encoder version strings out
+of the FLAC header), so the hash of the bytes can serve as a cache key.
+"""
+
+from __future__ import annotations
+
+import io
+import wave
+from fractions import Fraction
+from typing import Final, Literal, get_args
+
+import av
+import av.error
+import numpy as np
+import numpy.typing as npt
+
+from escriba.audio.errors import CorruptAudioError, NotAudioError
+
+SAMPLE_RATE_HZ: Final = 16000
+Encoding = Literal["flac", "wav"]
+ENCODINGS: Final[tuple[str, ...]] = get_args(Encoding)
+
+_FULL_SCALE: Final = 32768.0
+_FLAC_BLOCK = 4096
+
+
+def to_int16(samples: npt.NDArray[np.floating]) -> npt.NDArray[np.int16]:
+    """Round float samples to 16-bit (values outside [-1, 1) clip to the 16-bit range)."""
+    scaled = np.rint(np.asarray(samples, dtype=np.float32) * np.float32(_FULL_SCALE))
+    clipped: npt.NDArray[np.int16] = np.clip(scaled, -_FULL_SCALE, _FULL_SCALE - 1).astype(np.int16)
+    return clipped
+
+
+def from_int16(samples: npt.NDArray[np.int16]) -> npt.NDArray[np.float32]:
+    """The exact float value of each 16-bit sample (``to_int16`` of the result gives them back)."""
+    return samples.astype(np.float32) * np.float32(1 / _FULL_SCALE)
+
+
+def quantize(samples: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
+    """``samples`` as they will read back from the encoded bytes."""
+    return from_int16(to_int16(samples))
+
+
+def encode_pcm(
+    samples: npt.NDArray[np.floating], encoding: str = "flac", *, sample_rate_hz: int = SAMPLE_RATE_HZ
+) -> bytes:
+    """Mono float samples to 16-bit FLAC or WAV bytes."""
+    pcm = to_int16(np.asarray(samples).reshape(-1))
+    if encoding == "wav":
+        return _encode_wav(pcm, sample_rate_hz)
+    if encoding == "flac":
+        return _encode_flac(pcm, sample_rate_hz)
+    raise ValueError(f"unknown encoding {encoding!r}; expected one of {', '.join(ENCODINGS)}")
+
+
+def decode_pcm(data: bytes, *, expected_rate_hz: int | None = SAMPLE_RATE_HZ) -> npt.NDArray[np.float32]:
+    """Read canonical audio (16-bit mono FLAC or WAV) back to float32 samples.
+
+    Anything else (another sample rate, stereo, another bit depth, another format) is refused:
+    canonical audio is produced by preprocessing, and a mismatch means a caller skipped it.
+    """
+    if data.startswith(b"RIFF"):
+        pcm, rate = _decode_wav(data)
+    elif data.startswith(b"fLaC"):
+        pcm, rate = _decode_flac(data)
+    else:
+        raise NotAudioError("canonical audio must be 16-bit mono FLAC or WAV; got neither")
+    if expected_rate_hz is not None and rate != expected_rate_hz:
+        raise CorruptAudioError(f"canonical audio must be {expected_rate_hz} Hz; got {rate} Hz")
+    return from_int16(pcm)
+
+
+def _encode_wav(pcm: npt.NDArray[np.int16], rate: int) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm.astype("<i2", copy=False).tobytes())
+    return buf.getvalue()
+
+
+def _decode_wav(data: bytes) -> tuple[npt.NDArray[np.int16], int]:
+    try:
+        with wave.open(io.BytesIO(data), "rb") as src:
+            channels, width, rate = src.getnchannels(), src.getsampwidth(), src.getframerate()
+            raw = src.readframes(src.getnframes())
+    except (wave.Error, EOFError) as exc:
+        raise CorruptAudioError(f"canonical WAV audio cannot be read: {exc}") from exc
+    if channels != 1 or width != 2:
+        raise CorruptAudioError(
+            f"canonical WAV audio must be mono 16-bit; got {channels} channel(s), {8 * width}-bit"
+        )
+    usable = len(raw) - len(raw) % 2
+    return np.frombuffer(raw[:usable], dtype="<i2").astype(np.int16), rate
+
+
+def _encode_flac(pcm: npt.NDArray[np.int16], rate: int) -> bytes:
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="flac", container_options={"fflags": "+bitexact"}) as out:
+        stream = out.add_stream("flac", rate=rate, options={"flags": "+bitexact"})
+        stream.codec_context.layout = "mono"
+        stream.codec_context.format = "s16"
+        time_base = Fraction(1, rate)
+        for start in range(0, pcm.size, _FLAC_BLOCK):
+            frame = av.AudioFrame.from_ndarray(
+                pcm[None, start : start + _FLAC_BLOCK], format="s16", layout="mono"
+            )
+            frame.sample_rate = rate
+            frame.pts = start
+            frame.time_base = time_base
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return buf.getvalue()
+
+
+def _decode_flac(data: bytes) -> tuple[npt.NDArray[np.int16], int]:
+    chunks: list[npt.NDArray[np.int16]] = []
+    try:
+        with av.open(io.BytesIO(data), mode="r", format="flac") as src:
+            stream = src.streams.audio[0]
+            ctx = stream.codec_context
+            if ctx.channels != 1:
+                raise CorruptAudioError(f"canonical FLAC audio must be mono; got {ctx.channels} channels")
+            rate = ctx.sample_rate
+            for frame in src.decode(stream):
+                if frame.format.name not in ("s16", "s16p"):
+                    raise CorruptAudioError(f"canonical FLAC audio must be 16-bit; got {frame.format.name}")
+                chunks.append(np.asarray(frame.to_ndarray(), dtype=np.int16).reshape(-1))
+    except av.error.FFmpegError as exc:
+        raise CorruptAudioError(f"canonical FLAC audio cannot be read: {exc}") from exc
+    pcm = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+    return pcm.astype(np.int16, copy=False), rate

@@ -1,0 +1,177 @@
+"""The preprocess engine: any upload to canonical 16 kHz mono audio at a fixed loudness.
+
+Both transports (the ``PreprocessService`` servicer and the JetStream worker) call
+:meth:`Preprocessor.run` from a worker thread. It keeps no state between calls (PyAV containers,
+resamplers and buffers are per call), so one instance serves any number of threads.
+
+Order matters for hostile input: the byte limit is checked from the length or the file size before
+anything is hashed or decoded, and the duration limit is enforced while decoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from escriba.audio.decode import decode_audio
+from escriba.audio.loudness import normalize_loudness
+from escriba.audio.pcm import ENCODINGS, SAMPLE_RATE_HZ, encode_pcm, quantize
+from escriba.preprocess.errors import InputTooLargeError, InvalidOptionError
+from escriba.preprocess.settings import PreprocessSettings
+
+log = logging.getLogger(__name__)
+
+#: Bump when a change here alters the canonical bytes produced for the same input and options,
+#: so cached results of the old code are not served.
+PIPELINE_VERSION: Final = 1
+_HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class PreprocessInfo:
+    sha256: str  # hex sha256 of the input bytes
+    duration_s: float  # of the decoded (and canonical) audio
+    source_sample_rate_hz: int
+    source_channels: int
+    source_container: str  # FFmpeg demuxer name, e.g. "mp3", "mov,mp4,m4a,3gp,3g2,mj2"
+    source_codec: str  # e.g. "mp3", "aac", "opus"
+    source_bytes: int
+    input_loudness_lufs: float  # -inf: silence (no gain applied)
+    output_loudness_lufs: float
+    gain_db: float
+    sample_rate_hz: int  # of the canonical audio: 16000
+    encoding: str  # "flac" or "wav"
+    normalized_sha256: str  # hex sha256 of the canonical audio bytes
+    limiter_reduction_db: float = 0.0  # deepest cut of the peak limiter, dB
+    skipped_packets: int = 0  # undecodable packets skipped (damaged regions)
+    warnings: tuple[str, ...] = ()  # e.g. the file looks truncated
+
+    @property
+    def silent(self) -> bool:
+        """True when the input is silence (below the -70 LUFS gate) and was left unamplified."""
+        return not math.isfinite(self.input_loudness_lufs)
+
+
+@dataclass(frozen=True, slots=True)
+class PreprocessResult:
+    audio: bytes  # canonical 16 kHz mono 16-bit FLAC or WAV
+    samples: npt.NDArray[np.float32]  # exactly what ``audio`` decodes to
+    info: PreprocessInfo
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (never the whole file in memory)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _size_label(size: int) -> str:
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+class Preprocessor:
+    """Decode, resample to 16 kHz mono, loudness-normalize, encode losslessly, hash."""
+
+    def __init__(self, settings: PreprocessSettings) -> None:
+        self.settings = settings
+
+    def run(
+        self,
+        data: bytes | Path,
+        *,
+        filename: str = "",
+        target_lufs: float | None = None,
+        encoding: str | None = None,
+    ) -> PreprocessResult:
+        """Preprocess ``data`` (the upload's bytes, or a path to it).
+
+        ``target_lufs`` and ``encoding`` override the settings for this call (``None`` or ``""``
+        keeps them). Raises the errors of :mod:`escriba.preprocess.errors`.
+        """
+        target, chosen_encoding = self._options(target_lufs, encoding)
+        size = len(data) if isinstance(data, bytes) else data.stat().st_size
+        self._check_size(size, filename)
+        sha = hashlib.sha256(data).hexdigest() if isinstance(data, bytes) else sha256_file(data)
+        decoded = decode_audio(
+            data,
+            max_duration_s=self.settings.max_duration_s,
+            threads=self.settings.decoder_threads,
+            filename=filename,
+        )
+        normalized = normalize_loudness(
+            decoded.samples,
+            decoded.sample_rate_hz,
+            target_lufs=target,
+            ceiling_dbfs=self.settings.peak_ceiling_dbfs,
+        )
+        samples = quantize(normalized.samples)
+        audio = encode_pcm(samples, chosen_encoding, sample_rate_hz=decoded.sample_rate_hz)
+        source = decoded.source
+        info = PreprocessInfo(
+            sha256=sha,
+            duration_s=decoded.duration_s,
+            source_sample_rate_hz=source.sample_rate_hz,
+            source_channels=source.channels,
+            source_container=source.container,
+            source_codec=source.codec,
+            source_bytes=size,
+            input_loudness_lufs=normalized.input_lufs,
+            output_loudness_lufs=normalized.output_lufs,
+            gain_db=normalized.gain_db,
+            sample_rate_hz=decoded.sample_rate_hz,
+            encoding=chosen_encoding,
+            normalized_sha256=hashlib.sha256(audio).hexdigest(),
+            limiter_reduction_db=normalized.limiter_reduction_db,
+            skipped_packets=decoded.skipped_packets,
+            warnings=decoded.warnings,
+        )
+        if info.silent:
+            log.info("preprocess: %s (%s) is silent; no gain applied", filename or "upload", sha[:12])
+        for warning in info.warnings:
+            log.warning("preprocess: %s (%s): %s", filename or "upload", sha[:12], warning)
+        return PreprocessResult(audio=audio, samples=samples, info=info)
+
+    def cache_key(
+        self, input_sha256: str, *, target_lufs: float | None = None, encoding: str | None = None
+    ) -> str:
+        """Key of the canonical audio for an input hash and the options that shape the output.
+
+        Valid as a NATS KV key. Changes with the options, the peak ceiling and PIPELINE_VERSION.
+        """
+        target, chosen_encoding = self._options(target_lufs, encoding)
+        ceiling = self.settings.peak_ceiling_dbfs
+        shape = f"v{PIPELINE_VERSION}|{SAMPLE_RATE_HZ}|{target:.2f}|{ceiling:.2f}|{chosen_encoding}"
+        return f"{input_sha256}.{hashlib.sha256(shape.encode()).hexdigest()[:16]}"
+
+    def _options(self, target_lufs: float | None, encoding: str | None) -> tuple[float, str]:
+        target = self.settings.target_lufs if target_lufs is None else float(target_lufs)
+        if not -70.0 <= target <= 0.0:  # also refuses NaN
+            raise InvalidOptionError(f"target loudness must be between -70 and 0 LUFS; got {target}")
+        chosen = encoding or self.settings.output_encoding
+        if chosen not in ENCODINGS:
+            raise InvalidOptionError(f"output encoding must be one of {', '.join(ENCODINGS)}; got {chosen!r}")
+        return target, chosen
+
+    def _check_size(self, size: int, filename: str) -> None:
+        limit = self.settings.max_input_bytes
+        if size > limit:
+            label = repr(filename) if filename else "the upload"
+            raise InputTooLargeError(
+                f"{label} is {size} bytes ({_size_label(size)}), over the limit of {limit} bytes "
+                f"({_size_label(limit)}); compress it (e.g. to Opus or MP3) or split it",
+                limit_bytes=limit,
+                actual_bytes=size,
+            )

@@ -1,0 +1,51 @@
+"""Settings of the preprocess stage (decode, resample, loudness-normalize), from ``ESCRIBA_PREPROCESS_*``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from escriba.audio.pcm import ENCODINGS
+from escriba.common.settings import at_least, between, setting, settings_class
+
+GIB = 1024**3
+
+
+@settings_class
+@dataclass(frozen=True)
+class PreprocessSettings:
+    decoder_threads: int = setting(
+        "ESCRIBA_PREPROCESS_DECODER_THREADS",
+        0,
+        "FFmpeg decoder threads per file (count; 0 lets FFmpeg choose)",
+        check=between(0, 64),
+    )
+    target_lufs: float = setting(
+        "ESCRIBA_PREPROCESS_TARGET_LUFS",
+        -16.0,
+        "Integrated loudness the audio is normalized to (LUFS, ITU-R BS.1770)",
+        check=between(-70.0, 0.0),
+    )
+    peak_ceiling_dbfs: float = setting(
+        "ESCRIBA_PREPROCESS_PEAK_CEILING_DBFS",
+        -1.5,
+        "Highest sample peak after normalization (dBFS); louder peaks are limited",
+        check=between(-20.0, 0.0),
+    )
+    max_duration_s: float = setting(
+        "ESCRIBA_PREPROCESS_MAX_DURATION_S",
+        4 * 3600.0,
+        "Longest accepted audio (seconds of decoded audio; decoding stops as soon as it is passed)",
+        check=between(1.0, 7 * 24 * 3600.0),
+    )
+    max_input_bytes: int = setting(
+        "ESCRIBA_PREPROCESS_MAX_INPUT_BYTES",
+        GIB,
+        "Largest accepted upload (bytes; checked before decoding)",
+        check=at_least(1),
+    )
+    output_encoding: str = setting(
+        "ESCRIBA_PREPROCESS_OUTPUT_ENCODING",
+        "flac",
+        "Encoding of the canonical 16 kHz mono 16-bit audio (flac or wav)",
+        choices=ENCODINGS,
+    )
