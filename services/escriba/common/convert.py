@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from escriba.correction.options import CorrectionOptions
 from escriba.transcript import Edit, GlossaryEntry, Segment, Transcript, Word
 from escriba.v1 import common_pb2, transcription_pb2
 
@@ -102,3 +103,13 @@ def glossary_from_pb(entries: Iterable[common_pb2.GlossaryEntry]) -> tuple[Gloss
 
 def glossary_to_pb(entries: Iterable[GlossaryEntry]) -> list[common_pb2.GlossaryEntry]:
     return [common_pb2.GlossaryEntry(term=e.term, aliases=list(e.aliases)) for e in entries]
+
+
+def correction_options_from_pb(o: common_pb2.CorrectionOptions) -> CorrectionOptions:
+    return CorrectionOptions(
+        glossary=glossary_from_pb(o.glossary),
+        spelling=o.spelling if o.HasField("spelling") else None,
+        remove_hallucinations=o.remove_hallucinations if o.HasField("remove_hallucinations") else True,
+        fix_casing=o.fix_casing if o.HasField("fix_casing") else True,
+        language=o.language,
+    )

@@ -6,9 +6,11 @@ so the same failure has the same status in every service.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 import grpc
 
@@ -23,6 +25,8 @@ from escriba.common.errors import (
 )
 
 log = logging.getLogger(__name__)
+
+R = TypeVar("R")
 
 
 def status_code_for(error: EscribaError) -> grpc.StatusCode:
@@ -54,3 +58,31 @@ async def grpc_errors(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
         if code == grpc.StatusCode.INTERNAL:
             log.exception("internal error")
         await context.abort(code, f"{exc.reason}: {exc.message}")
+
+
+def translate_errors(
+    method: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]],
+) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]:
+    """Decorate a unary-response servicer method so Escriba errors become their gRPC status."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+        async with grpc_errors(context):
+            return await method(self, request, context)
+        raise AssertionError("unreachable: grpc_errors aborts")  # pragma: no cover
+
+    return wrapper
+
+
+def translate_stream_errors(
+    method: Callable[[Any, Any, grpc.aio.ServicerContext], AsyncIterator[R]],
+) -> Callable[[Any, Any, grpc.aio.ServicerContext], AsyncIterator[R]]:
+    """The same for server-streaming methods (async generators)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[R]:
+        async with grpc_errors(context):
+            async for item in method(self, request, context):
+                yield item
+
+    return wrapper
