@@ -1,0 +1,80 @@
+"""Connect to NATS the same way in every service: bounded start-up, endless quiet reconnects, logged.
+
+A service that cannot reach NATS at start-up should fail its readiness within a bounded time and say so;
+once running, it should ride out a server restart (reconnecting and resubscribing) and log each step so an
+operator can line an outage up with the server's own logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+
+from escriba.bus.errors import BusUnavailableError
+from escriba.bus.settings import NatsSettings
+from escriba.common.settings import SettingsError
+
+log = logging.getLogger(__name__)
+
+
+async def connect(settings: NatsSettings, *, url: str | None = None, name: str = "escriba") -> Client:
+    """Open a connection to ``url`` (or ``ESCRIBA_NATS_URL``); raise BusUnavailableError when unreachable."""
+    servers = [u.strip() for u in url.split(",") if u.strip()] if url else settings.servers
+    if not servers:
+        raise SettingsError("ESCRIBA_NATS_URL", "is empty and no embedded server was started")
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats error: %s", exc, extra={"nats_client": name})
+
+    async def on_disconnected() -> None:
+        log.warning("nats disconnected", extra={"nats_client": name})
+
+    async def on_reconnected() -> None:
+        log.info("nats reconnected", extra={"nats_client": name})
+
+    async def on_closed() -> None:
+        log.info("nats connection closed", extra={"nats_client": name})
+
+    options: dict[str, Any] = {
+        "servers": servers,
+        "name": name,
+        "connect_timeout": settings.connect_timeout_s,
+        "reconnect_time_wait": settings.reconnect_wait_s,
+        "max_reconnect_attempts": settings.max_reconnect,
+        "error_cb": on_error,
+        "disconnected_cb": on_disconnected,
+        "reconnected_cb": on_reconnected,
+        "closed_cb": on_closed,
+    }
+    if settings.creds_file:
+        options["user_credentials"] = settings.creds_file
+    if settings.user:
+        options["user"] = settings.user
+        options["password"] = settings.password
+    if settings.token:
+        options["token"] = settings.token
+    where = ", ".join(_redact(s) for s in servers)
+    try:
+        async with asyncio.timeout(settings.startup_timeout_s):
+            client: Client = await nats.connect(**options)
+    except TimeoutError as exc:
+        raise BusUnavailableError(
+            f"NATS at {where} not reachable within {settings.startup_timeout_s:g}s"
+        ) from exc
+    except (OSError, nats.errors.Error) as exc:
+        raise BusUnavailableError(f"cannot connect to NATS at {where}: {exc}") from exc
+    log.info("nats connected", extra={"nats_client": name, "nats_server": _redact(client.connected_url)})
+    return client
+
+
+def _redact(url: Any) -> str:
+    """A server URL fit for logs: credentials embedded in it are replaced."""
+    text = url.geturl() if hasattr(url, "geturl") else str(url)
+    scheme, sep, rest = text.partition("://")
+    if sep and "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return f"{scheme}{sep}{rest}"

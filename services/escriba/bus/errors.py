@@ -1,0 +1,35 @@
+"""Errors of the JetStream plumbing, in the shared hierarchy so workers and servicers treat them alike."""
+
+from __future__ import annotations
+
+from escriba.common.errors import PermanentError, TransientError
+
+
+class BusUnavailableError(TransientError):
+    """NATS cannot be reached or did not answer in time; retrying later may work."""
+
+    reason = "nats_unavailable"
+
+
+class TopologyError(PermanentError):
+    """A stream, consumer or bucket exists with settings that cannot be changed in place."""
+
+    reason = "nats_topology"
+
+
+class DeliveriesExhaustedError(PermanentError):
+    """A job was delivered as often as allowed without being finished (its workers were lost)."""
+
+    reason = "deliveries_exhausted"
+
+
+class ObjectMissingError(PermanentError):
+    """An object named by a job is not in the store (expired or never written)."""
+
+    reason = "object_missing"
+
+
+class ObjectReadError(TransientError):
+    """An object could not be read whole (it changed while being read, or NATS dropped out)."""
+
+    reason = "object_read_failed"

@@ -1,0 +1,389 @@
+"""Run a stage's jobs from its durable pull consumer, at least once, never losing one silently.
+
+The worker pulls only as many jobs as it has free slots (so a GPU worker never holds jobs another replica
+could run), keeps each running job alive with in-progress heartbeats (a 20-minute transcription must not be
+redelivered after the ack wait), and settles every job one way: ack on success, a delayed nak for a
+transient failure, or - when the error is permanent or the last delivery failed - ``on_give_up`` first (so
+the pipeline records the task as failed with the reason) and then ``term``. A job whose workers all died
+on its last delivery is reported by JetStream's max-deliveries advisory, which one worker of the group
+turns into the same ``on_give_up`` call. Stopping stops pulling, lets running jobs finish within a grace
+period, and hands the rest back with an immediate nak so another replica picks them up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.client import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from escriba.bus.errors import DeliveriesExhaustedError, TopologyError
+from escriba.bus.publish import (
+    MSG_ID_HEADER,
+    STAGE_HEADER,
+    TASK_ID_HEADER,
+    audio_duration_from_headers,
+)
+from escriba.bus.retry import decide, error_reason, retry_delay
+from escriba.bus.settings import NatsSettings
+from escriba.common.logging import task_context
+
+log = logging.getLogger(__name__)
+
+MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}"
+
+
+@dataclass(frozen=True)
+class JobMeta:
+    """Where a job came from and how often it was delivered (``delivery_count`` is 1 on the first try)."""
+
+    stream: str
+    consumer: str
+    stream_seq: int
+    delivery_count: int
+    max_deliver: int
+    consumer_seq: int = 0
+    pending: int = 0
+    timestamp: datetime.datetime | None = None
+
+    @property
+    def last_attempt(self) -> bool:
+        """True when a transient failure now fails the task instead of being retried."""
+        return 0 < self.max_deliver <= self.delivery_count
+
+
+@dataclass(frozen=True)
+class Job:
+    """One delivered job: its payload, headers and delivery metadata."""
+
+    subject: str
+    data: bytes
+    headers: Mapping[str, str]
+    meta: JobMeta
+
+    @property
+    def task_id(self) -> str | None:
+        return self.headers.get(TASK_ID_HEADER)
+
+    @property
+    def stage(self) -> str | None:
+        return self.headers.get(STAGE_HEADER)
+
+    @property
+    def msg_id(self) -> str | None:
+        return self.headers.get(MSG_ID_HEADER)
+
+    @property
+    def audio_duration_s(self) -> float | None:
+        return audio_duration_from_headers(self.headers)
+
+
+Handler = Callable[[Job], Awaitable[None]]
+GiveUp = Callable[[Job, BaseException], Awaitable[None]]
+
+
+@dataclass
+class _Running:
+    msg: Msg
+    job: Job
+    task: asyncio.Task[None] = field(init=False)
+
+
+class JobWorker:
+    """Pull jobs from a durable consumer and run ``handler`` on each, ``max_in_flight`` at most at once."""
+
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        stream: str,
+        consumer: str,
+        handler: Handler,
+        on_give_up: GiveUp,
+        settings: NatsSettings,
+        max_in_flight: int = 1,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        self._nc = nc
+        self._js: JetStreamContext = nc.jetstream(timeout=settings.request_timeout_s)
+        self._stream = stream
+        self._consumer = consumer
+        self._handler = handler
+        self._on_give_up = on_give_up
+        self._settings = settings
+        self._max_in_flight = max_in_flight
+        self._max_deliver = settings.max_deliver
+        self._running: dict[asyncio.Task[None], _Running] = {}
+        self._stopping = asyncio.Event()
+        self._sub: JetStreamContext.PullSubscription | None = None
+        self._advisories: Subscription | None = None
+        self._fetcher: asyncio.Task[None] | None = None
+
+    # Life cycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind to the durable consumer (created by ``ensure_topology``) and start pulling."""
+        if self._fetcher is not None:
+            raise RuntimeError("worker already started")
+        try:
+            info = await self._js.consumer_info(self._stream, self._consumer)
+        except NotFoundError as exc:
+            raise TopologyError(
+                f"consumer {self._consumer} on stream {self._stream} does not exist; "
+                "run ensure_topology first"
+            ) from exc
+        # The server enforces its own bound; follow it so "last attempt" means what JetStream does.
+        self._max_deliver = info.config.max_deliver or -1
+        self._sub = await self._js.pull_subscribe_bind(durable=self._consumer, stream=self._stream)
+        # A queue group: one worker of the stage handles each advisory, so on_give_up runs once.
+        self._advisories = await self._nc.subscribe(
+            MAX_DELIVERIES_ADVISORY.format(stream=self._stream, consumer=self._consumer),
+            queue=f"escriba-give-up-{self._stream}-{self._consumer}",
+            cb=self._on_max_deliveries,
+        )
+        self._fetcher = asyncio.create_task(self._fetch_loop(), name=f"fetch {self._consumer}")
+        log.info(
+            "worker started",
+            extra={"stream": self._stream, "consumer": self._consumer, "max_in_flight": self._max_in_flight},
+        )
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop pulling, give running jobs ``grace_s`` (default: settings) to finish, hand back the rest."""
+        if self._fetcher is None or self._stopping.is_set():
+            return
+        grace = self._settings.stop_grace_s if grace_s is None else grace_s
+        deadline = time.monotonic() + grace
+        self._stopping.set()
+        # The pull in progress ends within fetch_wait_s; jobs it still brings are handed back at once.
+        await self._fetcher
+        running = set(self._running)
+        if running:
+            _, late = await asyncio.wait(running, timeout=max(0.0, deadline - time.monotonic()))
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("handing back %d unfinished jobs", len(late), extra={"consumer": self._consumer})
+                await asyncio.gather(*late, return_exceptions=True)
+        for sub in (self._advisories, self._sub):
+            if sub is not None:
+                with contextlib.suppress(nats.errors.Error):
+                    await sub.unsubscribe()
+        log.info("worker stopped", extra={"stream": self._stream, "consumer": self._consumer})
+
+    async def __aenter__(self) -> JobWorker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    @property
+    def max_deliver(self) -> int:
+        return self._max_deliver
+
+    # Pulling ------------------------------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        assert self._sub is not None
+        stop_wait = asyncio.create_task(self._stopping.wait())
+        try:
+            while not self._stopping.is_set():
+                free = self._max_in_flight - len(self._running)
+                if free <= 0:
+                    await asyncio.wait({stop_wait, *self._running}, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                try:
+                    msgs = await self._sub.fetch(batch=free, timeout=self._settings.fetch_wait_s)
+                except TimeoutError:
+                    continue  # no jobs within fetch_wait_s
+                except Exception as exc:
+                    # Disconnected, a server restart, an API hiccup: keep going once NATS is back.
+                    log.warning("pulling jobs failed: %s", exc, extra={"consumer": self._consumer})
+                    await asyncio.wait({stop_wait}, timeout=self._settings.reconnect_wait_s)
+                    continue
+                for msg in msgs:
+                    if self._stopping.is_set():
+                        await self._settle(msg, "hand back", lambda m: m.nak())
+                        continue
+                    try:
+                        self._launch(msg)
+                    except Exception:
+                        log.exception(
+                            "cannot start a job; handing it back", extra={"consumer": self._consumer}
+                        )
+                        await self._settle(msg, "hand back", lambda m: m.nak())
+        finally:
+            stop_wait.cancel()
+
+    def _launch(self, msg: Msg) -> None:
+        job = self._job_of(msg)
+        running = _Running(msg=msg, job=job)
+        running.task = asyncio.create_task(
+            self._run(running), name=f"job {job.task_id or job.meta.stream_seq}"
+        )
+        self._running[running.task] = running
+        running.task.add_done_callback(lambda t: self._running.pop(t, None))
+
+    def _job_of(self, msg: Msg) -> Job:
+        meta = msg.metadata
+        return Job(
+            subject=msg.subject,
+            data=msg.data,
+            headers=dict(msg.headers or {}),
+            meta=JobMeta(
+                stream=meta.stream,
+                consumer=meta.consumer,
+                stream_seq=meta.sequence.stream,
+                consumer_seq=meta.sequence.consumer,
+                delivery_count=meta.num_delivered,
+                max_deliver=self._max_deliver,
+                pending=meta.num_pending,
+                timestamp=meta.timestamp,
+            ),
+        )
+
+    # Running one job ----------------------------------------------------------------------------
+
+    async def _run(self, running: _Running) -> None:
+        msg, job = running.msg, running.job
+        with task_context(job.task_id):
+            if 0 < job.meta.max_deliver < job.meta.delivery_count:
+                # Delivered past the bound (the consumer was reconfigured): fail it rather than run it again.
+                await self._give_up(msg, job, DeliveriesExhaustedError(self._exhausted_message(job)))
+                return
+            heartbeat = asyncio.create_task(self._heartbeat(msg), name="in-progress heartbeat")
+            try:
+                try:
+                    await self._handler(job)
+                finally:
+                    heartbeat.cancel()
+            except asyncio.CancelledError:
+                # stop() ran out of grace: another replica takes the job right away.
+                await self._settle(msg, "hand back", lambda m: m.nak())
+                raise
+            except Exception as exc:
+                await self._failed(msg, job, exc)
+            else:
+                await self._settle(msg, "ack", lambda m: m.ack())
+
+    async def _heartbeat(self, msg: Msg) -> None:
+        while True:
+            await asyncio.sleep(self._settings.heartbeat_s)
+            try:
+                await msg.in_progress()
+            except Exception as exc:
+                log.warning("in-progress heartbeat failed: %s", exc)
+
+    async def _failed(self, msg: Msg, job: Job, exc: Exception) -> None:
+        decision = decide(
+            exc,
+            delivery_count=job.meta.delivery_count,
+            max_deliver=job.meta.max_deliver,
+            backoff_s=self._settings.backoff,
+        )
+        if decision.give_up:
+            await self._give_up(msg, job, exc)
+            return
+        log.warning(
+            "job failed, retrying in %.1fs (delivery %d of %d): %s",
+            decision.delay_s,
+            job.meta.delivery_count,
+            job.meta.max_deliver,
+            exc,
+            extra={"reason": error_reason(exc), "consumer": self._consumer},
+        )
+        await self._settle(msg, "retry", lambda m: m.nak(delay=decision.delay_s))
+
+    async def _give_up(self, msg: Msg, job: Job, error: BaseException) -> None:
+        log.error(
+            "job failed for good after %d deliveries: %s",
+            job.meta.delivery_count,
+            error,
+            extra={"reason": error_reason(error), "consumer": self._consumer},
+        )
+        try:
+            await self._on_give_up(job, error)
+        except Exception:
+            # Not recorded, so not dropped either: redeliver, and the max-deliveries advisory retries it.
+            log.exception("recording the failed job failed; it will be delivered again")
+            delay = retry_delay(job.meta.delivery_count, self._settings.backoff)
+            await self._settle(msg, "retry", lambda m: m.nak(delay=delay))
+            return
+        await self._settle(msg, "term", lambda m: m.term())
+
+    async def _settle(self, msg: Msg, what: str, action: Callable[[Msg], Awaitable[None]]) -> None:
+        """Ack, nak or term; a lost reply only means JetStream redelivers (every stage is idempotent)."""
+        if msg.is_acked:
+            return
+        try:
+            await action(msg)
+        except Exception as exc:
+            log.warning("could not %s job: %s", what, exc, extra={"consumer": self._consumer})
+
+    # Jobs whose workers were lost on the last delivery ------------------------------------------
+
+    async def _on_max_deliveries(self, advisory: Msg) -> None:
+        try:
+            body: dict[str, Any] = json.loads(advisory.data)
+            seq = int(body["stream_seq"])
+            deliveries = int(body.get("deliveries", 0))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring malformed max-deliveries advisory: %s", exc)
+            return
+        try:
+            raw = await self._js.get_msg(self._stream, seq)
+        except NotFoundError:
+            return  # already settled elsewhere
+        except Exception as exc:
+            log.error("cannot read job %d after its last delivery: %s", seq, exc)
+            return
+        job = Job(
+            subject=raw.subject or "",
+            data=raw.data or b"",
+            headers=dict(raw.headers or {}),
+            meta=JobMeta(
+                stream=self._stream,
+                consumer=self._consumer,
+                stream_seq=seq,
+                delivery_count=deliveries,
+                max_deliver=self._max_deliver,
+                timestamp=raw.time,
+            ),
+        )
+        error = DeliveriesExhaustedError(self._exhausted_message(job))
+        with task_context(job.task_id):
+            log.error("job exhausted its deliveries without finishing", extra={"consumer": self._consumer})
+            try:
+                await self._on_give_up(job, error)
+            except Exception:
+                log.exception("recording the exhausted job failed; it stays in stream %s", self._stream)
+                return
+            with contextlib.suppress(NotFoundError):
+                await self._js.delete_msg(self._stream, seq)
+
+    @staticmethod
+    def _exhausted_message(job: Job) -> str:
+        return (
+            f"job was delivered {job.meta.delivery_count} times (limit {job.meta.max_deliver}) without "
+            "finishing: its workers stopped or lost their connection while running it"
+        )
