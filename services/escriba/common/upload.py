@@ -3,12 +3,17 @@
 Streams are read chunk by chunk with the byte limit checked as they arrive, so an oversized upload is
 refused as soon as it crosses the limit instead of after it has been buffered whole. The sha256 is computed
 on the way in.
+
+A refused upload is still read to its end (discarding the bytes, up to ``drain_limit_bytes``) before
+the error is returned: grpc's asyncio client replaces a status that arrives while it is still writing
+with a generic INTERNAL error (grpc/grpc#36066), so ending the RPC early would hide the real reason
+from well-behaved clients. The drain bound keeps a hostile client from holding the stream forever.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -32,14 +37,37 @@ class Upload(Generic[C]):
     sha256: str
 
 
+DRAIN_LIMIT_BYTES = 256 * 1024 * 1024
+
+
 async def receive_upload(
     requests: AsyncIterable[Any],
     *,
     max_bytes: int,
     config_field: str = "config",
     chunk_field: str = "chunk",
+    drain_limit_bytes: int = DRAIN_LIMIT_BYTES,
 ) -> Upload[Any]:
     """Collect requests whose ``payload`` oneof is the config (first, optional) or a chunk."""
+    iterator = aiter(requests)
+    try:
+        return await _collect(iterator, max_bytes, config_field, chunk_field)
+    except (UploadTooLargeError, MalformedUploadError):
+        await _drain(iterator, drain_limit_bytes)
+        raise
+
+
+async def _drain(requests: AsyncIterator[Any], limit: int) -> None:
+    drained = 0
+    async for request in requests:
+        drained += request.ByteSize()
+        if drained > limit:
+            return
+
+
+async def _collect(
+    requests: AsyncIterator[Any], max_bytes: int, config_field: str, chunk_field: str
+) -> Upload[Any]:
     config: Any = None
     parts: list[bytes] = []
     digest = hashlib.sha256()

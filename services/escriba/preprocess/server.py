@@ -1,0 +1,39 @@
+"""``escriba serve preprocess``: the PreprocessService gRPC server."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+
+from escriba.common.grpc_server import ServerSettings
+from escriba.common.service import run_service
+from escriba.common.settings import load
+from escriba.preprocess.engine import Preprocessor
+from escriba.preprocess.servicer import SERVICE_NAME, PreprocessServicer
+from escriba.preprocess.settings import PreprocessSettings
+from escriba.v1 import preprocess_pb2_grpc
+
+
+class PreprocessComponent:
+    service_names: Sequence[str] = (SERVICE_NAME,)
+
+    def __init__(self, settings: PreprocessSettings) -> None:
+        self.engine = Preprocessor(settings)
+        self.settings = settings
+
+    def register(self, server: grpc.aio.Server) -> None:
+        servicer = PreprocessServicer(self.engine, max_concurrency=4)
+        preprocess_pb2_grpc.add_PreprocessServiceServicer_to_server(servicer, server)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+async def serve(port: int | None = None) -> None:
+    server_settings = ServerSettings.from_env()
+    component = PreprocessComponent(load(PreprocessSettings))
+    await run_service("preprocess", [component], server_settings, port=port)

@@ -1,0 +1,60 @@
+"""gRPC transport of the preprocess engine.
+
+The upload is received with its byte limit enforced while streaming, the engine runs in a worker thread
+(PyAV and numpy release the GIL), and the canonical audio streams back in chunks so no single message
+approaches the gRPC size limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+
+from escriba.common import convert, metrics
+from escriba.common.grpc_status import translate_stream_errors
+from escriba.common.upload import receive_upload
+from escriba.preprocess.engine import Preprocessor
+from escriba.v1 import preprocess_pb2, preprocess_pb2_grpc
+
+SERVICE_NAME = preprocess_pb2.DESCRIPTOR.services_by_name["PreprocessService"].full_name
+STAGE = "preprocess"
+OUTPUT_CHUNK_BYTES = 1 << 20
+
+
+class PreprocessServicer(preprocess_pb2_grpc.PreprocessServiceServicer):
+    def __init__(self, engine: Preprocessor, max_concurrency: int) -> None:
+        self.engine = engine
+        self._slots = asyncio.Semaphore(max_concurrency)
+
+    @translate_stream_errors
+    async def Preprocess(
+        self,
+        request_iterator: AsyncIterator[preprocess_pb2.PreprocessRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[preprocess_pb2.PreprocessResponse]:
+        upload = await receive_upload(request_iterator, max_bytes=self.engine.settings.max_input_bytes)
+        config = upload.config or preprocess_pb2.PreprocessConfig()
+        target = config.target_lufs if config.HasField("target_lufs") else None
+        encoding = convert.encoding_from_pb(config.output_encoding)
+        async with self._slots:
+            started = time.perf_counter()
+            with metrics.IN_FLIGHT.labels(STAGE).track_inprogress():
+                result = await asyncio.to_thread(
+                    self.engine.run,
+                    upload.data,
+                    filename=config.filename,
+                    target_lufs=target,
+                    encoding=encoding,
+                )
+        elapsed = time.perf_counter() - started
+        metrics.STAGE_LATENCY.labels(STAGE).observe(elapsed)
+        metrics.AUDIO_SECONDS.labels(STAGE).inc(result.info.duration_s)
+        if result.info.duration_s > 0:
+            metrics.REAL_TIME_FACTOR.labels(STAGE).observe(elapsed / result.info.duration_s)
+        yield preprocess_pb2.PreprocessResponse(info=convert.audio_info_to_pb(result.info))
+        audio = result.audio
+        for offset in range(0, len(audio), OUTPUT_CHUNK_BYTES):
+            yield preprocess_pb2.PreprocessResponse(chunk=audio[offset : offset + OUTPUT_CHUNK_BYTES])
