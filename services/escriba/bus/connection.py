@@ -30,8 +30,12 @@ async def connect(settings: NatsSettings, *, url: str | None = None, name: str =
     async def on_error(exc: Exception) -> None:
         log.warning("nats error: %s", exc, extra={"nats_client": name})
 
+    opened: list[Client] = []
+
     async def on_disconnected() -> None:
-        log.warning("nats disconnected", extra={"nats_client": name})
+        if opened and opened[0].is_closed:
+            return  # our own close(); on_closed logs it
+        log.warning("nats disconnected; reconnecting", extra={"nats_client": name})
 
     async def on_reconnected() -> None:
         log.info("nats reconnected", extra={"nats_client": name})
@@ -67,6 +71,7 @@ async def connect(settings: NatsSettings, *, url: str | None = None, name: str =
         ) from exc
     except (OSError, nats.errors.Error) as exc:
         raise BusUnavailableError(f"cannot connect to NATS at {where}: {exc}") from exc
+    opened.append(client)
     log.info("nats connected", extra={"nats_client": name, "nats_server": _redact(client.connected_url)})
     return client
 

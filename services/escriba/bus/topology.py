@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import nats.errors
 from nats.js import api
 from nats.js.client import KV_STREAM_TEMPLATE, JetStreamContext
 from nats.js.errors import APIError, BadRequestError, NotFoundError, ServiceUnavailableError
@@ -111,6 +112,8 @@ async def ensure_topology(js: JetStreamContext, names: BusNames, settings: NatsS
             await _ensure_kv(js, bucket, ttl_s, settings.replicas)
     except TimeoutError as exc:
         raise BusUnavailableError(f"JetStream did not answer while creating {names.prefix} topology") from exc
+    except nats.errors.ConnectionClosedError as exc:
+        raise BusUnavailableError("the NATS connection closed while creating the topology") from exc
     topology = Topology(
         streams=(names.jobs_stream, names.events_stream),
         consumers=tuple(names.consumer(stage) for stage in Stage),
@@ -200,7 +203,7 @@ async def _create_or_update(
         await create()
         return
     except ServiceUnavailableError as exc:
-        raise BusUnavailableError(f"JetStream is not available to create {what}") from exc
+        raise BusUnavailableError(f"JetStream is not available to create {what} (is it enabled?)") from exc
     except BadRequestError as exc:
         if exc.err_code != _ERR_STREAM_CONFIG_DIFFERS:
             raise TopologyError(f"{what} cannot be created: {exc}") from exc
