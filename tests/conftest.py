@@ -14,4 +14,4 @@ def data_dir() -> Path:
     return DATA_DIR
 
 # Fixture modules shared across suites (real servers started on free ports with temporary storage).
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = ["tests.support.nats_fixtures"]
