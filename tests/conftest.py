@@ -13,5 +13,6 @@ DATA_DIR = Path(__file__).parent / "data"
 def data_dir() -> Path:
     return DATA_DIR
 
+
 # Fixture modules shared across suites (real servers started on free ports with temporary storage).
-pytest_plugins: list[str] = ["tests.support.nats_fixtures"]
+pytest_plugins: list[str] = ["tests.support.postgres_fixtures", "tests.support.nats_fixtures"]

@@ -1,0 +1,360 @@
+"""The task repository: every read and write of ``transcription_tasks`` and ``task_stage_results``.
+
+Two rules shape it. Status changes are single guarded statements (``UPDATE ... WHERE status =
+ANY(allowed) RETURNING``, sources from :mod:`escriba.db.states`), so the database arbitrates races:
+a cancel that lands first makes the later stage's update match no row, and a completed task matches
+no transition at all. And a stage's result is written once per (task, stage) (primary key, ``ON
+CONFLICT DO NOTHING``), so a job JetStream redelivers after a lost worker finds the first result
+instead of writing a second one.
+
+Owner-scoped calls (``get``, ``cancel``, ``archive`` with ``owner_id``) report another owner's task
+exactly like a missing one, so ids cannot be probed across owners. Workers pass ``owner_id=None``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from escriba.common.errors import InvalidInputError
+from escriba.db.codec import (
+    edits_to_json,
+    parse_task_id,
+    segments_to_json,
+    stage_result_from_row,
+    task_from_row,
+)
+from escriba.db.errors import TaskAlreadyExists, TaskNotFound, database_errors
+from escriba.db.list_query import (
+    MAX_PAGE_SIZE,
+    RESULT_COLUMNS,
+    SUMMARY_COLUMNS,
+    build_list_query,
+    decode_cursor,
+    encode_cursor,
+)
+from escriba.db.models import (
+    NewTask,
+    StageResult,
+    StageWrite,
+    TaskFilter,
+    TaskPage,
+    TaskRecord,
+    TaskResult,
+    Transition,
+)
+from escriba.db.states import ACTIVE, TERMINAL, Stage, TaskStatus, allowed_sources
+
+ALL_COLUMNS = f"{SUMMARY_COLUMNS}, {RESULT_COLUMNS}"
+DEFAULT_PAGE_SIZE = 50
+#: Oldest archived tasks first, a bounded batch per call ($1: completed before, $2: batch size).
+#: ``= ANY(ARRAY(...))`` rather than ``IN (SELECT ...)``: the latter plans as a hash semi-join over a
+#: sequential scan of the whole table; the array form deletes through the primary key.
+PURGE_ARCHIVED_SQL = (
+    "DELETE FROM transcription_tasks WHERE id = ANY(ARRAY("
+    " SELECT id FROM transcription_tasks WHERE is_archived AND completed_at < $1"
+    " ORDER BY completed_at LIMIT $2))"
+)
+
+_STAGE_TIMING_COLUMN = {
+    Stage.PREPROCESS: "preprocess_ms",
+    Stage.TRANSCRIPTION: "transcription_ms",
+    Stage.CORRECTION: "correction_ms",
+}
+# Milliseconds from creation to now, plus the upload that preceded the row.
+_TOTAL_MS = "COALESCE(upload_ms, 0) + extract(epoch FROM now() - created_at) * 1000"
+
+
+def _statuses(statuses: Iterable[TaskStatus]) -> list[str]:
+    return sorted(s.value for s in statuses)
+
+
+class TaskRepository:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    # Reads ---------------------------------------------------------------------------------------
+
+    async def get(self, task_id: str, *, owner_id: str | None) -> TaskRecord:
+        """The task, with its result; :class:`TaskNotFound` when missing or owned by someone else."""
+        tid = self._task_uuid(task_id)
+        sql = f"SELECT {ALL_COLUMNS} FROM transcription_tasks WHERE id = $1"
+        args: list[Any] = [tid]
+        if owner_id is not None:
+            sql += " AND owner_id = $2"
+            args.append(owner_id)
+        with database_errors("reading a task"):
+            row = await self._pool.fetchrow(sql, *args)
+        if row is None:
+            raise TaskNotFound(f"task {task_id} not found")
+        return task_from_row(row, with_result=True)
+
+    async def list_tasks(
+        self,
+        task_filter: TaskFilter,
+        *,
+        cursor: str = "",
+        limit: int = DEFAULT_PAGE_SIZE,
+        include_results: bool = False,
+    ) -> TaskPage:
+        """One page of tasks, newest first; pass the page's ``next_cursor`` back for the next one."""
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise InvalidInputError(
+                f"page size must be between 1 and {MAX_PAGE_SIZE}, got {limit}", reason="invalid_page_size"
+            )
+        position = decode_cursor(cursor) if cursor else None
+        # One row more than asked tells whether another page exists without a COUNT.
+        sql, args = build_list_query(
+            task_filter, cursor=position, limit=limit + 1, include_results=include_results
+        )
+        with database_errors("listing tasks"):
+            rows = await self._pool.fetch(sql, *args)
+        tasks = tuple(task_from_row(row, with_result=include_results) for row in rows[:limit])
+        next_cursor = ""
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = encode_cursor(last["created_at"], last["id"])
+        return TaskPage(tasks=tasks, next_cursor=next_cursor)
+
+    async def get_stage_result(self, task_id: str, stage: Stage) -> StageResult | None:
+        """What a previous delivery of ``stage`` stored for the task, if anything."""
+        tid = self._task_uuid(task_id)
+        with database_errors("reading a stage result"):
+            row = await self._pool.fetchrow(
+                "SELECT task_id, stage, result, duration_ms, recorded_at FROM task_stage_results"
+                " WHERE task_id = $1 AND stage = $2",
+                tid,
+                stage.value,
+            )
+        return None if row is None else stage_result_from_row(row)
+
+    # Writes --------------------------------------------------------------------------------------
+
+    async def create(self, task: NewTask) -> TaskRecord:
+        """Insert ``task`` as ``queued``; :class:`TaskAlreadyExists` when its id is taken."""
+        if not task.owner_id:
+            raise InvalidInputError("a task needs an owner", reason="missing_owner")
+        tid = uuid.uuid4() if task.id is None else parse_task_id(task.id)
+        if tid is None:
+            raise InvalidInputError(f"task id {task.id!r} is not a UUID", reason="invalid_task_id")
+        with database_errors("creating a task"):
+            try:
+                row = await self._pool.fetchrow(
+                    "INSERT INTO transcription_tasks"
+                    " (id, owner_id, filename, audio_object, audio_sha256, options, upload_ms)"
+                    f" VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {ALL_COLUMNS}",
+                    tid,
+                    task.owner_id,
+                    task.filename,
+                    task.audio_object,
+                    task.audio_sha256,
+                    dict(task.options),
+                    task.upload_ms,
+                )
+            except asyncpg.UniqueViolationError as exc:
+                raise TaskAlreadyExists(f"task {tid} already exists") from exc
+        return task_from_row(row, with_result=True)
+
+    async def start_stage(self, task_id: str, stage: Stage) -> Transition:
+        """Move the task into ``stage`` (re-entering it is allowed: a redelivered job).
+
+        Not applied when the task is terminal (e.g. cancelled meanwhile) or already past ``stage``.
+        """
+        return await self._transition(
+            task_id,
+            allowed_sources(stage.status),
+            "status = $3, started_at = COALESCE(started_at, now()),"
+            " queue_ms = COALESCE(queue_ms, extract(epoch FROM now() - created_at) * 1000)",
+            [stage.status.value],
+        )
+
+    async def complete(self, task_id: str, result: TaskResult) -> Transition:
+        """Store ``result`` and mark the task completed; not applied when it is already terminal."""
+        return await self._transition(
+            task_id,
+            allowed_sources(TaskStatus.COMPLETED),
+            f"status = 'completed', completed_at = now(), total_ms = {_TOTAL_MS},"
+            " text = $3, corrected_text = $4, language = $5, language_probability = $6, segments = $7,"
+            " edits = $8, formats = $9, model = $10, rules_version = $11, transcript_from_cache = $12",
+            [
+                result.text,
+                result.corrected_text,
+                result.language,
+                result.language_probability,
+                segments_to_json(result.segments),
+                edits_to_json(result.edits),
+                dict(result.formats),
+                result.model,
+                result.rules_version,
+                result.transcript_from_cache,
+            ],
+        )
+
+    async def fail(self, task_id: str, reason: str, message: str) -> Transition:
+        """Mark the task failed with a machine ``reason`` and a readable ``message``."""
+        if not reason:
+            raise InvalidInputError("a failure needs a reason", reason="missing_reason")
+        return await self._transition(
+            task_id,
+            allowed_sources(TaskStatus.FAILED),
+            f"status = 'failed', completed_at = now(), total_ms = {_TOTAL_MS}, error_reason = $3, error = $4",
+            [reason, message],
+        )
+
+    async def cancel(self, task_id: str, *, owner_id: str | None) -> Transition:
+        """Cancel a task that has not finished; later stage transitions of it are not applied."""
+        return await self._transition(
+            task_id,
+            allowed_sources(TaskStatus.CANCELLED),
+            f"status = 'cancelled', completed_at = now(), total_ms = {_TOTAL_MS}",
+            [],
+            owner_id=owner_id,
+        )
+
+    async def archive(self, task_id: str, *, owner_id: str | None) -> Transition:
+        """Hide a finished task from default listings; not applied to unfinished or archived tasks."""
+        return await self._transition(
+            task_id, TERMINAL, "is_archived = true", [], owner_id=owner_id, guard="NOT is_archived"
+        )
+
+    async def record_attempt(self, task_id: str, stage: Stage) -> int:
+        """Count one more delivery of ``stage`` for the task; returns that stage's count."""
+        tid = self._task_uuid(task_id)
+        with database_errors("recording an attempt"):
+            count = await self._pool.fetchval(
+                "UPDATE transcription_tasks SET attempts = attempts + 1,"
+                " stage_attempts = jsonb_set(stage_attempts, ARRAY[$2::text],"
+                "   to_jsonb(COALESCE((stage_attempts ->> $2::text)::int, 0) + 1)),"
+                " updated_at = now()"
+                " WHERE id = $1 RETURNING (stage_attempts ->> $2::text)::int",
+                tid,
+                stage.value,
+            )
+        if count is None:
+            raise TaskNotFound(f"task {task_id} not found")
+        return int(count)
+
+    async def record_audio(self, task_id: str, *, duration_s: float, info: Mapping[str, Any]) -> None:
+        """Store what preprocessing learned about the audio (duration, AudioInfo as JSON)."""
+        if not duration_s >= 0:
+            raise InvalidInputError(
+                f"audio duration must be >= 0 s, got {duration_s}", reason="invalid_duration"
+            )
+        tid = self._task_uuid(task_id)
+        with database_errors("recording audio info"):
+            status = await self._pool.execute(
+                "UPDATE transcription_tasks SET audio_duration_s = $2, audio = $3, updated_at = now()"
+                " WHERE id = $1",
+                tid,
+                duration_s,
+                dict(info),
+            )
+        if status == "UPDATE 0":
+            raise TaskNotFound(f"task {task_id} not found")
+
+    async def record_stage_result(
+        self, task_id: str, stage: Stage, result: Mapping[str, Any], *, duration_ms: float | None = None
+    ) -> StageWrite:
+        """Store the result of ``stage`` once; see :class:`StageWrite` for what a worker does next.
+
+        The first write for (task, stage) wins; its ``duration_ms`` also becomes the stage's timing.
+        Nothing is stored for a terminal task.
+        """
+        if duration_ms is not None and not duration_ms >= 0:
+            raise InvalidInputError(f"duration must be >= 0 ms, got {duration_ms}", reason="invalid_duration")
+        tid = self._task_uuid(task_id)
+        select_result = "task_id, stage, result, duration_ms, recorded_at"
+        with database_errors("recording a stage result"):
+            async with self._pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    "INSERT INTO task_stage_results (task_id, stage, result, duration_ms)"
+                    " SELECT id, $2::text, $3::jsonb, $4::float8 FROM transcription_tasks"
+                    "  WHERE id = $1 AND status = ANY($5::text[])"
+                    f" ON CONFLICT (task_id, stage) DO NOTHING RETURNING {select_result}",
+                    tid,
+                    stage.value,
+                    dict(result),
+                    duration_ms,
+                    _statuses(ACTIVE),
+                )
+                if row is not None:
+                    column = _STAGE_TIMING_COLUMN[stage]
+                    status = await conn.fetchval(
+                        f"UPDATE transcription_tasks SET {column} = COALESCE($2, {column}),"
+                        " updated_at = now() WHERE id = $1 RETURNING status",
+                        tid,
+                        duration_ms,
+                    )
+                    return StageWrite(
+                        applied=True, stored=stage_result_from_row(row), status=TaskStatus(status)
+                    )
+                status = await conn.fetchval("SELECT status FROM transcription_tasks WHERE id = $1", tid)
+                if status is None:
+                    raise TaskNotFound(f"task {task_id} not found")
+                existing = await conn.fetchrow(
+                    f"SELECT {select_result} FROM task_stage_results WHERE task_id = $1 AND stage = $2",
+                    tid,
+                    stage.value,
+                )
+        stored = None if existing is None else stage_result_from_row(existing)
+        return StageWrite(applied=False, stored=stored, status=TaskStatus(status))
+
+    async def purge_archived(self, *, completed_before: datetime, limit: int = 1000) -> int:
+        """Delete up to ``limit`` archived tasks that finished before ``completed_before``, oldest
+        first; returns how many. Retention jobs call it until it returns 0."""
+        with database_errors("purging archived tasks"):
+            status = await self._pool.execute(PURGE_ARCHIVED_SQL, completed_before, limit)
+        return int(str(status).rsplit(" ", 1)[-1])
+
+    # Internals -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _task_uuid(task_id: str) -> uuid.UUID:
+        tid = parse_task_id(task_id)
+        if tid is None:
+            raise TaskNotFound(f"task {task_id!r} not found")
+        return tid
+
+    async def _transition(
+        self,
+        task_id: str,
+        sources: Iterable[TaskStatus],
+        assignments: str,
+        args: Sequence[Any],
+        *,
+        owner_id: str | None = None,
+        guard: str = "",
+    ) -> Transition:
+        """Apply ``assignments`` (placeholders from $3) if the task's status is in ``sources``.
+
+        One statement: the CTE updates at most one row; when it matched nothing, the second branch
+        returns the row as it is (the CTE and the SELECT share one snapshot), so the caller learns
+        why without a second round trip. Under concurrency the UPDATE re-checks the guard on the
+        latest row version, so of two racing transitions only one that is still allowed applies.
+        """
+        tid = self._task_uuid(task_id)
+        params: list[Any] = [tid, _statuses(sources), *args]
+        scope = ""
+        if owner_id is not None:
+            params.append(owner_id)
+            scope = f" AND owner_id = ${len(params)}"
+        extra = f" AND {guard}" if guard else ""
+        sql = (
+            "WITH changed AS ("
+            f" UPDATE transcription_tasks SET {assignments}, updated_at = now()"
+            f" WHERE id = $1 AND status = ANY($2::text[]){extra}{scope}"
+            f" RETURNING {ALL_COLUMNS})"
+            f" SELECT true AS applied, {ALL_COLUMNS} FROM changed"
+            " UNION ALL"
+            f" SELECT false AS applied, {ALL_COLUMNS} FROM transcription_tasks"
+            f" WHERE id = $1{scope} AND NOT EXISTS (SELECT 1 FROM changed)"
+        )
+        with database_errors("changing a task's status"):
+            row = await self._pool.fetchrow(sql, *params)
+        if row is None:
+            raise TaskNotFound(f"task {task_id} not found")
+        return Transition(applied=bool(row["applied"]), task=task_from_row(row, with_result=True))
