@@ -229,6 +229,8 @@ def video(
     if samples is None and seconds is None:
         raise ValueError("a video without audio needs seconds")
     duration = seconds if seconds is not None else samples.shape[1] / rate  # type: ignore[union-attr]
+    if samples is not None and audio_codec == "libopus" and rate != 48000:  # Opus runs at 48 kHz only
+        samples, rate = resample(samples, rate, 48000), 48000
     buf = io.BytesIO()
     with av.open(buf, mode="w", format=container) as out:
         vstream = out.add_stream(video_codec, rate=fps)

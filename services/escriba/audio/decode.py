@@ -25,7 +25,6 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import cache
 from pathlib import Path
 
 import av
@@ -99,8 +98,11 @@ def looks_like_media(head: bytes) -> bool:
     """True when ``head`` (the first bytes of a file) carries a known audio/video signature."""
     if head.startswith(_MAGIC_PREFIXES) or head[4:8] in _ISO_BOX_TYPES:
         return True
-    # MPEG audio or ADTS AAC frame sync: eleven set bits, then a valid layer/version pattern.
-    return len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0 and (head[1] & 0x06) != 0
+    if len(head) < 2 or head[0] != 0xFF:
+        return False
+    mpeg_audio = (head[1] & 0xE0) == 0xE0 and (head[1] & 0x06) != 0  # 11-bit sync, layer I-III
+    adts = (head[1] & 0xF6) == 0xF0  # 12-bit sync, layer 00: AAC in ADTS frames
+    return mpeg_audio or adts
 
 
 def decode_audio(
@@ -113,14 +115,15 @@ def decode_audio(
 ) -> DecodedAudio:
     """Decode the first audio stream of ``source`` to mono float32 at ``sample_rate_hz``.
 
-    ``threads`` is the decoder thread count (0 lets FFmpeg choose). ``filename`` is a hint: its
-    extension picks a demuxer when probing the content fails, and it names the file in messages.
+    ``threads`` is the decoder thread count (0 lets FFmpeg choose). ``filename`` only names the file
+    in messages: the format is always probed from the content, never trusted from an extension (a
+    raw-PCM demuxer picked by name would "decode" any bytes into noise).
     """
     size = len(source) if isinstance(source, bytes) else source.stat().st_size
     label = repr(filename) if filename else (repr(source.name) if isinstance(source, Path) else "the upload")
     if size == 0:
         raise EmptyInputError(f"{label} is empty (0 bytes): upload an audio or video file")
-    with _open(source, filename, label) as container:
+    with _open(source, label) as container:
         stream = _audio_stream(container, label)
         ctx = stream.codec_context
         if ctx is None:
@@ -140,44 +143,22 @@ def _media_input(source: bytes | Path) -> io.BytesIO | str:
     return io.BytesIO(source) if isinstance(source, bytes) else str(source)
 
 
-def _open(source: bytes | Path, filename: str, label: str) -> av.container.InputContainer:
+def _open(source: bytes | Path, label: str) -> av.container.InputContainer:
     try:
         return av.open(_media_input(source), mode="r", metadata_errors="replace")
     except av.error.FFmpegError as exc:
         if isinstance(exc, OSError):  # the file system, not the content (a missing or unreadable path)
             raise
-        first_error = exc
-    hinted = _demuxer_for(Path(filename).suffix.lower().lstrip("."))
-    if hinted is not None:
-        try:
-            return av.open(_media_input(source), mode="r", format=hinted, metadata_errors="replace")
-        except av.error.FFmpegError:
-            pass
-    detail = first_error.strerror or type(first_error).__name__
-    if looks_like_media(_head(source)):
-        raise CorruptAudioError(
-            f"{label} looks like a media file but its header cannot be read ({detail}): "
-            "the file is truncated or damaged"
-        ) from first_error
-    raise NotAudioError(
-        f"{label} is not an audio or video file that can be decoded ({detail}); "
-        "send e.g. WAV, FLAC, MP3, M4A/AAC, Ogg (Vorbis/Opus), WebM or a video with sound"
-    ) from first_error
-
-
-@cache
-def _demuxer_for(extension: str) -> str | None:
-    """The demuxer whose registered extensions include ``extension``, if any."""
-    if not extension:
-        return None
-    for name in sorted(av.formats_available):
-        try:
-            fmt = av.ContainerFormat(name, "r")
-        except ValueError:  # a muxer-only name
-            continue
-        if extension in fmt.extensions:
-            return name
-    return None
+        detail = exc.strerror or type(exc).__name__
+        if looks_like_media(_head(source)):
+            raise CorruptAudioError(
+                f"{label} looks like a media file but its header cannot be read ({detail}): "
+                "the file is truncated or damaged"
+            ) from exc
+        raise NotAudioError(
+            f"{label} is not an audio or video file that can be decoded ({detail}); "
+            "send e.g. WAV, FLAC, MP3, M4A/AAC, Ogg (Vorbis/Opus), WebM or a video with sound"
+        ) from exc
 
 
 def _audio_stream(container: av.container.InputContainer, label: str) -> av.audio.stream.AudioStream:

@@ -143,7 +143,7 @@ def limit_peaks(
     attack = max(1, round(_ATTACK_S * rate))
     hold = round(_HOLD_S * rate)
     size = 2 * attack + hold + 1  # covers [n - attack - hold, n + attack]
-    origin = size // 2 - attack - hold
+    origin = attack + hold - size // 2  # scipy: a positive origin moves the window back in time
     envelope = ndimage.minimum_filter1d(needed, size=size, origin=origin, mode="nearest")
     gain = ndimage.uniform_filter1d(envelope, size=2 * attack + 1, mode="nearest")
     # The moving average is exact up to float32 rounding; clip away that last ulp.
@@ -166,14 +166,20 @@ def normalize_loudness(
         limited, reduction = limit_peaks(samples, ceiling, rate)
         return Normalized(limited, input_lufs, integrated_loudness(limited, rate), 0.0, reduction)
     base_gain = target_lufs - input_lufs
-    gain_db = base_gain
+    gain_db, slope = base_gain, 1.0
+    previous: tuple[float, float] | None = None
     for attempt in range(1, _MAX_PASSES + 1):
         scaled = (samples * np.float32(db_to_linear(gain_db))).astype(np.float32, copy=False)
         limited, reduction = limit_peaks(scaled, ceiling, rate)
         output_lufs = integrated_loudness(limited, rate)
         shortfall = target_lufs - output_lufs
-        done = reduction == 0.0 or shortfall <= _TOLERANCE_LU or attempt == _MAX_PASSES
-        if done or gain_db - base_gain >= _MAX_MAKEUP_DB:
+        if reduction == 0.0 or shortfall <= _TOLERANCE_LU or attempt == _MAX_PASSES:
             break
-        gain_db = min(gain_db + shortfall, base_gain + _MAX_MAKEUP_DB)
+        if gain_db - base_gain >= _MAX_MAKEUP_DB:
+            break
+        if previous is not None and gain_db != previous[0]:
+            # Under limiting, loudness grows slower than the gain: step by the measured slope.
+            slope = min(1.0, max(0.2, (output_lufs - previous[1]) / (gain_db - previous[0])))
+        previous = (gain_db, output_lufs)
+        gain_db = min(gain_db + shortfall / slope, base_gain + _MAX_MAKEUP_DB)
     return Normalized(limited, input_lufs, output_lufs, gain_db, reduction)
