@@ -81,7 +81,7 @@ class TranscribeJob(_message.Message):
     OUTPUT_FORMATS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     audio_object: _builtins.str
-    """canonical 16 kHz mono audio in escriba-audio"""
+    """canonical 16 kHz mono audio in the normalized-audio object store"""
     @_builtins.property
     def audio(self) -> _common_pb2.AudioInfo: ...
     @_builtins.property
@@ -117,7 +117,10 @@ class CorrectJob(_message.Message):
     TRANSCRIPT_FIELD_NUMBER: _builtins.int
     CORRECTION_FIELD_NUMBER: _builtins.int
     OUTPUT_FORMATS_FIELD_NUMBER: _builtins.int
+    TRANSCRIPT_FROM_CACHE_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
+    transcript_from_cache: _builtins.bool
+    """the transcription stage served the transcript from its cache"""
     @_builtins.property
     def audio(self) -> _common_pb2.AudioInfo: ...
     @_builtins.property
@@ -134,10 +137,11 @@ class CorrectJob(_message.Message):
         transcript: _transcription_pb2.Transcript | None = ...,
         correction: _common_pb2.CorrectionOptions | None = ...,
         output_formats: _abc.Iterable[_builtins.str] | None = ...,
+        transcript_from_cache: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "correction", b"correction", "transcript", b"transcript"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "correction", b"correction", "output_formats", b"output_formats", "task_id", b"task_id", "transcript", b"transcript"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "correction", b"correction", "output_formats", b"output_formats", "task_id", b"task_id", "transcript", b"transcript", "transcript_from_cache", b"transcript_from_cache"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

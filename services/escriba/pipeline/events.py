@@ -1,0 +1,46 @@
+"""Task events on ``<prefix>.events.task.<task_id>``: every status change, so WatchTask streams progress
+without polling PostgreSQL.
+
+Events are best-effort notifications next to the database (the record of truth): a failed publish is
+logged, never allowed to fail the stage, and watchers re-read the task from the database periodically.
+Events carry the status only; a watcher reads the full task from the database on a terminal event, so
+an event never approaches the NATS message size limit however long the transcript.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from nats.js import JetStreamContext
+
+from escriba.bus import BusNames, publish_event
+from escriba.db.models import TaskRecord
+from escriba.pipeline.taskpb import status_to_pb
+from escriba.v1 import tasks_pb2
+
+log = logging.getLogger(__name__)
+
+
+class EventPublisher:
+    def __init__(self, js: JetStreamContext, names: BusNames) -> None:
+        self.js = js
+        self.names = names
+
+    async def publish(self, task: TaskRecord, message: str = "") -> None:
+        now = Timestamp()
+        now.FromDatetime(datetime.now(UTC))
+        event = tasks_pb2.TaskEvent(
+            task_id=task.id, status=status_to_pb(task.status), message=message, at=now
+        )
+        try:
+            await publish_event(
+                self.js,
+                self.names,
+                task.id,
+                event.SerializeToString(),
+                msg_id=f"{task.id}:{task.status.value}",
+            )
+        except Exception:
+            log.warning("could not publish task event", extra={"status": task.status.value}, exc_info=True)

@@ -1,0 +1,150 @@
+"""What every stage worker shares: task guards, attempts, failure reporting, and the worker component.
+
+A stage handler only implements :meth:`StageHandler.process`. Around it, the task must still want the
+stage (a cancelled or finished task is skipped: a cancel wins over a later stage), each delivery is
+counted, and when JetStream gives up on a job (permanent error, or deliveries exhausted after backoff)
+the task is marked ``failed`` with a readable reason, so no task is ever silently lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Generic, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from escriba.bus import DeliveriesExhaustedError, Job, JobWorker, publish_job
+from escriba.bus.names import Stage as BusStage
+from escriba.common import metrics
+from escriba.common.errors import EscribaError
+from escriba.common.logging import task_context
+from escriba.db.states import Stage
+from escriba.pipeline import codec
+from escriba.pipeline.runtime import Pipeline, PipelineRuntime
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
+
+_METRIC_STAGE = {
+    Stage.PREPROCESS: "preprocess",
+    Stage.TRANSCRIPTION: "transcription",
+    Stage.CORRECTION: "correction",
+}
+
+
+class StageHandler(Generic[M]):
+    stage: Stage
+    job_type: type[M]
+
+    def __init__(self, runtime: PipelineRuntime) -> None:
+        self.runtime = runtime
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self.runtime.pipeline
+
+    async def __call__(self, job: Job) -> None:
+        message = codec.decode(self.job_type, job.data, job.headers)
+        task_id: str = message.task_id  # type: ignore[attr-defined]
+        with task_context(task_id):
+            repo = self.pipeline.repo
+            transition = await repo.start_stage(task_id, self.stage)
+            if not transition.applied:
+                log.info(
+                    "skipping job: task no longer wants this stage",
+                    extra={"stage": self.stage.value, "status": transition.task.status.value},
+                )
+                return
+            await self.pipeline.events.publish(transition.task)
+            await repo.record_attempt(task_id, self.stage)
+            stage = _METRIC_STAGE[self.stage]
+            started = time.perf_counter()
+            with metrics.IN_FLIGHT.labels(stage).track_inprogress():
+                await self.process(message, job)
+            metrics.STAGE_LATENCY.labels(stage).observe(time.perf_counter() - started)
+
+    async def process(self, message: M, job: Job) -> None:
+        raise NotImplementedError
+
+    async def give_up(self, job: Job, error: BaseException) -> None:
+        """Fail the task with the reason; called once when JetStream will not deliver the job again."""
+        task_id = job.task_id or _task_id_from_body(self.job_type, job)
+        if not task_id:
+            log.error("dropping a job without a task id", extra={"subject": job.subject})
+            return
+        if isinstance(error, DeliveriesExhaustedError):
+            reason, message = "deliveries_exhausted", str(error)
+        elif isinstance(error, EscribaError):
+            reason, message = error.reason, error.message
+        else:
+            reason, message = "internal", f"{type(error).__name__}: {error}"
+        attempts = job.meta.delivery_count
+        if attempts > 1:
+            message = f"{message} (after {attempts} attempts)"
+        metrics.ERRORS.labels(_METRIC_STAGE[self.stage], reason).inc()
+        with task_context(task_id):
+            transition = await self.pipeline.repo.fail(task_id, reason, f"{self.stage.value}: {message}")
+            if transition.applied:
+                log.warning("task failed", extra={"stage": self.stage.value, "reason": reason})
+                await self.pipeline.events.publish(transition.task, message)
+
+    async def hand_on(
+        self, next_stage: BusStage, message: Message, *, task_id: str, audio_duration_s: float
+    ) -> None:
+        """Publish the next stage's job (deduplicated by task and stage, so a retry publishes once)."""
+        body, headers = codec.encode(message)
+        await publish_job(
+            self.pipeline.js,
+            self.pipeline.names.job_subject(next_stage),
+            body,
+            task_id=task_id,
+            stage=next_stage.value,
+            audio_duration_s=audio_duration_s,
+            headers=headers,
+        )
+
+
+def _task_id_from_body(job_type: type[Message], job: Job) -> str:
+    try:
+        message = codec.decode(job_type, job.data, job.headers)
+    except EscribaError:
+        return ""
+    return str(getattr(message, "task_id", ""))
+
+
+class StageWorkerComponent:
+    """Runs a stage handler on its durable consumer for as long as the server runs."""
+
+    service_names: Sequence[str] = ()
+
+    def __init__(self, runtime: PipelineRuntime, handler: StageHandler[M], *, max_in_flight: int) -> None:
+        self.runtime = runtime
+        self.handler = handler
+        self.max_in_flight = max_in_flight
+        self._worker: JobWorker | None = None
+
+    def register(self, server: grpc.aio.Server) -> None:
+        return None
+
+    async def start(self) -> None:
+        pipeline = self.runtime.pipeline
+        stage = BusStage(self.handler.stage.value)
+        self._worker = JobWorker(
+            pipeline.nc,
+            stream=pipeline.names.jobs_stream,
+            consumer=pipeline.names.consumer(stage),
+            handler=self.handler,
+            on_give_up=self.handler.give_up,
+            settings=pipeline.nats_settings,
+            max_in_flight=self.max_in_flight,
+        )
+        await self._worker.start()
+
+    async def stop(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await worker.stop()

@@ -1,0 +1,79 @@
+"""The preprocess stage on JetStream: upload in, canonical audio out, cached by content.
+
+The normalized-audio cache is an object store keyed by the upload's sha256 plus the settings that shape
+the output (:meth:`Preprocessor.cache_key`); the object carries its AudioInfo in a header, so a hit
+skips decoding entirely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+
+from escriba.bus import Job
+from escriba.bus.names import Stage as BusStage
+from escriba.common import convert, metrics
+from escriba.db.states import Stage
+from escriba.pipeline.runtime import PipelineRuntime
+from escriba.pipeline.stage import StageHandler
+from escriba.pipeline.taskpb import audio_to_dict
+from escriba.preprocess.engine import Preprocessor
+from escriba.v1 import common_pb2, jobs_pb2
+
+log = logging.getLogger(__name__)
+
+AUDIO_INFO_HEADER = "Escriba-Audio-Info"
+
+
+class PreprocessStage(StageHandler[jobs_pb2.PreprocessJob]):
+    stage = Stage.PREPROCESS
+    job_type = jobs_pb2.PreprocessJob
+
+    def __init__(self, runtime: PipelineRuntime, engine: Preprocessor) -> None:
+        super().__init__(runtime)
+        self.engine = engine
+
+    async def process(self, message: jobs_pb2.PreprocessJob, job: Job) -> None:
+        pipeline = self.pipeline
+        task_id = message.task_id
+        started = time.perf_counter()
+        key = self.engine.cache_key(message.audio_sha256)
+        info = await self._cached(key)
+        if info is None:
+            metrics.CACHE_REQUESTS.labels("normalized_audio", "miss").inc()
+            data = await pipeline.uploads.get_bytes(message.audio_object)
+            result = await asyncio.to_thread(self.engine.run, data, filename=message.filename)
+            info = convert.audio_info_to_pb(result.info)
+            header = base64.b64encode(info.SerializeToString()).decode()
+            await pipeline.normalized.put_bytes(key, result.audio, headers={AUDIO_INFO_HEADER: header})
+            metrics.AUDIO_SECONDS.labels("preprocess").inc(info.duration_s)
+        else:
+            metrics.CACHE_REQUESTS.labels("normalized_audio", "hit").inc()
+        duration_ms = (time.perf_counter() - started) * 1000
+        await pipeline.repo.record_audio(task_id, duration_s=info.duration_s, info=audio_to_dict(info))
+        write = await pipeline.repo.record_stage_result(
+            task_id, Stage.PREPROCESS, {"object": key}, duration_ms=duration_ms
+        )
+        if not write.applied and write.stored is None:
+            return  # cancelled or failed meanwhile: no next stage
+        await self.hand_on(
+            BusStage.TRANSCRIPTION,
+            jobs_pb2.TranscribeJob(
+                task_id=task_id,
+                audio_object=key,
+                audio=info,
+                transcription=message.transcription,
+                correction=message.correction,
+                output_formats=message.output_formats,
+            ),
+            task_id=task_id,
+            audio_duration_s=info.duration_s,
+        )
+
+    async def _cached(self, key: str) -> common_pb2.AudioInfo | None:
+        stored = await self.pipeline.normalized.info(key)
+        if stored is None or AUDIO_INFO_HEADER not in stored.headers:
+            return None
+        return common_pb2.AudioInfo.FromString(base64.b64decode(stored.headers[AUDIO_INFO_HEADER]))

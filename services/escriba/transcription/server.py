@@ -1,0 +1,53 @@
+"""``escriba serve transcription``: the TranscriptionService gRPC server.
+
+The server binds first and loads the model afterwards, so Kubernetes sees a live process whose health is
+NOT_SERVING (and whose RPCs answer UNAVAILABLE) until the model is in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import grpc
+
+from escriba.common import metrics
+from escriba.common.grpc_server import ServerSettings
+from escriba.common.service import run_service
+from escriba.common.settings import load
+from escriba.transcription.engine import WhisperEngine
+from escriba.transcription.servicer import SERVICE_NAME, TranscriptionServicer
+from escriba.transcription.settings import TranscriptionSettings
+from escriba.v1 import transcription_pb2_grpc
+
+
+class TranscriptionComponent:
+    service_names: Sequence[str] = (SERVICE_NAME,)
+
+    def __init__(self, settings: TranscriptionSettings, engine: WhisperEngine | None = None) -> None:
+        self.settings = settings
+        self.engine = engine or WhisperEngine(settings)
+
+    def register(self, server: grpc.aio.Server) -> None:
+        servicer = TranscriptionServicer(
+            self.engine,
+            max_input_bytes=self.settings.max_input_bytes,
+            max_duration_s=self.settings.max_duration_s,
+        )
+        transcription_pb2_grpc.add_TranscriptionServiceServicer_to_server(servicer, server)
+
+    async def start(self) -> None:
+        if not self.engine.is_ready:
+            await asyncio.to_thread(self.engine.load)
+        seconds = self.engine.load_seconds
+        if seconds is not None:
+            metrics.MODEL_LOAD_SECONDS.labels(self.engine.model_name, self.engine.device).set(seconds)
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.engine.close)
+
+
+async def serve(port: int | None = None) -> None:
+    server_settings = ServerSettings.from_env()
+    component = TranscriptionComponent(load(TranscriptionSettings))
+    await run_service("transcription", [component], server_settings, port=port)

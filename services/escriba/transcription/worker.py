@@ -1,0 +1,109 @@
+"""The transcription stage on JetStream: canonical audio in, transcript out, cached by content.
+
+The transcript cache key covers everything that changes the result: the canonical audio's sha256, the
+model, the compute type and every decoding option. A hit never touches the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import zlib
+
+from escriba.audio.pcm import decode_pcm
+from escriba.bus import Job
+from escriba.bus.names import Stage as BusStage
+from escriba.common import convert, metrics
+from escriba.db.states import Stage
+from escriba.pipeline.runtime import PipelineRuntime
+from escriba.pipeline.stage import StageHandler
+from escriba.transcription.engine import WhisperEngine
+from escriba.transcription.options import TranscriptionOptions
+from escriba.transcription.servicer import UnknownModelError
+from escriba.v1 import jobs_pb2, transcription_pb2
+
+#: Bump when a change in how transcripts are produced should invalidate cached ones.
+TRANSCRIPT_CACHE_VERSION = 1
+
+
+def transcript_cache_key(
+    audio_sha256: str, *, model: str, compute_type: str, options: TranscriptionOptions
+) -> str:
+    shape = json.dumps(
+        {
+            "v": TRANSCRIPT_CACHE_VERSION,
+            "model": model,
+            "compute_type": compute_type,
+            "options": dataclasses.asdict(options),
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return f"{audio_sha256}.{hashlib.sha256(shape.encode()).hexdigest()[:32]}"
+
+
+class TranscriptionStage(StageHandler[jobs_pb2.TranscribeJob]):
+    stage = Stage.TRANSCRIPTION
+    job_type = jobs_pb2.TranscribeJob
+
+    def __init__(self, runtime: PipelineRuntime, engine: WhisperEngine) -> None:
+        super().__init__(runtime)
+        self.engine = engine
+
+    async def process(self, message: jobs_pb2.TranscribeJob, job: Job) -> None:
+        pipeline = self.pipeline
+        task_id = message.task_id
+        requested = message.transcription.model
+        if requested and requested != self.engine.model_name:
+            raise UnknownModelError(
+                f"this deployment serves model {self.engine.model_name!r}, not {requested!r}"
+            )
+        options = convert.transcription_options_from_pb(message.transcription, self.engine.default_options)
+        audio_sha = message.audio.normalized_sha256 or message.audio_object
+        key = transcript_cache_key(
+            audio_sha, model=self.engine.model_name, compute_type=self.engine.compute_type, options=options
+        )
+        cached = await pipeline.transcripts.get(key)
+        from_cache = cached is not None
+        if cached is not None:
+            metrics.CACHE_REQUESTS.labels("transcript", "hit").inc()
+            transcript = transcription_pb2.Transcript.FromString(zlib.decompress(cached))
+            duration_ms = 0.0
+        else:
+            metrics.CACHE_REQUESTS.labels("transcript", "miss").inc()
+            data = await pipeline.normalized.get_bytes(message.audio_object)
+            samples = await asyncio.to_thread(decode_pcm, data)
+            result = await self.engine.transcribe_async(samples, options)
+            duration_ms = result.inference_ms
+            metrics.AUDIO_SECONDS.labels("transcription").inc(result.duration_s)
+            if result.batch_size:
+                metrics.BATCH_SIZE.observe(result.batch_size)
+            if result.duration_s > 0:
+                metrics.REAL_TIME_FACTOR.labels("transcription").observe(
+                    result.inference_ms / 1000 / result.duration_s
+                )
+            transcript = convert.transcript_to_pb(result)
+            await pipeline.transcripts.put(key, zlib.compress(transcript.SerializeToString(), 6))
+        write = await pipeline.repo.record_stage_result(
+            task_id,
+            Stage.TRANSCRIPTION,
+            {"cache_key": key, "from_cache": from_cache},
+            duration_ms=duration_ms,
+        )
+        if not write.applied and write.stored is None:
+            return
+        await self.hand_on(
+            BusStage.CORRECTION,
+            jobs_pb2.CorrectJob(
+                task_id=task_id,
+                audio=message.audio,
+                transcript=transcript,
+                correction=message.correction,
+                output_formats=message.output_formats,
+                transcript_from_cache=from_cache,
+            ),
+            task_id=task_id,
+            audio_duration_s=message.audio.duration_s,
+        )
