@@ -78,7 +78,12 @@ async def test_empty_url_names_the_variable() -> None:
 
 
 def test_migrations_dir_resolution(tmp_path: Path) -> None:
-    assert load(DatabaseSettings, {}).resolved_migrations_dir() == CHECKOUT_MIGRATIONS_DIR
+    # In a checkout the packaged path is a symlink to migrations/ at the top; a wheel holds copies.
+    default = load(DatabaseSettings, {}).resolved_migrations_dir()
+    assert default.resolve() == CHECKOUT_MIGRATIONS_DIR.resolve()
+    assert sorted(p.name for p in default.glob("*.sql")) == sorted(
+        p.name for p in CHECKOUT_MIGRATIONS_DIR.glob("*.sql")
+    )
     explicit = load(DatabaseSettings, {"ESCRIBA_DATABASE_MIGRATIONS_DIR": str(tmp_path)})
     assert explicit.resolved_migrations_dir() == tmp_path
     missing = load(DatabaseSettings, {"ESCRIBA_DATABASE_MIGRATIONS_DIR": str(tmp_path / "nope")})

@@ -171,13 +171,15 @@ async def test_cancel_wins_over_a_later_stage(task_repository: TaskRepository) -
 async def test_racing_cancel_and_complete_apply_exactly_once(
     task_repository: TaskRepository, rounds: int
 ) -> None:
-    outcomes = set()
+    outcomes: set[TaskStatus] = set()
     for _ in range(rounds):
         task_id = await _bring_to(task_repository, TaskStatus.CORRECTING)
         cancel, complete = await asyncio.gather(
             task_repository.cancel(task_id, owner_id=OWNER), task_repository.complete(task_id, RESULT)
         )
         assert cancel.applied != complete.applied
+        # The refused side reports the state the winner left, not the one it started from.
+        assert cancel.task.status is complete.task.status
         final = await task_repository.get(task_id, owner_id=OWNER)
         winner = TaskStatus.CANCELLED if cancel.applied else TaskStatus.COMPLETED
         assert final.status is winner

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from escriba.common.settings import SettingsError
-from escriba.db.errors import DatabaseUnavailable, database_errors, is_transient
+from escriba.db.errors import DatabaseError, DatabaseUnavailable, is_transient
 from escriba.db.settings import DatabaseSettings
 
 _log = logging.getLogger(__name__)
@@ -50,8 +50,7 @@ async def _with_retries(settings: DatabaseSettings, what: str, attempt_once: Any
             return await attempt_once()
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             if not is_transient(exc):
-                with database_errors(what):
-                    raise
+                raise DatabaseError(f"{what}: {type(exc).__name__}: {exc}") from exc
             if attempt == settings.connect_attempts:
                 raise DatabaseUnavailable(
                     f"{what}: PostgreSQL unreachable after {attempt} attempts: {exc}"

@@ -331,10 +331,11 @@ class TaskRepository:
     ) -> Transition:
         """Apply ``assignments`` (placeholders from $3) if the task's status is in ``sources``.
 
-        One statement: the CTE updates at most one row; when it matched nothing, the second branch
-        returns the row as it is (the CTE and the SELECT share one snapshot), so the caller learns
-        why without a second round trip. Under concurrency the UPDATE re-checks the guard on the
-        latest row version, so of two racing transitions only one that is still allowed applies.
+        The guard is part of the UPDATE, so PostgreSQL arbitrates races: a concurrent change is
+        waited for and the guard re-checked on the row it left, hence of two racing transitions only
+        one that is still allowed applies. When nothing matched, a second statement (with a fresh
+        snapshot, so it sees whatever won the race) reads the row as it is now, to tell the caller
+        why; a missing row, or one of another owner, is :class:`TaskNotFound`.
         """
         tid = self._task_uuid(task_id)
         params: list[Any] = [tid, _statuses(sources), *args]
@@ -343,18 +344,20 @@ class TaskRepository:
             params.append(owner_id)
             scope = f" AND owner_id = ${len(params)}"
         extra = f" AND {guard}" if guard else ""
-        sql = (
-            "WITH changed AS ("
-            f" UPDATE transcription_tasks SET {assignments}, updated_at = now()"
+        update = (
+            f"UPDATE transcription_tasks SET {assignments}, updated_at = now()"
             f" WHERE id = $1 AND status = ANY($2::text[]){extra}{scope}"
-            f" RETURNING {ALL_COLUMNS})"
-            f" SELECT true AS applied, {ALL_COLUMNS} FROM changed"
-            " UNION ALL"
-            f" SELECT false AS applied, {ALL_COLUMNS} FROM transcription_tasks"
-            f" WHERE id = $1{scope} AND NOT EXISTS (SELECT 1 FROM changed)"
+            f" RETURNING {ALL_COLUMNS}"
         )
         with database_errors("changing a task's status"):
-            row = await self._pool.fetchrow(sql, *params)
+            row = await self._pool.fetchrow(update, *params)
+            if row is not None:
+                return Transition(applied=True, task=task_from_row(row, with_result=True))
+            current = f"SELECT {ALL_COLUMNS} FROM transcription_tasks WHERE id = $1"
+            if owner_id is not None:
+                row = await self._pool.fetchrow(current + " AND owner_id = $2", tid, owner_id)
+            else:
+                row = await self._pool.fetchrow(current, tid)
         if row is None:
             raise TaskNotFound(f"task {task_id} not found")
-        return Transition(applied=bool(row["applied"]), task=task_from_row(row, with_result=True))
+        return Transition(applied=False, task=task_from_row(row, with_result=True))

