@@ -104,9 +104,9 @@ class StageResult:
 class StageWrite:
     """The outcome of an idempotent stage result write.
 
-    ``applied``: this call stored the result. Not applied with ``stored`` set: a previous delivery
-    already did (use ``stored``, do not redo the work). Not applied and ``stored`` is ``None``: the task
-    is terminal (cancelled or failed) and wants no more results.
+    A worker first looks at ``status``: terminal (cancelled, failed) means drop the job, nothing was
+    stored. Otherwise ``applied`` says this call stored the result; not applied means a previous
+    delivery already did, and ``stored`` holds that first result (use it, do not redo the work).
     """
 
     applied: bool
