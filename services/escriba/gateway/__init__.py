@@ -1,0 +1,1 @@
+"""The public API (TaskService): accepts uploads, records tasks, feeds the pipeline, reports progress."""

@@ -1,0 +1,42 @@
+"""``escriba serve gateway``: TaskService, the public API."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+
+from escriba.bus import NatsSettings
+from escriba.common.grpc_server import ServerSettings
+from escriba.common.service import run_service
+from escriba.common.settings import load
+from escriba.db.settings import DatabaseSettings
+from escriba.gateway.auth import AnonymousAuthenticator, Authenticator
+from escriba.gateway.servicer import SERVICE_NAME, TaskServicer
+from escriba.gateway.settings import GatewaySettings
+from escriba.pipeline.runtime import PipelineRuntime
+from escriba.v1 import tasks_pb2_grpc
+
+
+class GatewayComponent:
+    service_names: Sequence[str] = (SERVICE_NAME,)
+
+    def __init__(self, runtime: PipelineRuntime, settings: GatewaySettings, auth: Authenticator) -> None:
+        self.servicer = TaskServicer(runtime, settings, auth)
+
+    def register(self, server: grpc.aio.Server) -> None:
+        tasks_pb2_grpc.add_TaskServiceServicer_to_server(self.servicer, server)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+async def serve(port: int | None = None) -> None:
+    server_settings = ServerSettings.from_env()
+    settings = GatewaySettings.from_env()
+    runtime = PipelineRuntime(load(NatsSettings), load(DatabaseSettings), client_name="gateway")
+    gateway = GatewayComponent(runtime, settings, AnonymousAuthenticator(settings.default_owner))
+    await run_service("gateway", [runtime, gateway], server_settings, port=port)

@@ -1,0 +1,291 @@
+"""TaskService: the public API over the pipeline.
+
+CreateTask stores the audio, records a ``queued`` task and publishes the preprocess job; the stages do
+the rest. WatchTask follows the task's events on JetStream and re-reads PostgreSQL (the record of truth)
+periodically and on every terminal event, so progress is streamed without polling and nothing is missed
+if an event is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from escriba.bus import publish_job
+from escriba.bus.names import Stage as BusStage
+from escriba.common.errors import EscribaError, InvalidInputError, PermanentError, TransientError
+from escriba.common.grpc_status import translate_errors, translate_stream_errors
+from escriba.common.logging import task_context
+from escriba.db.models import NewTask, TaskFilter, TaskRecord
+from escriba.db.states import TaskStatus
+from escriba.gateway.auth import Authenticator
+from escriba.gateway.settings import GatewaySettings
+from escriba.gateway.uploads import EmptyUploadError, UploadStream, output_formats, read_spec
+from escriba.pipeline import codec
+from escriba.pipeline.runtime import Pipeline, PipelineRuntime
+from escriba.pipeline.taskpb import spec_to_dict, status_from_pb, status_to_pb, task_to_pb
+from escriba.v1 import jobs_pb2, tasks_pb2, tasks_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = tasks_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
+DEFAULT_PAGE_SIZE = 50
+
+
+class TaskStateError(PermanentError):
+    reason = "failed_precondition"
+    grpc_code = "FAILED_PRECONDITION"
+
+
+class EnqueueError(TransientError):
+    reason = "enqueue_failed"
+
+
+def _event(record: TaskRecord, message: str = "") -> tasks_pb2.TaskEvent:
+    event = tasks_pb2.TaskEvent(task_id=record.id, status=status_to_pb(record.status), message=message)
+    event.at.GetCurrentTime()
+    if record.status.terminal:
+        event.task.CopyFrom(task_to_pb(record))
+    return event
+
+
+class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
+    def __init__(self, runtime: PipelineRuntime, settings: GatewaySettings, auth: Authenticator) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.auth = auth
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self.runtime.pipeline
+
+    # Creating --------------------------------------------------------------------------------------
+
+    async def _create(
+        self, requests: AsyncIterator[tasks_pb2.CreateTaskRequest], context: grpc.aio.ServicerContext
+    ) -> TaskRecord:
+        owner = self.auth.owner(context)
+        pipeline = self.pipeline
+        task_id = str(uuid.uuid4())
+        object_name = f"uploads/{task_id}"
+        started = time.perf_counter()
+        stream = UploadStream(requests, self.settings.max_upload_bytes)
+        try:
+            spec = await read_spec(requests)
+            await pipeline.uploads.put_chunks(object_name, stream.chunks())
+        except EscribaError:
+            await stream.drain()
+            await pipeline.uploads.delete(object_name)
+            raise
+        if stream.size == 0:
+            await pipeline.uploads.delete(object_name)
+            raise EmptyUploadError("the upload has no audio bytes")
+        upload_ms = (time.perf_counter() - started) * 1000
+        record = await pipeline.repo.create(
+            NewTask(
+                id=task_id,
+                owner_id=owner,
+                filename=spec.filename,
+                audio_object=object_name,
+                audio_sha256=stream.sha256,
+                options=spec_to_dict(spec),
+                upload_ms=upload_ms,
+            )
+        )
+        with task_context(task_id):
+            await pipeline.events.publish(record)
+            job = jobs_pb2.PreprocessJob(
+                task_id=task_id,
+                audio_object=object_name,
+                audio_sha256=stream.sha256,
+                filename=spec.filename,
+                transcription=spec.transcription,
+                correction=spec.correction,
+                output_formats=output_formats(spec),
+            )
+            body, headers = codec.encode(job)
+            try:
+                # The duration is unknown before decoding; the autoscaler only sizes transcription,
+                # whose jobs carry the exact duration.
+                await publish_job(
+                    pipeline.js,
+                    pipeline.names.job_subject(BusStage.PREPROCESS),
+                    body,
+                    task_id=task_id,
+                    stage=BusStage.PREPROCESS.value,
+                    audio_duration_s=0.0,
+                    headers=headers,
+                )
+            except Exception as exc:
+                failed = await pipeline.repo.fail(
+                    task_id, "enqueue_failed", f"could not queue the task: {exc}"
+                )
+                await pipeline.events.publish(failed.task)
+                raise EnqueueError("the job queue is unavailable; the task was marked failed") from exc
+            log.info("task created", extra={"owner": owner, "bytes": stream.size})
+        return record
+
+    @translate_errors
+    async def CreateTask(
+        self, request_iterator: AsyncIterator[tasks_pb2.CreateTaskRequest], context: grpc.aio.ServicerContext
+    ) -> tasks_pb2.Task:
+        return task_to_pb(await self._create(request_iterator, context))
+
+    @translate_errors
+    async def Transcribe(
+        self, request_iterator: AsyncIterator[tasks_pb2.CreateTaskRequest], context: grpc.aio.ServicerContext
+    ) -> tasks_pb2.Task:
+        record = await self._create(request_iterator, context)
+        remaining = context.time_remaining()
+        timeout = self.settings.transcribe_timeout_s if remaining is None else remaining
+        final = record
+        try:
+            async with asyncio.timeout(timeout):
+                async for event in self._watch(record):
+                    if event.status in _TERMINAL_PB:
+                        return event.task
+        except TimeoutError:
+            pass
+        final = await self.pipeline.repo.get(record.id, owner_id=record.owner_id)
+        return task_to_pb(final)
+
+    # Reading ---------------------------------------------------------------------------------------
+
+    @translate_errors
+    async def GetTask(
+        self, request: tasks_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
+    ) -> tasks_pb2.Task:
+        record = await self.pipeline.repo.get(_task_id(request.task_id), owner_id=self.auth.owner(context))
+        return task_to_pb(record)
+
+    @translate_errors
+    async def ListTasks(
+        self, request: tasks_pb2.ListTasksRequest, context: grpc.aio.ServicerContext
+    ) -> tasks_pb2.ListTasksResponse:
+        statuses = []
+        for value in request.statuses:
+            status = status_from_pb(value)
+            if status is None:
+                raise InvalidInputError(f"unknown task status {value}", reason="invalid_filter")
+            statuses.append(status)
+        page = await self.pipeline.repo.list_tasks(
+            TaskFilter(
+                owner_id=self.auth.owner(context),
+                statuses=tuple(statuses),
+                archived=request.archived if request.HasField("archived") else None,
+            ),
+            cursor=request.page_token,
+            limit=request.page_size or DEFAULT_PAGE_SIZE,
+            include_results=request.include_results,
+        )
+        return tasks_pb2.ListTasksResponse(
+            tasks=[task_to_pb(t, include_result=request.include_results) for t in page.tasks],
+            next_page_token=page.next_cursor,
+        )
+
+    @translate_stream_errors
+    async def WatchTask(
+        self, request: tasks_pb2.WatchTaskRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[tasks_pb2.TaskEvent]:
+        record = await self.pipeline.repo.get(_task_id(request.task_id), owner_id=self.auth.owner(context))
+        async for event in self._watch(record):
+            yield event
+
+    async def _watch(self, record: TaskRecord) -> AsyncIterator[tasks_pb2.TaskEvent]:
+        """The current state, then each later status, ending with the terminal one (full task)."""
+        pipeline = self.pipeline
+        yield _event(record)
+        if record.status.terminal:
+            return
+        last = _rank(record.status)
+        subscription = await pipeline.js.subscribe(
+            pipeline.names.event_subject(record.id),
+            ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+        )
+        try:
+            while True:
+                status: TaskStatus | None = None
+                message = ""
+                try:
+                    msg = await subscription.next_msg(timeout=self.settings.watch_poll_s)
+                    event = tasks_pb2.TaskEvent.FromString(msg.data)
+                    status, message = status_from_pb(event.status), event.message
+                except TimeoutError:
+                    pass
+                if status is None or status.terminal:
+                    # Periodic re-read, and the full task for the terminal event.
+                    current = await pipeline.repo.get(record.id, owner_id=None)
+                    status = current.status
+                else:
+                    current = None
+                if _rank(status) <= last:
+                    continue
+                last = _rank(status)
+                if current is None:
+                    event = tasks_pb2.TaskEvent(
+                        task_id=record.id, status=status_to_pb(status), message=message
+                    )
+                    event.at.GetCurrentTime()
+                    yield event
+                else:
+                    yield _event(current, message)
+                if status.terminal:
+                    return
+        finally:
+            await subscription.unsubscribe()
+
+    # Changing --------------------------------------------------------------------------------------
+
+    @translate_errors
+    async def CancelTask(
+        self, request: tasks_pb2.CancelTaskRequest, context: grpc.aio.ServicerContext
+    ) -> tasks_pb2.Task:
+        owner = self.auth.owner(context)
+        transition = await self.pipeline.repo.cancel(_task_id(request.task_id), owner_id=owner)
+        if not transition.applied:
+            raise TaskStateError(f"task {request.task_id} is already {transition.task.status.value}")
+        await self.pipeline.events.publish(transition.task, "cancelled by its owner")
+        return task_to_pb(transition.task)
+
+    @translate_errors
+    async def ArchiveTask(
+        self, request: tasks_pb2.ArchiveTaskRequest, context: grpc.aio.ServicerContext
+    ) -> tasks_pb2.Task:
+        owner = self.auth.owner(context)
+        transition = await self.pipeline.repo.archive(_task_id(request.task_id), owner_id=owner)
+        if not transition.applied:
+            if transition.task.is_archived:
+                return task_to_pb(transition.task)
+            raise TaskStateError(
+                f"task {request.task_id} is {transition.task.status.value};"
+                " only finished tasks can be archived"
+            )
+        return task_to_pb(transition.task)
+
+
+_TERMINAL_PB = {status_to_pb(s) for s in TaskStatus if s.terminal}
+_ORDER = [
+    TaskStatus.QUEUED,
+    TaskStatus.PREPROCESSING,
+    TaskStatus.TRANSCRIBING,
+    TaskStatus.CORRECTING,
+]
+
+
+def _rank(status: TaskStatus) -> int:
+    return len(_ORDER) if status.terminal else _ORDER.index(status)
+
+
+def _task_id(value: str) -> str:
+    value = value.strip()
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise InvalidInputError(f"task id {value[:64]!r} is not a UUID", reason="invalid_task_id") from None

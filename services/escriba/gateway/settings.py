@@ -1,0 +1,39 @@
+"""Settings of the gateway (``ESCRIBA_GATEWAY_*``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from escriba.common.settings import at_least, between, load, positive, setting, settings_class
+
+
+@settings_class
+@dataclass(frozen=True)
+class GatewaySettings:
+    max_upload_bytes: int = setting(
+        "ESCRIBA_GATEWAY_MAX_UPLOAD_BYTES",
+        1024**3,
+        "largest accepted upload (bytes); larger uploads get RESOURCE_EXHAUSTED while streaming",
+        check=at_least(1),
+    )
+    default_owner: str = setting(
+        "ESCRIBA_GATEWAY_DEFAULT_OWNER",
+        "anonymous",
+        "owner recorded for tasks when authentication is off",
+    )
+    watch_poll_s: float = setting(
+        "ESCRIBA_GATEWAY_WATCH_POLL_S",
+        5.0,
+        "seconds between database re-reads while a WatchTask waits for events (events are best-effort)",
+        check=between(0.1, 300),
+    )
+    transcribe_timeout_s: float = setting(
+        "ESCRIBA_GATEWAY_TRANSCRIBE_TIMEOUT_S",
+        3600.0,
+        "longest a synchronous Transcribe call waits when the caller sets no deadline (seconds)",
+        check=positive,
+    )
+
+    @classmethod
+    def from_env(cls) -> GatewaySettings:
+        return load(cls)

@@ -1,0 +1,104 @@
+"""Validate a CreateTask request stream and store its audio without holding it in memory.
+
+The spec (first message) is validated before any byte is stored, so a malformed request costs nothing;
+chunks stream into the object store (spooled to disk past a few MB), hashed and counted on the way, and
+an upload over the limit is refused as soon as it crosses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import unicodedata
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from escriba.common import convert
+from escriba.common.errors import InvalidInputError
+from escriba.common.upload import MalformedUploadError, UploadTooLargeError
+from escriba.correction.corrector import Corrector
+from escriba.correction.settings import CorrectionSettings
+from escriba.transcription.options import TranscriptionOptions
+from escriba.v1 import tasks_pb2
+
+MAX_FILENAME_CHARS = 255
+_FORMATS = {tasks_pb2.OUTPUT_FORMAT_SRT: "srt", tasks_pb2.OUTPUT_FORMAT_VTT: "vtt"}
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class EmptyUploadError(InvalidInputError):
+    reason = "empty_input"
+
+
+def clean_filename(name: str) -> str:
+    """A display name only: the last path component, no control characters, bounded length."""
+    name = unicodedata.normalize("NFC", name).replace("\\", "/")
+    name = os.path.basename(name.rstrip("/"))
+    name = _UNSAFE.sub("", name).strip()
+    if name in (".", ".."):
+        name = ""
+    return name[:MAX_FILENAME_CHARS]
+
+
+def output_formats(spec: tasks_pb2.TaskSpec) -> list[str]:
+    out: list[str] = []
+    for value in spec.output_formats:
+        if value not in _FORMATS:
+            raise InvalidInputError(f"unknown output format {value}", reason="invalid_option")
+        if _FORMATS[value] not in out:
+            out.append(_FORMATS[value])
+    return out
+
+
+def validate_spec(spec: tasks_pb2.TaskSpec) -> tasks_pb2.TaskSpec:
+    """Raise InvalidInputError for options no stage would accept; return the spec with a clean filename."""
+    convert.transcription_options_from_pb(spec.transcription, TranscriptionOptions())
+    Corrector(CorrectionSettings()).resolve(convert.correction_options_from_pb(spec.correction))
+    output_formats(spec)
+    cleaned = tasks_pb2.TaskSpec()
+    cleaned.CopyFrom(spec)
+    cleaned.filename = clean_filename(spec.filename)
+    return cleaned
+
+
+@dataclass
+class UploadStream:
+    """Chunks of a CreateTask stream after its spec, hashed and bounded while they are consumed."""
+
+    requests: AsyncIterator[tasks_pb2.CreateTaskRequest]
+    max_bytes: int
+    size: int = 0
+    _digest: hashlib._Hash = field(default_factory=hashlib.sha256)
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        async for request in self.requests:
+            if request.WhichOneof("payload") != "chunk":
+                raise MalformedUploadError("the spec must come once, before the audio chunks")
+            self.size += len(request.chunk)
+            if self.size > self.max_bytes:
+                raise UploadTooLargeError(f"upload exceeds the limit of {self.max_bytes} bytes")
+            self._digest.update(request.chunk)
+            yield request.chunk
+
+    async def drain(self, limit: int = 256 * 1024 * 1024) -> None:
+        """Read what the client still sends (see escriba.common.upload for why)."""
+        drained = 0
+        async for request in self.requests:
+            drained += request.ByteSize()
+            if drained > limit:
+                return
+
+
+async def read_spec(requests: AsyncIterator[tasks_pb2.CreateTaskRequest]) -> tasks_pb2.TaskSpec:
+    try:
+        first = await anext(requests)
+    except StopAsyncIteration:
+        raise EmptyUploadError("the request stream was empty: send a TaskSpec and the audio") from None
+    if first.WhichOneof("payload") != "spec":
+        raise MalformedUploadError("the first message must be the TaskSpec")
+    return validate_spec(first.spec)
