@@ -12,6 +12,8 @@ from escriba.common.service import run_service
 from escriba.correction.corrector import Corrector
 from escriba.correction.servicer import SERVICE_NAME, CorrectionServicer
 from escriba.correction.settings import CorrectionSettings
+from escriba.correction.worker import CorrectionStage
+from escriba.pipeline.assemble import stage_components
 from escriba.v1 import correction_pb2_grpc
 
 
@@ -37,4 +39,10 @@ class CorrectionComponent:
 async def serve(port: int | None = None) -> None:
     server_settings = ServerSettings.from_env()
     component = CorrectionComponent(CorrectionSettings.from_env())
-    await run_service("correction", [component], server_settings, port=port)
+    components = stage_components(
+        component,
+        lambda runtime: CorrectionStage(runtime, component.corrector),
+        name="correction",
+        default_in_flight=4,
+    )
+    await run_service("correction", components, server_settings, port=port)

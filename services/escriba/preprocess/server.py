@@ -9,9 +9,11 @@ import grpc
 from escriba.common.grpc_server import ServerSettings
 from escriba.common.service import run_service
 from escriba.common.settings import load
+from escriba.pipeline.assemble import stage_components
 from escriba.preprocess.engine import Preprocessor
 from escriba.preprocess.servicer import SERVICE_NAME, PreprocessServicer
 from escriba.preprocess.settings import PreprocessSettings
+from escriba.preprocess.worker import PreprocessStage
 from escriba.v1 import preprocess_pb2_grpc
 
 
@@ -23,7 +25,7 @@ class PreprocessComponent:
         self.settings = settings
 
     def register(self, server: grpc.aio.Server) -> None:
-        servicer = PreprocessServicer(self.engine, max_concurrency=4)
+        servicer = PreprocessServicer(self.engine, self.settings.max_concurrency)
         preprocess_pb2_grpc.add_PreprocessServiceServicer_to_server(servicer, server)
 
     async def start(self) -> None:
@@ -35,5 +37,12 @@ class PreprocessComponent:
 
 async def serve(port: int | None = None) -> None:
     server_settings = ServerSettings.from_env()
-    component = PreprocessComponent(load(PreprocessSettings))
-    await run_service("preprocess", [component], server_settings, port=port)
+    settings = load(PreprocessSettings)
+    component = PreprocessComponent(settings)
+    components = stage_components(
+        component,
+        lambda runtime: PreprocessStage(runtime, component.engine),
+        name="preprocess",
+        default_in_flight=settings.max_concurrency,
+    )
+    await run_service("preprocess", components, server_settings, port=port)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from escriba.audio.pcm import ENCODINGS
-from escriba.common.settings import at_least, between, setting, settings_class
+from escriba.common.settings import at_least, between, load, setting, settings_class
 
 GIB = 1024**3
 
@@ -43,9 +43,19 @@ class PreprocessSettings:
         "Largest accepted upload (bytes; checked before decoding)",
         check=at_least(1),
     )
+    max_concurrency: int = setting(
+        "ESCRIBA_PREPROCESS_MAX_CONCURRENCY",
+        2,
+        "files decoded and normalized at once per process (count; each uses about one core)",
+        check=between(1, 64),
+    )
     output_encoding: str = setting(
         "ESCRIBA_PREPROCESS_OUTPUT_ENCODING",
         "flac",
         "Encoding of the canonical 16 kHz mono 16-bit audio (flac or wav)",
         choices=ENCODINGS,
     )
+
+    @classmethod
+    def from_env(cls) -> PreprocessSettings:
+        return load(cls)
