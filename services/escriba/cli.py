@@ -9,18 +9,50 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import json
+import logging
 import sys
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from escriba.common.errors import EscribaError
-from escriba.common.settings import SettingsError
+from escriba.common.settings import SettingsError, load, setting, settings_class
 
 #: service name -> module exposing ``async def serve(port: int | None) -> None``
 SERVICES = {
+    "gateway": "escriba.gateway.server",
     "preprocess": "escriba.preprocess.server",
     "transcription": "escriba.transcription.server",
     "correction": "escriba.correction.server",
 }
+
+SETTINGS_MODULES = (
+    "escriba.common.grpc_server",
+    "escriba.bus.settings",
+    "escriba.db.settings",
+    "escriba.pipeline.settings",
+    "escriba.gateway.settings",
+    "escriba.preprocess.settings",
+    "escriba.transcription.settings",
+    "escriba.correction.settings",
+    "escriba.cli",
+)
+
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+@settings_class
+@dataclass(frozen=True)
+class CliSettings:
+    server: str = setting(
+        "ESCRIBA_SERVER", "", "TaskService address for `escriba transcribe/tasks` (empty: embedded stack)"
+    )
+
+
+# serve / migrate / settings -------------------------------------------------------------------------
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -29,14 +61,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from escriba.db.migrate import run_migrations
+    from escriba.db.settings import DatabaseSettings
+
+    applied = asyncio.run(run_migrations(load(DatabaseSettings)))
+    for migration in applied:
+        print(f"applied {migration.version:04d} {migration.name}")
+    if not applied:
+        print("database schema is up to date")
+    return 0
+
+
 def _cmd_settings(args: argparse.Namespace) -> int:
-    # Importing the modules registers their settings classes.
-    for name in (
-        "escriba.common.grpc_server",
-        "escriba.preprocess.settings",
-        "escriba.transcription.settings",
-        "escriba.correction.settings",
-    ):
+    for name in SETTINGS_MODULES:
         importlib.import_module(name)
     from escriba.common.settings import env_variables
 
@@ -45,14 +83,244 @@ def _cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+# up -------------------------------------------------------------------------------------------------
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from escriba.common import logging as escriba_logging
+    from escriba.local.stack import LocalStack, StackConfig, default_data_dir
+
+    escriba_logging.configure("local", "INFO", json_format=False)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        from escriba.common.grpc_server import install_signal_handlers
+
+        install_signal_handlers(stop)
+        config = StackConfig(
+            data_dir=Path(args.data_dir) if args.data_dir else default_data_dir(),
+            port=args.port,
+            mode="in_process" if args.in_process else "processes",
+        )
+        async with LocalStack(config) as stack:
+            print(f"Escriba is up: TaskService at {stack.address}", flush=True)
+            print(f"  NATS {stack.nats_url}  PostgreSQL {_redact(stack.database_url)}", flush=True)
+            print("  try: escriba transcribe --server " + stack.address + " FILE", flush=True)
+            await stop.wait()
+            print("shutting down", flush=True)
+
+    asyncio.run(run())
+    return 0
+
+
+def _redact(url: str) -> str:
+    if "@" in url and ":" in url.split("@")[0].split("//")[-1]:
+        scheme, rest = url.split("//", 1)
+        user = rest.split(":", 1)[0]
+        return f"{scheme}//{user}:***@{rest.split('@', 1)[1]}"
+    return url
+
+
+# transcribe -----------------------------------------------------------------------------------------
+
+
+def _task_json(task: Any) -> dict[str, Any]:
+    from google.protobuf import json_format
+
+    from escriba.pipeline.taskpb import status_from_pb
+
+    status = status_from_pb(task.status)
+    result = task.result
+    return {
+        "task_id": task.id,
+        "status": status.value if status else "unknown",
+        "filename": task.spec.filename,
+        "text": result.corrected_text,
+        "raw_text": result.text,
+        "language": result.language,
+        "duration_s": result.duration_s or task.audio.duration_s,
+        "segments": [
+            json_format.MessageToDict(
+                s, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+            )
+            for s in result.segments
+        ],
+        "edits": [json_format.MessageToDict(e, preserving_proto_field_name=True) for e in result.edits],
+        "error": task.error,
+        "error_reason": task.error_reason,
+        "timings_ms": json_format.MessageToDict(task.timings, preserving_proto_field_name=True),
+    }
+
+
+def _render(task: Any, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(_task_json(task), ensure_ascii=False)
+    if fmt == "srt":
+        return str(task.result.srt)
+    if fmt == "vtt":
+        return str(task.result.vtt)
+    return str(task.result.corrected_text)
+
+
+def _parse_glossary(values: Sequence[str]) -> list[tuple[str, list[str]]]:
+    entries = []
+    for value in values:
+        term, _, aliases = value.partition("=")
+        entries.append((term.strip(), [a.strip() for a in aliases.split(",") if a.strip()]))
+    return entries
+
+
+async def _transcribe(args: argparse.Namespace) -> int:
+    from escriba.client import EscribaClient, make_spec
+    from escriba.pipeline.taskpb import status_from_pb
+
+    files = [Path(f) for f in args.files]
+    for path in files:
+        if not path.is_file():
+            print(f"escriba: {path}: no such file", file=sys.stderr)
+            return 2
+    server = args.server or load(CliSettings).server
+    progress = sys.stderr.isatty() and not args.quiet
+    failures = 0
+    async with AsyncExitStack() as stack:
+        if not server:
+            from escriba.local.stack import LocalStack, StackConfig
+
+            if progress:
+                print("starting the embedded Escriba stack...", file=sys.stderr)
+            local = await stack.enter_async_context(LocalStack(StackConfig(port=0)))
+            server = local.address
+        client = await stack.enter_async_context(EscribaClient(server))
+        formats = [args.format] if args.format in ("srt", "vtt") else []
+        for path in files:
+            spec = make_spec(
+                path.name,
+                language=args.language or "",
+                hotwords=args.hotwords or "",
+                glossary=_parse_glossary(args.glossary or []),
+                output_formats=formats,
+            )
+            task = await client.create_task(path, spec)
+            async for event in client.watch(task.id):
+                status = status_from_pb(event.status)
+                if progress and status is not None:
+                    print(f"{path.name}: {status.value}", file=sys.stderr)
+                if event.HasField("task"):
+                    task = event.task
+            status = status_from_pb(task.status)
+            if status is None or status.value != "completed":
+                failures += 1
+                if args.format != "json":
+                    print(f"escriba: {path}: {task.error or 'not completed'}", file=sys.stderr)
+                    continue
+            output = _render(task, args.format)
+            if args.output:
+                out_dir = Path(args.output)
+                out_dir.mkdir(parents=True, exist_ok=True)
+                suffix = {"text": "txt"}.get(args.format, args.format)
+                target = out_dir / f"{path.stem}.{suffix}"
+                target.write_text(output + ("" if output.endswith("\n") else "\n"))
+                if progress:
+                    print(f"{path.name}: wrote {target}", file=sys.stderr)
+            else:
+                print(output, flush=True)
+    return 1 if failures else 0
+
+
+def _cmd_transcribe(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    return asyncio.run(_transcribe(args))
+
+
+# tasks ----------------------------------------------------------------------------------------------
+
+
+async def _tasks(args: argparse.Namespace) -> int:
+    from escriba.client import EscribaClient
+    from escriba.pipeline.taskpb import status_from_pb
+    from escriba.v1 import tasks_pb2
+
+    server = args.server or load(CliSettings).server
+    if not server:
+        print("escriba: give --server ADDR or set ESCRIBA_SERVER", file=sys.stderr)
+        return 2
+    async with EscribaClient(server) as client:
+        if args.action == "list":
+            request = tasks_pb2.ListTasksRequest(page_size=args.limit, page_token=args.page_token or "")
+            if args.archived is not None:
+                request.archived = args.archived == "yes"
+            response = await client.list(request)
+            for task in response.tasks:
+                status = status_from_pb(task.status)
+                print(f"{task.id}\t{status.value if status else '?'}\t{task.spec.filename}")
+            if response.next_page_token:
+                print(f"# next page: --page-token {response.next_page_token}", file=sys.stderr)
+            return 0
+        if not args.task_id:
+            print(f"escriba: tasks {args.action} needs a task id", file=sys.stderr)
+            return 2
+        if args.action == "watch":
+            async for event in client.watch(args.task_id):
+                status = status_from_pb(event.status)
+                print(f"{args.task_id}\t{status.value if status else '?'}\t{event.message}", flush=True)
+            return 0
+        action = {"get": client.get, "cancel": client.cancel, "archive": client.archive}[args.action]
+        task = await action(args.task_id)
+        print(json.dumps(_task_json(task), ensure_ascii=False, indent=2))
+        return 0
+
+
+def _cmd_tasks(args: argparse.Namespace) -> int:
+    return asyncio.run(_tasks(args))
+
+
+# parser ---------------------------------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="escriba", description="Escriba speech-to-text platform")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run one gRPC service in the foreground")
+    serve = sub.add_parser("serve", help="run one service in the foreground")
     serve.add_argument("service", choices=sorted(SERVICES))
     serve.add_argument("--port", type=int, default=None, help="gRPC port (default: ESCRIBA_GRPC_PORT)")
     serve.set_defaults(func=_cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="apply the numbered SQL migrations to ESCRIBA_DATABASE_URL")
+    migrate.set_defaults(func=_cmd_migrate)
+
+    up = sub.add_parser(
+        "up", help="run the whole stack locally (embedded NATS and PostgreSQL unless configured)"
+    )
+    up.add_argument("--port", type=int, default=50051, help="TaskService port (default 50051)")
+    up.add_argument("--data-dir", default=None, help="where embedded servers keep data")
+    up.add_argument("--in-process", action="store_true", help="one process instead of one per service")
+    up.set_defaults(func=_cmd_up)
+
+    tr = sub.add_parser("transcribe", help="transcribe files (boots the embedded stack without --server)")
+    tr.add_argument("files", nargs="+", metavar="FILE")
+    tr.add_argument("--server", default=None, help="TaskService address (default: ESCRIBA_SERVER)")
+    tr.add_argument("--format", choices=("text", "json", "srt", "vtt"), default="text")
+    tr.add_argument("--language", default=None, help="ISO 639-1 code; default: detect")
+    tr.add_argument("--hotwords", default=None, help="words to bias decoding towards, e.g. product names")
+    tr.add_argument(
+        "--glossary",
+        action="append",
+        metavar="TERM=ALIAS,ALIAS",
+        help="replace aliases with TERM (repeatable)",
+    )
+    tr.add_argument("--output", default=None, metavar="DIR", help="write one file per input into DIR")
+    tr.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    tr.set_defaults(func=_cmd_transcribe)
+
+    tasks = sub.add_parser("tasks", help="list, inspect, watch, cancel or archive tasks")
+    tasks.add_argument("action", choices=("list", "get", "watch", "cancel", "archive"))
+    tasks.add_argument("task_id", nargs="?", default="")
+    tasks.add_argument("--server", default=None)
+    tasks.add_argument("--limit", type=int, default=50)
+    tasks.add_argument("--page-token", default=None)
+    tasks.add_argument("--archived", choices=("yes", "no"), default=None)
+    tasks.set_defaults(func=_cmd_tasks)
 
     settings = sub.add_parser("settings", help="list every ESCRIBA_* setting with its meaning")
     settings.set_defaults(func=_cmd_settings)
@@ -72,6 +340,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        import grpc
+
+        if isinstance(exc, grpc.aio.AioRpcError):
+            print(f"escriba: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

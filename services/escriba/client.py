@@ -1,0 +1,119 @@
+"""A small asyncio Python client for TaskService (what the CLI uses; usable by other services).
+
+async with EscribaClient("localhost:50051") as client:
+    task = await client.transcribe(Path("meeting.mp3"), language="en")
+    print(task.result.corrected_text)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+
+from escriba.common.client import file_chunks, write_all
+from escriba.v1 import common_pb2, tasks_pb2, tasks_pb2_grpc
+
+FORMATS = {"srt": tasks_pb2.OUTPUT_FORMAT_SRT, "vtt": tasks_pb2.OUTPUT_FORMAT_VTT}
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def make_spec(
+    filename: str,
+    *,
+    language: str = "",
+    hotwords: str = "",
+    initial_prompt: str = "",
+    glossary: Sequence[tuple[str, Sequence[str]]] = (),
+    output_formats: Sequence[str] = (),
+    spelling: bool | None = None,
+) -> tasks_pb2.TaskSpec:
+    spec = tasks_pb2.TaskSpec(
+        filename=filename,
+        transcription=common_pb2.TranscriptionOptions(
+            language=language, hotwords=hotwords, initial_prompt=initial_prompt
+        ),
+        correction=common_pb2.CorrectionOptions(
+            glossary=[common_pb2.GlossaryEntry(term=t, aliases=list(a)) for t, a in glossary]
+        ),
+        output_formats=[FORMATS[f] for f in output_formats],
+    )
+    if spelling is not None:
+        spec.correction.spelling = spelling
+    return spec
+
+
+def _requests(spec: tasks_pb2.TaskSpec, path: Path) -> Iterator[tasks_pb2.CreateTaskRequest]:
+    yield tasks_pb2.CreateTaskRequest(spec=spec)
+    for chunk in file_chunks(path):
+        yield tasks_pb2.CreateTaskRequest(chunk=chunk)
+
+
+class EscribaClient:
+    def __init__(self, address: str, *, metadata: Sequence[tuple[str, str]] = ()) -> None:
+        self.address = address
+        self.metadata = tuple(metadata)
+        self._channel = grpc.aio.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        self.stub = tasks_pb2_grpc.TaskServiceStub(self._channel)
+
+    async def __aenter__(self) -> EscribaClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _upload(self, method: str, path: Path, spec: tasks_pb2.TaskSpec) -> tasks_pb2.Task:
+        call = getattr(self.stub, method)(metadata=self.metadata)
+        writer = asyncio.create_task(write_all(call, _requests(spec, path)))
+        try:
+            task: tasks_pb2.Task = await call
+        finally:
+            await writer
+        return task
+
+    async def create_task(self, path: Path, spec: tasks_pb2.TaskSpec | None = None) -> tasks_pb2.Task:
+        return await self._upload("CreateTask", path, spec or make_spec(path.name))
+
+    async def transcribe(self, path: Path, spec: tasks_pb2.TaskSpec | None = None) -> tasks_pb2.Task:
+        return await self._upload("Transcribe", path, spec or make_spec(path.name))
+
+    async def get(self, task_id: str) -> tasks_pb2.Task:
+        task: tasks_pb2.Task = await self.stub.GetTask(
+            tasks_pb2.GetTaskRequest(task_id=task_id), metadata=self.metadata
+        )
+        return task
+
+    async def list(self, request: tasks_pb2.ListTasksRequest) -> tasks_pb2.ListTasksResponse:
+        response: tasks_pb2.ListTasksResponse = await self.stub.ListTasks(request, metadata=self.metadata)
+        return response
+
+    async def watch(self, task_id: str) -> AsyncIterator[tasks_pb2.TaskEvent]:
+        call = self.stub.WatchTask(tasks_pb2.WatchTaskRequest(task_id=task_id), metadata=self.metadata)
+        async for event in call:
+            yield event
+
+    async def cancel(self, task_id: str) -> tasks_pb2.Task:
+        task: tasks_pb2.Task = await self.stub.CancelTask(
+            tasks_pb2.CancelTaskRequest(task_id=task_id), metadata=self.metadata
+        )
+        return task
+
+    async def archive(self, task_id: str) -> tasks_pb2.Task:
+        task: tasks_pb2.Task = await self.stub.ArchiveTask(
+            tasks_pb2.ArchiveTaskRequest(task_id=task_id), metadata=self.metadata
+        )
+        return task

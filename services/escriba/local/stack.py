@@ -1,0 +1,276 @@
+"""The whole Escriba stack on one machine: embedded NATS and PostgreSQL, migrations, and the services.
+
+Two shapes share the same start-up:
+
+* ``in_process``: one gRPC server in this process hosts TaskService and the three stage services, with
+  one set of connections and each stage's JetStream worker. Quick to start; used by
+  ``escriba transcribe FILE`` and most end-to-end tests.
+* ``processes``: each service runs as its own ``escriba serve`` process, as in Kubernetes, and a dead
+  process is restarted. Used by ``escriba up`` and by tests that kill a worker.
+
+Servers are embedded only when their URL is not configured: with ``ESCRIBA_NATS_URL`` /
+``ESCRIBA_DATABASE_URL`` set, the stack uses those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from escriba.bus import NatsSettings
+from escriba.common.grpc_server import Component, RunningServer, ServerSettings, make_ready, start_server
+from escriba.common.metrics import MetricsInterceptor
+from escriba.common.settings import load
+from escriba.db.migrate import run_migrations
+from escriba.db.settings import DatabaseSettings
+from escriba.local.nats import EmbeddedNats
+from escriba.local.postgres import EmbeddedPostgres, free_port
+
+log = logging.getLogger(__name__)
+
+STAGE_SERVICES = ("preprocess", "transcription", "correction")
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "escriba"
+
+
+@dataclass
+class StackConfig:
+    #: Where embedded servers keep their data; ``None``: a temporary directory removed on stop.
+    data_dir: Path | None = None
+    #: Port of the public API (TaskService); 0 picks a free one.
+    port: int = 50051
+    host: str = "127.0.0.1"
+    mode: str = "in_process"  # or "processes"
+    #: Extra ESCRIBA_* variables for the services (tests shorten timeouts this way).
+    env: Mapping[str, str] = field(default_factory=dict)
+    #: Restart a service process that exits (processes mode).
+    restart: bool = True
+
+
+class LocalStack:
+    def __init__(self, config: StackConfig | None = None) -> None:
+        self.config = config or StackConfig()
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.nats: EmbeddedNats | None = None
+        self.postgres: EmbeddedPostgres | None = None
+        self.nats_url = ""
+        self.database_url = ""
+        self.port = 0
+        self._server: RunningServer | None = None
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._service_env: dict[str, dict[str, str]] = {}
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def address(self) -> str:
+        return f"{self.config.host}:{self.port}"
+
+    def environment(self) -> dict[str, str]:
+        """The ESCRIBA_* variables every service of this stack runs with."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ESCRIBA_")}
+        env.update({k: v for k, v in os.environ.items() if k.startswith("ESCRIBA_")})
+        env.update(self.config.env)
+        env["ESCRIBA_NATS_URL"] = self.nats_url
+        env["ESCRIBA_DATABASE_URL"] = self.database_url
+        return env
+
+    # Start-up ------------------------------------------------------------------------------------
+
+    async def start(self) -> str:
+        data_dir = self.config.data_dir
+        if data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="escriba-stack-")
+            data_dir = Path(self._tmp.name)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        merged = {**os.environ, **self.config.env}
+        self.nats_url = merged.get("ESCRIBA_NATS_URL", "")
+        self.database_url = merged.get("ESCRIBA_DATABASE_URL", "")
+        if not self.nats_url:
+            self.nats = EmbeddedNats(data_dir / "nats")
+            self.nats_url = await asyncio.to_thread(self.nats.start)
+            log.info("embedded nats-server started", extra={"url": self.nats_url})
+        if not self.database_url:
+            self.postgres = EmbeddedPostgres(data_dir / "postgres", durable=self._tmp is None)
+            self.database_url = await asyncio.to_thread(self.postgres.start)
+            log.info("embedded PostgreSQL started", extra={"port": self.postgres.port})
+        env = self.environment()
+        db_settings = load(DatabaseSettings, env)
+        await run_migrations(db_settings, dsn=self.database_url)
+        self.port = self.config.port or free_port(self.config.host)
+        if self.config.mode == "processes":
+            await self._start_processes(env)
+        else:
+            await self._start_in_process(env)
+        return self.address
+
+    async def _start_in_process(self, env: Mapping[str, str]) -> None:
+        from escriba.correction.server import CorrectionComponent
+        from escriba.correction.settings import CorrectionSettings
+        from escriba.correction.worker import CorrectionStage
+        from escriba.gateway.auth import AnonymousAuthenticator
+        from escriba.gateway.server import GatewayComponent
+        from escriba.gateway.settings import GatewaySettings
+        from escriba.pipeline.runtime import PipelineRuntime
+        from escriba.pipeline.stage import StageWorkerComponent
+        from escriba.preprocess.server import PreprocessComponent
+        from escriba.preprocess.settings import PreprocessSettings
+        from escriba.preprocess.worker import PreprocessStage
+        from escriba.transcription.server import TranscriptionComponent
+        from escriba.transcription.settings import TranscriptionSettings
+        from escriba.transcription.worker import TranscriptionStage
+
+        server_settings = replace(load(ServerSettings, env), host=self.config.host, metrics_port=0)
+        runtime = PipelineRuntime(load(NatsSettings, env), load(DatabaseSettings, env), client_name="local")
+        preprocess_settings = load(PreprocessSettings, env)
+        transcription_settings = load(TranscriptionSettings, env)
+        gateway_settings = load(GatewaySettings, env)
+        preprocess = PreprocessComponent(preprocess_settings)
+        transcription = TranscriptionComponent(transcription_settings)
+        correction = CorrectionComponent(load(CorrectionSettings, env))
+        gateway = GatewayComponent(
+            runtime, gateway_settings, AnonymousAuthenticator(gateway_settings.default_owner)
+        )
+        components: Sequence[Component] = [
+            runtime,
+            preprocess,
+            transcription,
+            correction,
+            gateway,
+            StageWorkerComponent(
+                runtime,
+                PreprocessStage(runtime, preprocess.engine),
+                max_in_flight=preprocess_settings.max_concurrency,
+            ),
+            StageWorkerComponent(
+                runtime,
+                TranscriptionStage(runtime, transcription.engine),
+                max_in_flight=transcription_settings.max_concurrency + 1,
+            ),
+            StageWorkerComponent(runtime, CorrectionStage(runtime, correction.corrector), max_in_flight=4),
+        ]
+        self._server = await start_server(
+            components, server_settings, port=self.port, interceptors=[MetricsInterceptor()]
+        )
+        await make_ready(self._server)
+
+    async def _start_processes(self, env: Mapping[str, str]) -> None:
+        for service in ("gateway", *STAGE_SERVICES):
+            port = self.port if service == "gateway" else free_port(self.config.host)
+            service_env = dict(env)
+            service_env.setdefault("ESCRIBA_GRPC_HOST", self.config.host)
+            service_env["ESCRIBA_GRPC_PORT"] = str(port)
+            service_env["ESCRIBA_METRICS_PORT"] = env.get(
+                f"ESCRIBA_LOCAL_METRICS_PORT_{service.upper()}", "0"
+            )
+            self._service_env[service] = service_env
+            self._spawn(service)
+        await asyncio.gather(*(self._wait_healthy(s) for s in self._service_env))
+        if self.config.restart:
+            self._supervisor = asyncio.create_task(self._supervise())
+
+    def _spawn(self, service: str) -> None:
+        env = self._service_env[service]
+        self.processes[service] = subprocess.Popen(
+            [sys.executable, "-m", "escriba.cli", "serve", service],
+            env=env,
+            start_new_session=True,
+        )
+        log.info("started service", extra={"service": service, "pid": self.processes[service].pid})
+
+    def service_port(self, service: str) -> int:
+        return int(self._service_env[service]["ESCRIBA_GRPC_PORT"])
+
+    async def _wait_healthy(self, service: str, timeout_s: float = 120.0) -> None:
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        address = f"{self.config.host}:{self.service_port(service)}"
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                proc = self.processes[service]
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{service} exited with code {proc.returncode} while starting")
+                try:
+                    reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.aio.AioRpcError:
+                    pass
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(f"{service} did not become healthy within {timeout_s} s")
+                await asyncio.sleep(0.2)
+
+    async def _supervise(self) -> None:
+        backoff = dict.fromkeys(self.processes, 1.0)
+        while not self._stopping:
+            await asyncio.sleep(0.5)
+            for service, proc in list(self.processes.items()):
+                if self._stopping or proc.poll() is None:
+                    continue
+                log.warning("service exited; restarting", extra={"service": service, "code": proc.returncode})
+                await asyncio.sleep(backoff[service])
+                backoff[service] = min(backoff[service] * 2, 30.0)
+                if not self._stopping:
+                    self._spawn(service)
+
+    def restart_service(self, service: str) -> None:
+        """Start a service again now (tests kill one and bring it back without the supervisor)."""
+        self._spawn(service)
+
+    # Shutdown ------------------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        if self._server is not None:
+            await self._server.shutdown()
+            self._server = None
+        await asyncio.to_thread(self._stop_processes)
+        if self.postgres is not None:
+            await asyncio.to_thread(self.postgres.stop)
+        if self.nats is not None:
+            await asyncio.to_thread(self.nats.close)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def _stop_processes(self, timeout_s: float = 30.0) -> None:
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.processes.values():
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.processes.clear()
+
+    async def __aenter__(self) -> LocalStack:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
