@@ -170,6 +170,13 @@ def _parse_glossary(values: Sequence[str]) -> list[tuple[str, list[str]]]:
     return entries
 
 
+def _write_output(out_dir: Path, source: Path, fmt: str, output: str) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{source.stem}.{'txt' if fmt == 'text' else fmt}"
+    target.write_text(output + ("" if output.endswith("\n") else "\n"))
+    return target
+
+
 async def _transcribe(args: argparse.Namespace) -> int:
     from escriba.client import EscribaClient, make_spec
     from escriba.pipeline.taskpb import status_from_pb
@@ -215,11 +222,7 @@ async def _transcribe(args: argparse.Namespace) -> int:
                     continue
             output = _render(task, args.format)
             if args.output:
-                out_dir = Path(args.output)
-                out_dir.mkdir(parents=True, exist_ok=True)
-                suffix = {"text": "txt"}.get(args.format, args.format)
-                target = out_dir / f"{path.stem}.{suffix}"
-                target.write_text(output + ("" if output.endswith("\n") else "\n"))
+                target = await asyncio.to_thread(_write_output, Path(args.output), path, args.format, output)
                 if progress:
                     print(f"{path.name}: wrote {target}", file=sys.stderr)
             else:
