@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import math
 import wave
+from collections.abc import Callable
 from fractions import Fraction
 from functools import cache
 from pathlib import Path
@@ -259,6 +260,44 @@ def video(
 
 def video_without_audio(seconds: float = 2.0) -> bytes:
     return video(None, seconds=seconds)
+
+
+#: Every format the decoder must read, as ``encoder(samples, rate) -> bytes``.
+FORMATS: dict[str, Callable[[Samples, int], bytes]] = {
+    "wav": to_wav,
+    "flac": to_flac,
+    "mp3": to_mp3,
+    "ogg-opus": to_ogg_opus,
+    "ogg-vorbis": to_ogg_vorbis,
+    "m4a-aac": to_m4a_aac,
+    "adts-aac": to_adts_aac,
+    "webm-opus": to_webm_opus,
+    "mp4-video": lambda s, r: video(s, r),
+    "mkv-video": lambda s, r: video(s, r, container="matroska", video_codec="libx264", audio_codec="libopus"),
+}
+
+
+def speech_as(fmt: str, name: str = "jfk.flac") -> bytes:
+    """A tests/data recording re-encoded as one of :data:`FORMATS` (e.g. ``"m4a-aac"``)."""
+    samples, rate = speech(name)
+    return FORMATS[fmt](samples, rate)
+
+
+def speech_at_rate(rate: int, name: str = "jfk.flac") -> bytes:
+    """A recording resampled to ``rate`` (4 kHz to 192 kHz), as mono FLAC."""
+    samples, source_rate = speech(name)
+    return to_flac(resample(samples.mean(axis=0, keepdims=True), source_rate, rate), rate)
+
+
+def speech_in_one_channel(channels: int = 8, channel: int = 0, name: str = "jfk.flac") -> bytes:
+    """A recording in one channel of a multichannel WAV, silence in the others."""
+    samples, rate = speech(name)
+    return to_wav(one_sided(samples.mean(axis=0), channels, channel), rate)
+
+
+def long_speech_flac(seconds: float = 300.0) -> bytes:
+    """About ``seconds`` of real speech (the recordings repeated) as 16 kHz mono FLAC."""
+    return to_flac(long_speech(seconds), 16000)
 
 
 # Hostile and degenerate inputs ------------------------------------------------------------------

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pytest
 
@@ -48,20 +46,7 @@ def jfk_reference(jfk: tuple[np.ndarray, int]) -> np.ndarray:
     return media.resample(samples.mean(axis=0, keepdims=True), rate, RATE).reshape(-1)
 
 
-ENCODERS: dict[str, Callable[[np.ndarray, int], bytes]] = {
-    "wav": media.to_wav,
-    "flac": media.to_flac,
-    "mp3": media.to_mp3,
-    "ogg-opus": media.to_ogg_opus,
-    "ogg-vorbis": media.to_ogg_vorbis,
-    "m4a-aac": media.to_m4a_aac,
-    "adts-aac": media.to_adts_aac,
-    "webm-opus": media.to_webm_opus,
-    "mp4-video": lambda s, r: media.video(s, r),
-    "mkv-video": lambda s, r: media.video(
-        s, r, container="matroska", video_codec="libx264", audio_codec="libopus"
-    ),
-}
+ENCODERS = media.FORMATS
 
 
 @pytest.mark.timeout(60)
@@ -324,3 +309,11 @@ def test_silent_file_decodes_to_zeros():
     decoded = decode(media.to_ogg_opus(media.silence(3.0, 48000), 48000))
     assert decoded.duration_s == pytest.approx(3.0, abs=0.05)
     assert np.max(np.abs(decoded.samples)) < 1e-4
+
+
+def test_named_media_helpers_decode_as_described():
+    assert decode(media.speech_as("ogg-vorbis")).duration_s == pytest.approx(11.0, abs=0.05)
+    assert decode(media.speech_at_rate(8000)).source.sample_rate_hz == 8000
+    eight = decode(media.speech_in_one_channel(8, 5))
+    assert eight.source.channels == 8 and eight.duration_s == pytest.approx(11.0, abs=0.01)
+    assert decode(media.long_speech_flac(30.0)).duration_s == pytest.approx(30.0, abs=0.01)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from escriba.common.settings import SettingsError, env_variables, load
+from escriba.common.settings import SettingsError, all_settings_classes, env_variables, load
 from escriba.preprocess.settings import PreprocessSettings
 
 PREFIX = "ESCRIBA_PREPROCESS_"
@@ -17,6 +19,7 @@ def test_defaults():
     assert settings.peak_ceiling_dbfs == -1.5
     assert settings.max_duration_s == 4 * 3600
     assert settings.max_input_bytes == 1024**3
+    assert settings.max_concurrency == 2
     assert settings.output_encoding == "flac"
 
 
@@ -29,6 +32,7 @@ def test_values_are_read_from_the_environment():
             f"{PREFIX}PEAK_CEILING_DBFS": "-1",
             f"{PREFIX}MAX_DURATION_S": "600",
             f"{PREFIX}MAX_INPUT_BYTES": "1048576",
+            f"{PREFIX}MAX_CONCURRENCY": "4",
             f"{PREFIX}OUTPUT_ENCODING": "wav",
         },
     )
@@ -38,8 +42,14 @@ def test_values_are_read_from_the_environment():
         peak_ceiling_dbfs=-1.0,
         max_duration_s=600.0,
         max_input_bytes=1048576,
+        max_concurrency=4,
         output_encoding="wav",
     )
+
+
+def test_from_env_reads_the_process_environment(monkeypatch):
+    monkeypatch.setenv(f"{PREFIX}TARGET_LUFS", "-20.5")
+    assert PreprocessSettings.from_env().target_lufs == -20.5
 
 
 @pytest.mark.parametrize(
@@ -55,6 +65,7 @@ def test_values_are_read_from_the_environment():
         ("MAX_DURATION_S", "inf", "between 1.0"),
         ("MAX_INPUT_BYTES", "0", ">= 1"),
         ("MAX_INPUT_BYTES", "1GiB", "cannot parse"),
+        ("MAX_CONCURRENCY", "0", "between 1 and 64"),
         ("OUTPUT_ENCODING", "mp3", "one of flac, wav"),
     ],
 )
@@ -67,8 +78,9 @@ def test_bad_values_fail_naming_the_variable(name, value, problem):
 
 
 def test_every_variable_is_registered_with_a_unit():
-    docs = {k: v for k, v in env_variables().items() if k.startswith(PREFIX)}
-    assert set(docs) == {
+    assert PreprocessSettings in all_settings_classes()
+    names = {f.metadata["env"] for f in dataclasses.fields(PreprocessSettings)}
+    assert names == {
         f"{PREFIX}{n}"
         for n in (
             "DECODER_THREADS",
@@ -76,9 +88,11 @@ def test_every_variable_is_registered_with_a_unit():
             "PEAK_CEILING_DBFS",
             "MAX_DURATION_S",
             "MAX_INPUT_BYTES",
+            "MAX_CONCURRENCY",
             "OUTPUT_ENCODING",
         )
     }
+    docs = env_variables()
     units = {"count", "LUFS", "dBFS", "seconds", "bytes", "flac or wav"}
-    for variable, doc in docs.items():
-        assert any(unit in doc for unit in units), variable
+    for variable in names:
+        assert any(unit in docs[variable] for unit in units), variable

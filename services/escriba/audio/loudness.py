@@ -134,21 +134,34 @@ def limit_peaks(
     at most 1), a running minimum over a window reaching ``attack + hold`` back and ``attack``
     ahead, then a moving average over ``±attack``. Every value in that average window is a minimum
     over a range that includes the sample itself, so the smoothed gain never exceeds the gain the
-    sample needs: the ceiling holds exactly, with ramps instead of clicks.
+    sample needs: the ceiling holds exactly, with ramps instead of clicks. Only the stretches
+    around samples over the ceiling are processed; the gain is exactly 1 everywhere else.
     """
-    magnitude = np.abs(samples)
-    if magnitude.size == 0 or float(magnitude.max()) <= ceiling:
+    over = np.flatnonzero(np.abs(samples) > ceiling)
+    if over.size == 0:
         return samples, 0.0
-    needed = np.minimum(np.float32(1.0), np.float32(ceiling) / np.maximum(magnitude, np.float32(1e-30)))
     attack = max(1, round(_ATTACK_S * rate))
     hold = round(_HOLD_S * rate)
     size = 2 * attack + hold + 1  # covers [n - attack - hold, n + attack]
     origin = attack + hold - size // 2  # scipy: a positive origin moves the window back in time
-    envelope = ndimage.minimum_filter1d(needed, size=size, origin=origin, mode="nearest")
-    gain = ndimage.uniform_filter1d(envelope, size=2 * attack + 1, mode="nearest")
-    # The moving average is exact up to float32 rounding; clip away that last ulp.
-    limited = np.clip(samples * gain, -ceiling, ceiling).astype(np.float32, copy=False)
-    return limited, -20.0 * math.log10(float(needed.min()))
+    reach = size + attack  # how far from a peak the smoothed gain can differ from 1
+    # Stretches of peaks closer than twice the reach share one envelope.
+    breaks = np.flatnonzero(np.diff(over) > 2 * reach)
+    starts = np.maximum(np.concatenate(([over[0]], over[breaks + 1])) - reach, 0)
+    ends = np.minimum(np.concatenate((over[breaks], [over[-1]])) + reach + 1, samples.size)
+    limited = samples.copy()
+    deepest = 1.0
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        stretch = samples[start:end]
+        needed = np.minimum(
+            np.float32(1.0), np.float32(ceiling) / np.maximum(np.abs(stretch), np.float32(1e-30))
+        )
+        envelope = ndimage.minimum_filter1d(needed, size=size, origin=origin, mode="nearest")
+        gain = ndimage.uniform_filter1d(envelope, size=2 * attack + 1, mode="nearest")
+        # The moving average is exact up to float32 rounding; clip away that last ulp.
+        limited[start:end] = np.clip(stretch * gain, -ceiling, ceiling)
+        deepest = min(deepest, float(needed.min()))
+    return limited, -20.0 * math.log10(deepest)
 
 
 def normalize_loudness(

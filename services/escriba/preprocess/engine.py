@@ -43,7 +43,9 @@ class PreprocessInfo:
     source_container: str  # FFmpeg demuxer name, e.g. "mp3", "mov,mp4,m4a,3gp,3g2,mj2"
     source_codec: str  # e.g. "mp3", "aac", "opus"
     source_bytes: int
-    input_loudness_lufs: float  # -inf: silence (no gain applied)
+    # BS.1770 integrated loudness of the 16 kHz mono mixdown (so input and output compare like for
+    # like); -inf: silence, no gain applied.
+    input_loudness_lufs: float
     output_loudness_lufs: float
     gain_db: float
     sample_rate_hz: int  # of the canonical audio: 16000
