@@ -1,0 +1,238 @@
+"""The transcription backlog in audio-seconds, read from JetStream over the NATS protocol.
+
+The counts come from the consumer's info (``num_pending`` + ``num_ack_pending``), with the operator's own
+credentials, over the client protocol: never the unauthenticated monitoring port.
+
+The seconds are the cheap part to get wrong. JetStream counts messages, it does not sum headers, and
+the ways to sum them each tick are all O(backlog): fetch every pending message, or walk the stream. An
+extra consumer to watch arrivals is not allowed on a work-queue stream (its filter would overlap the
+workers'). So :class:`BacklogIndex` keeps ``stream sequence -> audio-seconds`` and
+
+* fetches each job's message once, when it first appears, by sequence with ``next_by_subj`` (one
+  ``STREAM.MSG.GET`` per arrival, skipping other stages' subjects and deleted messages);
+* forgets what the workers finished using only the two info calls: everything at or below the
+  consumer's ack floor or below the stream's first sequence is gone;
+* re-walks only the delivered-but-unacknowledged range, and only when it holds more indexed messages
+  than the consumer's ``num_ack_pending`` (acks out of order): that range is about as long as the
+  number of busy workers.
+
+Each tick thus costs two info requests plus one request per new job. A first read of a deep queue is
+bounded by ``max_fetch``; jobs not indexed yet count at the mean duration of those that are. The
+consumer's counts stay authoritative: should the index hold more entries than the consumer has jobs
+(messages deleted by hand), the seconds are scaled down to match.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
+
+from escriba_operator.algorithm import Backlog
+from escriba_operator.signals import SignalError, SignalMissingError
+
+log = logging.getLogger(__name__)
+
+DURATION_HEADER = "Escriba-Audio-Duration-S"
+_API = "$JS.API"
+_CONSUMER_NOT_FOUND = 10014
+_STREAM_NOT_FOUND = 10059
+_NO_MESSAGE = 10037
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How the operator authenticates to NATS (from the Secret named in the spec)."""
+
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+
+
+class NatsPool:
+    """One connection per (address, credentials), reconnected on the next read after it drops."""
+
+    def __init__(self, *, timeout_s: float) -> None:
+        self._timeout = timeout_s
+        self._connections: dict[tuple[str, Credentials], NATS] = {}
+
+    async def connection(self, url: str, credentials: Credentials) -> NATS:
+        key = (url, credentials)
+        current = self._connections.get(key)
+        if current is not None and current.is_connected:
+            return current
+        if current is not None:
+            self._connections.pop(key, None)
+            await _close(current)
+        nc = NATS()
+        try:
+            await asyncio.wait_for(
+                nc.connect(
+                    url,
+                    user=credentials.user,
+                    password=credentials.password,
+                    token=credentials.token,
+                    name="escriba-operator",
+                    allow_reconnect=False,
+                    max_reconnect_attempts=1,  # the next read reconnects; a dead address fails fast
+                    reconnect_time_wait=1,
+                    connect_timeout=max(1, round(self._timeout)),
+                    error_cb=_log_error,
+                ),
+                timeout=self._timeout * 2,
+            )
+        except (NatsError, OSError, TimeoutError) as exc:
+            await _close(nc)  # a failed handshake leaves the socket open otherwise
+            raise SignalError(
+                f"cannot connect to {url}: {exc or type(exc).__name__}", reason="NATSUnavailable"
+            ) from exc
+        self._connections[key] = nc
+        return nc
+
+    async def close(self) -> None:
+        connections, self._connections = list(self._connections.values()), {}
+        for nc in connections:
+            await _close(nc)
+
+
+async def _close(nc: NATS) -> None:
+    try:
+        await nc.close()
+    except (NatsError, OSError, TimeoutError) as exc:  # closing a dead connection
+        log.debug("closing a NATS connection: %s", exc)
+
+
+async def _log_error(exc: Exception) -> None:
+    log.warning("NATS: %s", exc or type(exc).__name__)
+
+
+class BacklogIndex:
+    """Audio-seconds of one consumer's pending and in-progress jobs (see the module doc)."""
+
+    def __init__(
+        self, stream: str, consumer: str, *, assumed_job_s: float, timeout_s: float, max_fetch: int = 5000
+    ) -> None:
+        self.stream = stream
+        self.consumer = consumer
+        self._assumed = assumed_job_s
+        self._timeout = timeout_s
+        self._max_fetch = max_fetch
+        self._seconds: dict[int, float] = {}
+        self._next_seq = 0
+
+    @property
+    def indexed(self) -> int:
+        return len(self._seconds)
+
+    async def read(self, nc: NATS, *, now: float) -> Backlog:
+        info = await self._api(nc, f"CONSUMER.INFO.{self.stream}.{self.consumer}")
+        state = (await self._api(nc, f"STREAM.INFO.{self.stream}"))["state"]
+        waiting = int(info.get("num_pending", 0))
+        running = int(info.get("num_ack_pending", 0))
+        ack_floor = int((info.get("ack_floor") or {}).get("stream_seq", 0))
+        delivered = int((info.get("delivered") or {}).get("stream_seq", 0))
+        first, last = int(state.get("first_seq", 0)), int(state.get("last_seq", 0))
+        config = info.get("config") or {}
+        subjects = config.get("filter_subjects") or (
+            [config["filter_subject"]] if config.get("filter_subject") else [">"]
+        )
+
+        if last + 1 < self._next_seq:  # the stream was recreated: sequences start over
+            self._seconds, self._next_seq = {}, 0
+        self._seconds = {seq: s for seq, s in self._seconds.items() if seq >= first and seq > ack_floor}
+        in_flight = [seq for seq in self._seconds if seq <= delivered]
+        if len(in_flight) > running:
+            present, _ = await self._walk(
+                nc, subjects, ack_floor + 1, delivered, budget=delivered - ack_floor
+            )
+            for seq in in_flight:
+                if seq not in present:
+                    del self._seconds[seq]
+            self._seconds.update(present)
+        start = max(self._next_seq, first, ack_floor + 1)
+        found, self._next_seq = await self._walk(nc, subjects, start, last, budget=self._max_fetch)
+        self._seconds.update(found)
+
+        jobs = waiting + running
+        known = sum(self._seconds.values())
+        indexed = len(self._seconds)
+        if indexed > jobs:
+            seconds = known * jobs / indexed
+        else:
+            mean = known / indexed if indexed else self._assumed
+            seconds = known + (jobs - indexed) * mean
+        return Backlog(waiting_jobs=waiting, running_jobs=running, seconds=seconds, observed_at=now)
+
+    async def _walk(
+        self, nc: NATS, subjects: list[str], start: int, end: int, *, budget: int
+    ) -> tuple[dict[int, float], int]:
+        """Messages of ``subjects`` with sequences in [start, end], and where to resume."""
+        found: dict[int, float] = {}
+        resume = end + 1
+        for subject in subjects:
+            seq = start
+            while seq <= end:
+                if len(found) >= budget:
+                    resume = min(resume, seq)
+                    break
+                message = await self._next_message(nc, subject, seq)
+                if message is None or message[0] > end:
+                    break
+                found[message[0]] = message[1]
+                seq = message[0] + 1
+        return found, max(resume, start)
+
+    async def _next_message(self, nc: NATS, subject: str, seq: int) -> tuple[int, float] | None:
+        request = {"seq": seq, "next_by_subj": subject}
+        body = await self._api(nc, f"STREAM.MSG.GET.{self.stream}", request, none_on=_NO_MESSAGE)
+        if body is None:
+            return None
+        message = body["message"]
+        return int(message["seq"]), self._duration(message.get("hdrs"))
+
+    def _duration(self, encoded: str | None) -> float:
+        if not encoded:
+            return self._assumed
+        raw = base64.b64decode(encoded).decode("utf-8", "replace")
+        for line in raw.split("\r\n")[1:]:
+            key, sep, value = line.partition(":")
+            if sep and key.strip().lower() == DURATION_HEADER.lower():
+                try:
+                    seconds = float(value.strip())
+                except ValueError:
+                    return self._assumed
+                return seconds if math.isfinite(seconds) and seconds >= 0 else self._assumed
+        return self._assumed
+
+    async def _api(
+        self, nc: NATS, subject: str, request: dict[str, Any] | None = None, *, none_on: int | None = None
+    ) -> Any:
+        payload = json.dumps(request).encode() if request is not None else b""
+        try:
+            reply = await nc.request(f"{_API}.{subject}", payload, timeout=self._timeout)
+            body = json.loads(reply.data)
+        except (NatsError, OSError, TimeoutError, ValueError) as exc:
+            raise SignalError(
+                f"JetStream {subject}: {exc or type(exc).__name__}", reason="NATSUnavailable"
+            ) from exc
+        error = body.get("error") if isinstance(body, dict) else None
+        if not error:
+            return body
+        code = error.get("err_code")
+        if none_on is not None and code == none_on:
+            return None
+        description = error.get("description", "")
+        if code == _CONSUMER_NOT_FOUND:
+            raise SignalMissingError(
+                f"consumer {self.consumer!r} not found on stream {self.stream!r}", reason="ConsumerNotFound"
+            )
+        if code == _STREAM_NOT_FOUND:
+            raise SignalMissingError(f"stream {self.stream!r} not found", reason="StreamNotFound")
+        raise SignalError(f"JetStream {subject}: {description} ({code})", reason="JetStreamError")

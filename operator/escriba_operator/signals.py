@@ -1,0 +1,71 @@
+"""Errors of the signal readers, and the Prometheus-compatible query reader.
+
+Two kinds of failure lead to two behaviors in the algorithm: a signal that is *missing* (the consumer or
+stream does not exist, a query returns no series) has no value to keep, so its fallback applies at once;
+a read that *failed* (timeout, HTTP 500, NATS unreachable) keeps the last good value until it is older
+than the signal's ``staleAfterSeconds``, so one dropped request does not move replicas.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import aiohttp
+
+from escriba.common.errors import TransientError
+
+
+class SignalError(TransientError):
+    """Reading a signal failed; the previous value stands until it is stale."""
+
+    reason = "SignalUnavailable"
+
+
+class SignalMissingError(SignalError):
+    """The signal does not exist right now (no consumer, no series): its fallback applies at once."""
+
+    reason = "SignalMissing"
+
+
+class PrometheusReader:
+    """Instant queries against ``/api/v1/query`` of Prometheus, Thanos, Mimir, VictoriaMetrics..."""
+
+    def __init__(self, session: aiohttp.ClientSession, *, timeout_s: float) -> None:
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def query(self, url: str, query: str) -> float:
+        """The query's value: a scalar, or the mean of a vector's samples (e.g. one per GPU)."""
+        endpoint = url.rstrip("/") + "/api/v1/query"
+        try:
+            async with self._session.get(endpoint, params={"query": query}, timeout=self._timeout) as rsp:
+                if rsp.status >= 400:
+                    text = await rsp.text()
+                    raise SignalError(f"{endpoint}: HTTP {rsp.status}: {text[:200]}", reason="QueryFailed")
+                body = await rsp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise SignalError(f"{endpoint}: {exc or type(exc).__name__}", reason="QueryFailed") from exc
+        return _value(body, query)
+
+
+def _value(body: Any, query: str) -> float:
+    if not isinstance(body, dict) or body.get("status") != "success":
+        error = body.get("error") if isinstance(body, dict) else body
+        raise SignalError(f"query {query!r} failed: {error}", reason="QueryFailed")
+    data = body.get("data") or {}
+    kind, result = data.get("resultType"), data.get("result")
+    values: list[float] = []
+    try:
+        if kind == "scalar" and isinstance(result, list):
+            values = [float(result[1])]
+        elif kind == "vector" and isinstance(result, list):
+            values = [float(sample["value"][1]) for sample in result]
+        else:
+            raise SignalError(f"query {query!r} gave a {kind}, not a scalar or vector", reason="QueryFailed")
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise SignalError(f"query {query!r}: malformed result", reason="QueryFailed") from exc
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        raise SignalMissingError(f"query {query!r} returned no data", reason="NoData")
+    return sum(finite) / len(finite)
