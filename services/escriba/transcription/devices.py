@@ -1,0 +1,62 @@
+"""Turn the ``auto`` settings into the concrete device, precision and thread count.
+
+Resolved once at load so the values the model really runs with are logged and reported, and so one
+container image serves GPU and CPU nodes alike without per-node configuration.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ctranslate2
+
+DEVICES = ("auto", "cpu", "cuda")
+
+#: What CTranslate2 accepts; ``auto`` is ours (see :func:`resolve_compute_type`).
+COMPUTE_TYPES = (
+    "auto",
+    "default",
+    "int8",
+    "int8_float32",
+    "int8_float16",
+    "int8_bfloat16",
+    "int16",
+    "float16",
+    "bfloat16",
+    "float32",
+)
+
+
+def cuda_device_count() -> int:
+    """CUDA devices CTranslate2 can use (0 without a GPU or a CUDA runtime)."""
+    return int(ctranslate2.get_cuda_device_count())
+
+
+def resolve_device(requested: str, cuda_devices: int | None = None) -> str:
+    """``auto`` picks CUDA when CTranslate2 sees a GPU; an explicit choice is kept as is."""
+    if requested not in DEVICES:
+        raise ValueError(f"unknown device {requested!r}; expected one of {', '.join(DEVICES)}")
+    if requested != "auto":
+        return requested
+    count = cuda_device_count() if cuda_devices is None else cuda_devices
+    return "cuda" if count > 0 else "cpu"
+
+
+def resolve_compute_type(requested: str, device: str) -> str:
+    """``auto``: 8-bit weights everywhere (4x less memory than float32, near-equal accuracy), with
+    float16 activations on a GPU where they run on tensor cores."""
+    if requested not in COMPUTE_TYPES:
+        raise ValueError(f"unknown compute type {requested!r}; expected one of {', '.join(COMPUTE_TYPES)}")
+    if requested != "auto":
+        return requested
+    return "int8_float16" if device == "cuda" else "int8"
+
+
+def resolve_cpu_threads(requested: int) -> int:
+    """0 means every CPU this process may run on, rather than CTranslate2's fixed default of 4, which
+    oversubscribes a small node and under-uses a large one."""
+    if requested < 0:
+        raise ValueError(f"CPU threads must be >= 0, got {requested}")
+    if requested:
+        return requested
+    return len(os.sched_getaffinity(0)) or 1

