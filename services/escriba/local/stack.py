@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from escriba.bus import NatsSettings
 from escriba.common.grpc_server import Component, RunningServer, ServerSettings, make_ready, start_server
@@ -34,6 +35,10 @@ from escriba.db.migrate import run_migrations
 from escriba.db.settings import DatabaseSettings
 from escriba.local.nats import EmbeddedNats
 from escriba.local.postgres import EmbeddedPostgres, free_port
+from escriba.pipeline.runtime import PipelineRuntime
+
+if TYPE_CHECKING:
+    from escriba.transcription.engine import WhisperEngine
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +77,9 @@ class LocalStack:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._service_env: dict[str, dict[str, str]] = {}
         self._supervisor: asyncio.Task[None] | None = None
+        #: In-process mode: the shared connections and the model (tests inspect them).
+        self.runtime: PipelineRuntime | None = None
+        self.transcription_engine: WhisperEngine | None = None
         self._stopping = False
 
     @property
@@ -123,7 +131,6 @@ class LocalStack:
         from escriba.gateway.auth import AnonymousAuthenticator
         from escriba.gateway.server import GatewayComponent
         from escriba.gateway.settings import GatewaySettings
-        from escriba.pipeline.runtime import PipelineRuntime
         from escriba.pipeline.stage import StageWorkerComponent
         from escriba.preprocess.server import PreprocessComponent
         from escriba.preprocess.settings import PreprocessSettings
@@ -134,11 +141,13 @@ class LocalStack:
 
         server_settings = replace(load(ServerSettings, env), host=self.config.host, metrics_port=0)
         runtime = PipelineRuntime(load(NatsSettings, env), load(DatabaseSettings, env), client_name="local")
+        self.runtime = runtime
         preprocess_settings = load(PreprocessSettings, env)
         transcription_settings = load(TranscriptionSettings, env)
         gateway_settings = load(GatewaySettings, env)
         preprocess = PreprocessComponent(preprocess_settings)
         transcription = TranscriptionComponent(transcription_settings)
+        self.transcription_engine = transcription.engine
         correction = CorrectionComponent(load(CorrectionSettings, env))
         gateway = GatewayComponent(
             runtime, gateway_settings, AnonymousAuthenticator(gateway_settings.default_owner)

@@ -1,0 +1,154 @@
+"""The whole pipeline on the local stack: real NATS, PostgreSQL, gRPC and the Whisper model."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from escriba.client import EscribaClient, make_spec
+from escriba.local.nats import EmbeddedNats
+from escriba.local.stack import LocalStack
+from escriba.pipeline.taskpb import status_from_pb
+from escriba.v1 import tasks_pb2
+from tests.support import media
+from tests.support.stack import run_task, run_tasks, stack_config, status_name
+from tests.support.text import JFK_REFERENCE, STEREO_LEFT, STEREO_RIGHT, wer
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(600)]
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def stack(nats_server: EmbeddedNats, postgres_dsn: str) -> AsyncIterator[LocalStack]:
+    async with LocalStack(stack_config(nats_server.url, postgres_dsn)) as running:
+        yield running
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def client(stack: LocalStack) -> AsyncIterator[EscribaClient]:
+    async with EscribaClient(stack.address) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def audio_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Real speech in several containers, plus a bad file."""
+    folder = tmp_path_factory.mktemp("audio")
+    jfk, rate = media.speech("jfk.flac")
+    stereo, stereo_rate = media.speech("stereo_diarization.wav")
+    files = {
+        "jfk.flac": media.JFK.read_bytes(),
+        "jfk.mp3": media.to_mp3(jfk, rate),
+        "jfk.opus": media.to_ogg_opus(jfk, rate),
+        "jfk.m4a": media.to_m4a_aac(jfk, rate),
+        "stereo.wav": media.to_wav(stereo, stereo_rate),
+        "broken.mp3": media.random_bytes(),
+    }
+    return {name: media.write(folder / name, data) for name, data in files.items()}
+
+
+def _reference(name: str) -> str:
+    return f"{STEREO_LEFT} {STEREO_RIGHT}" if name.startswith("stereo") else JFK_REFERENCE
+
+
+async def test_jfk_through_the_whole_pipeline(client: EscribaClient, audio_files: dict[str, Path]) -> None:
+    task = await run_task(client, audio_files["jfk.flac"])
+    assert status_name(task) == "completed", task.error
+    assert wer(JFK_REFERENCE, task.result.corrected_text) <= 0.10, task.result.corrected_text
+    assert task.result.language == "en"
+    assert task.result.duration_s == pytest.approx(11.0, abs=0.1)
+    assert task.result.segments and task.result.segments[0].words
+    timings = task.timings
+    assert timings.preprocess_ms > 0 and timings.transcription_ms > 0 and timings.total_ms > 0
+
+
+async def test_watch_streams_every_stage(client: EscribaClient, audio_files: dict[str, Path]) -> None:
+    spec = make_spec("jfk.mp3", output_formats=["srt", "vtt"])
+    created = await client.create_task(audio_files["jfk.mp3"], spec)
+    statuses = []
+    final = None
+    async for event in client.watch(created.id):
+        status = status_from_pb(event.status)
+        assert status is not None
+        statuses.append(status.value)
+        if event.HasField("task"):
+            final = event.task
+    # Watching starts at the current status: queued, or a stage if the worker already took the job.
+    order = ["queued", "preprocessing", "transcribing", "correcting", "completed"]
+    assert statuses == order[order.index(statuses[0]) :]
+    assert statuses[0] in ("queued", "preprocessing")
+    assert final is not None and final.result.srt.startswith("1\n") and final.result.vtt.startswith("WEBVTT")
+
+
+async def test_concurrent_tasks_and_a_bad_file(
+    client: EscribaClient, stack: LocalStack, audio_files: dict[str, Path]
+) -> None:
+    good = [n for n in audio_files if n != "broken.mp3"]
+    names = [good[i % len(good)] for i in range(20)] + ["broken.mp3"]
+    tasks = await run_tasks(client, [audio_files[n] for n in names])
+    for name, task in zip(names, tasks, strict=True):
+        if name == "broken.mp3":
+            assert status_name(task) == "failed"
+            assert task.error_reason == "not_audio", task.error
+            assert "not" in task.error.lower() and "audio" in task.error.lower()
+            continue
+        assert status_name(task) == "completed", (name, task.error)
+        assert wer(_reference(name), task.result.corrected_text) <= 0.25, (name, task.result.corrected_text)
+    # Exactly one result per task: one row each, one stored result per stage.
+    pipeline = stack.runtime.pipeline  # type: ignore[union-attr]
+    ids = [t.id for t in tasks]
+    rows = await pipeline.pool.fetch(
+        "SELECT id::text, status FROM transcription_tasks WHERE id = ANY($1::uuid[])", ids
+    )
+    assert len(rows) == len(ids)
+    results = await pipeline.pool.fetch(
+        "SELECT task_id::text, stage, count(*) AS n FROM task_stage_results"
+        " WHERE task_id = ANY($1::uuid[]) GROUP BY task_id, stage",
+        ids,
+    )
+    assert all(r["n"] == 1 for r in results)
+
+
+async def test_same_audio_again_comes_from_the_cache(
+    client: EscribaClient, stack: LocalStack, audio_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await run_task(client, audio_files["jfk.flac"])
+    engine = stack.transcription_engine
+    assert engine is not None
+    calls = 0
+    original = engine.transcribe
+
+    def counting(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "transcribe", counting)
+    second = await run_task(client, audio_files["jfk.flac"])
+    assert status_name(second) == "completed"
+    assert calls == 0, "the model ran for audio it had already transcribed"
+    assert second.result.transcript_from_cache
+    assert second.result.corrected_text == first.result.corrected_text
+
+
+async def test_cancel_wins_over_later_stages(client: EscribaClient, audio_files: dict[str, Path]) -> None:
+    created = await client.create_task(audio_files["stereo.wav"])
+    cancelled = await client.cancel(created.id)
+    assert status_name(cancelled) == "cancelled"
+    await asyncio.sleep(2)
+    again = await client.get(created.id)
+    assert status_name(again) == "cancelled"
+    assert not again.result.corrected_text
+
+
+async def test_list_get_archive(client: EscribaClient, audio_files: dict[str, Path]) -> None:
+    task = await run_task(client, audio_files["jfk.opus"])
+    listed = await client.list(tasks_pb2.ListTasksRequest(statuses=[tasks_pb2.TASK_STATUS_COMPLETED]))
+    assert task.id in {t.id for t in listed.tasks}
+    archived = await client.archive(task.id)
+    assert archived.is_archived
+    visible = await client.list(tasks_pb2.ListTasksRequest(archived=False, page_size=500))
+    assert task.id not in {t.id for t in visible.tasks}

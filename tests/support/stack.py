@@ -1,0 +1,69 @@
+"""Local stacks for end-to-end tests: the session's NATS and PostgreSQL, private names per stack."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from escriba.client import EscribaClient, make_spec
+from escriba.local.stack import StackConfig
+from escriba.pipeline.taskpb import status_from_pb
+from escriba.v1 import tasks_pb2
+
+#: Short timings so retries and redeliveries happen within a test's time.
+FAST_PIPELINE = {
+    "ESCRIBA_NATS_ACK_WAIT_S": "4",
+    "ESCRIBA_NATS_HEARTBEAT_S": "1",
+    "ESCRIBA_NATS_MAX_DELIVER": "3",
+    "ESCRIBA_NATS_BACKOFF_S": "0.2,0.5",
+    "ESCRIBA_NATS_FETCH_WAIT_S": "0.5",
+    "ESCRIBA_NATS_STOP_GRACE_S": "5",
+    "ESCRIBA_GATEWAY_WATCH_POLL_S": "1",
+    "ESCRIBA_SHUTDOWN_GRACE_S": "5",
+    "ESCRIBA_DATABASE_POOL_MIN_SIZE": "1",
+    "ESCRIBA_DATABASE_POOL_MAX_SIZE": "8",
+    "ESCRIBA_LOG_LEVEL": "WARNING",
+}
+
+
+def stack_config(
+    nats_url: str, database_url: str, *, mode: str = "in_process", env: Mapping[str, str] | None = None
+) -> StackConfig:
+    suffix = uuid.uuid4().hex[:10]
+    return StackConfig(
+        port=0,
+        mode=mode,
+        env={
+            **FAST_PIPELINE,
+            "ESCRIBA_NATS_URL": nats_url,
+            "ESCRIBA_DATABASE_URL": database_url,
+            "ESCRIBA_NATS_PREFIX": f"e{suffix}",
+            "ESCRIBA_DATABASE_SCHEMA": f"e2e_{suffix}",
+            **(env or {}),
+        },
+    )
+
+
+async def run_task(
+    client: EscribaClient, path: Path, spec: tasks_pb2.TaskSpec | None = None, timeout_s: float = 240
+) -> tasks_pb2.Task:
+    """Create a task and follow it to its terminal state."""
+    task = await client.create_task(path, spec or make_spec(path.name))
+    async with asyncio.timeout(timeout_s):
+        async for event in client.watch(task.id):
+            if event.HasField("task"):
+                return event.task
+    return await client.get(task.id)
+
+
+async def run_tasks(
+    client: EscribaClient, paths: Iterable[Path], timeout_s: float = 600
+) -> list[tasks_pb2.Task]:
+    return list(await asyncio.gather(*(run_task(client, p, timeout_s=timeout_s) for p in paths)))
+
+
+def status_name(task: tasks_pb2.Task) -> str:
+    status = status_from_pb(task.status)
+    return status.value if status else "unknown"
