@@ -38,7 +38,8 @@ _LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: 
 
 
 def layout_for(channels: int) -> str:
-    return _LAYOUTS[channels]
+    """FFmpeg's usual layout for the count, or an unordered one ("12 channels") beyond 7.1."""
+    return _LAYOUTS.get(channels, f"{channels} channels")
 
 
 # Reading ----------------------------------------------------------------------------------------

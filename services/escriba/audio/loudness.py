@@ -169,9 +169,9 @@ def normalize_loudness(
 ) -> Normalized:
     """Gain ``samples`` to ``target_lufs`` with sample peaks at most ``ceiling_dbfs``.
 
-    If limiting pulls the loudness under the target, the gain is raised by the shortfall and the
-    limiter re-run (a few passes, at most ``_MAX_MAKEUP_DB`` extra), as a mastering limiter's
-    make-up gain would.
+    If limiting pulls the loudness under the target, the gain is raised and the limiter re-run (a
+    few passes, stepping by the measured loudness-per-dB slope, at most ``_MAX_MAKEUP_DB`` extra),
+    as a mastering limiter's make-up gain would.
     """
     ceiling = db_to_linear(ceiling_dbfs) - _QUANTIZATION_MARGIN
     input_lufs = integrated_loudness(samples, rate)
