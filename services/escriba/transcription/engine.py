@@ -250,20 +250,20 @@ class WhisperEngine:
     ) -> Transcript:
         """Transcribe 16 kHz mono float samples. Blocking and thread-safe; silence gives an empty
         transcript."""
-        model = self._require_model()
         opts = self._defaults if options is None else options
         audio = _as_samples(samples)
-        if opts.language is not None and opts.language not in model.supported_languages:
-            raise UnsupportedLanguageError(
-                f"model {self.model_name!r} cannot transcribe {opts.language!r}; "
-                f"it knows: {', '.join(model.supported_languages[:12])}"
-                + ("..." if len(model.supported_languages) > 12 else "")
-            )
         duration_s = audio.shape[0] / SAMPLE_RATE_HZ
         if duration_s > self._settings.max_duration_s:
             raise AudioTooLongError(
                 f"audio is {duration_s:.1f} s long; this server transcribes at most "
                 f"{self._settings.max_duration_s:g} s (ESCRIBA_TRANSCRIPTION_MAX_DURATION_S)"
+            )
+        model = self._require_model()
+        if opts.language is not None and opts.language not in model.supported_languages:
+            raise UnsupportedLanguageError(
+                f"model {self.model_name!r} cannot transcribe {opts.language!r}; "
+                f"it knows: {', '.join(model.supported_languages[:12])}"
+                + ("..." if len(model.supported_languages) > 12 else "")
             )
         if audio.shape[0] == 0:
             known = opts.language or ("" if model.model.is_multilingual else "en")

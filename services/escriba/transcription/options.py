@@ -29,9 +29,15 @@ MAX_SPEECH_WINDOW_S = 30.0
 MAX_VAD_MS = 60_000
 
 
+def normalize_language(code: str) -> str:
+    """Lower-case, and the primary subtag of a BCP 47 tag (``pt-BR`` -> ``pt``): Whisper knows
+    languages, not regional variants."""
+    return code.strip().lower().replace("_", "-").split("-", 1)[0]
+
+
 def check_language(code: str) -> str | None:
     """What is wrong with a language code (``""`` means detect), or ``None``."""
-    if code == "" or code in LANGUAGE_CODES:
+    if not code.strip() or normalize_language(code) in LANGUAGE_CODES:
         return None
     return f"unknown language code {code!r}; expected an ISO 639-1 code such as 'en' or 'de'"
 
@@ -91,11 +97,11 @@ class TranscriptionOptions:
 
     def __post_init__(self) -> None:
         if self.language is not None:
-            code = self.language.strip().lower()
-            if code in ("", "auto"):
+            code = normalize_language(self.language)
+            if not self.language.strip() or code == "auto":
                 object.__setattr__(self, "language", None)
             else:
-                problem = check_language(code)
+                problem = check_language(self.language)
                 if problem:
                     raise UnsupportedLanguageError(problem)
                 object.__setattr__(self, "language", code)
