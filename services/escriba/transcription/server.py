@@ -15,9 +15,11 @@ from escriba.common import metrics
 from escriba.common.grpc_server import ServerSettings
 from escriba.common.service import run_service
 from escriba.common.settings import load
+from escriba.pipeline.assemble import stage_components
 from escriba.transcription.engine import WhisperEngine
 from escriba.transcription.servicer import SERVICE_NAME, TranscriptionServicer
 from escriba.transcription.settings import TranscriptionSettings
+from escriba.transcription.worker import TranscriptionStage
 from escriba.v1 import transcription_pb2_grpc
 
 
@@ -49,5 +51,13 @@ class TranscriptionComponent:
 
 async def serve(port: int | None = None) -> None:
     server_settings = ServerSettings.from_env()
-    component = TranscriptionComponent(load(TranscriptionSettings))
-    await run_service("transcription", [component], server_settings, port=port)
+    settings = load(TranscriptionSettings)
+    component = TranscriptionComponent(settings)
+    components = stage_components(
+        component,
+        lambda runtime: TranscriptionStage(runtime, component.engine),
+        name="transcription",
+        # One more job than the model runs at once, so the next one is fetched while one decodes.
+        default_in_flight=settings.max_concurrency + 1,
+    )
+    await run_service("transcription", components, server_settings, port=port)
