@@ -179,6 +179,9 @@ def _publish(
         kopf.event(
             body, type="Normal", reason="ScaledUp" if after > before else "ScaledDown", message=message
         )
+    warned: set[str] = set()  # Ready repeats the reason of the signal condition that made it False
     for condition in report.changed(previous, current):
-        if condition.type in _WARN_ON and condition.status == "False" and condition.reason != "DryRun":
-            kopf.event(body, type="Warning", reason=condition.reason, message=condition.message)
+        if condition.type in _WARN_ON and condition.status == "False" and condition.reason not in warned:
+            if condition.reason != "DryRun":
+                kopf.event(body, type="Warning", reason=condition.reason, message=condition.message)
+            warned.add(condition.reason)
