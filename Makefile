@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 PROTO_FILES := $(wildcard proto/escriba/v1/*.proto)
 PYTEST_ARGS ?=
 
-.PHONY: help setup proto proto-check lint format typecheck test test-unit test-integration test-e2e demo clean
+.PHONY: help setup proto proto-check lint format test test-unit test-integration test-e2e demo docs clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n", $$1, $$2}'
@@ -53,3 +53,9 @@ test-e2e: $(STAMP) ## End-to-end tests on real speech
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist services/*.egg-info
+
+docs: $(STAMP) ## Regenerate the README's settings table from the code
+	$(PY) -m escriba.common.docs
+
+demo: $(STAMP) ## Install everything and transcribe tests/data/jfk.flac through the whole embedded pipeline
+	$(VENV)/bin/escriba transcribe tests/data/jfk.flac

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from escriba.common.docs import SETTINGS_MODULES
 from escriba.common.errors import EscribaError
 from escriba.common.settings import SettingsError, load, setting, settings_class
 
@@ -29,19 +30,9 @@ SERVICES = {
     "correction": "escriba.correction.server",
 }
 
-SETTINGS_MODULES = (
-    "escriba.common.grpc_server",
-    "escriba.bus.settings",
-    "escriba.db.settings",
-    "escriba.pipeline.settings",
-    "escriba.gateway.settings",
-    "escriba.preprocess.settings",
-    "escriba.transcription.settings",
-    "escriba.correction.settings",
-    "escriba.cli",
-)
 
 TERMINAL = {"completed", "failed", "cancelled"}
+__all__ = ["SERVICES", "SETTINGS_MODULES", "build_parser", "main"]
 
 
 @settings_class
@@ -74,12 +65,15 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_settings(args: argparse.Namespace) -> int:
-    for name in SETTINGS_MODULES:
-        importlib.import_module(name)
-    from escriba.common.settings import env_variables
+    from escriba.common.docs import load_all_settings, settings_markdown
+    from escriba.common.settings import describe
 
-    for variable, doc in sorted(env_variables().items()):
-        print(f"{variable}\t{doc}")
+    load_all_settings()
+    if args.markdown:
+        print(settings_markdown(describe()))
+        return 0
+    for variable, default, doc in describe():
+        print(f"{variable}\t{default}\t{doc}")
     return 0
 
 
@@ -325,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--archived", choices=("yes", "no"), default=None)
     tasks.set_defaults(func=_cmd_tasks)
 
-    settings = sub.add_parser("settings", help="list every ESCRIBA_* setting with its meaning")
+    settings = sub.add_parser("settings", help="list every ESCRIBA_* setting with its default and meaning")
+    settings.add_argument("--markdown", action="store_true", help="as the README's table")
     settings.set_defaults(func=_cmd_settings)
     return parser
 

@@ -59,7 +59,10 @@ class ServerSettings:
         "ESCRIBA_METRICS_PORT", 9464, "Prometheus /metrics port (0 disables)", check=between(0, 65535)
     )
     log_level: str = setting(
-        "ESCRIBA_LOG_LEVEL", "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")
+        "ESCRIBA_LOG_LEVEL",
+        "INFO",
+        "minimum level of log records written",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
     )
     log_json: bool = setting("ESCRIBA_LOG_JSON", True, "structured JSON logs (false: plain text)")
 

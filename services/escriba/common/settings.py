@@ -75,6 +75,37 @@ def env_variables() -> dict[str, str]:
     return out
 
 
+def describe() -> list[tuple[str, str, str]]:
+    """(variable, default as text, doc) for every registered setting, sorted by variable."""
+    rows: list[tuple[str, str, str]] = []
+    for cls in _REGISTRY:
+        for f in dataclasses.fields(cls):
+            if "env" not in f.metadata:
+                continue
+            if f.default is not dataclasses.MISSING:
+                default: Any = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = None
+            rows.append((f.metadata["env"], _format_default(default), f.metadata["doc"]))
+    return sorted(set(rows))
+
+
+def _format_default(value: Any) -> str:
+    if value is None:
+        return "(required)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        if value and isinstance(value[0], tuple):
+            return ",".join(f"{k:g}:{v}" for k, v in value)
+        return ",".join(str(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 # Checks -----------------------------------------------------------------------------------------
 
 
