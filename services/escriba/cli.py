@@ -11,6 +11,7 @@ import asyncio
 import importlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
@@ -326,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The CLI spawns helper processes (pg_ctl, nats-server, services) while gRPC threads run; gRPC's
+    # fork handlers are not needed for exec'd children and only print warnings.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     args = build_parser().parse_args(argv)
     try:
         result: int = args.func(args)
