@@ -121,9 +121,9 @@ def normalize(
 
     if current == 0 and active and desired < 1:
         desired = 1
-    if desired == 0 and current > 1:
+    if bounds.min_replicas == 0 and desired == 0 and current > 1:
         desired, limited_by = 1, Limit.SCALE_TO_ZERO_COOLDOWN
-    elif desired == 0 and current == 1:
+    elif bounds.min_replicas == 0 and desired == 0 and current == 1:
         idle_since = last_active_at if last_active_at is not None else since
         if now - idle_since < bounds.scale_to_zero_cooldown_s:
             desired, limited_by = 1, Limit.SCALE_TO_ZERO_COOLDOWN
@@ -132,14 +132,19 @@ def normalize(
         limit = _scale_up_limit(current, now, state.scale_events, behavior.scale_up)
         if current == 0 and active:
             limit = max(limit, 1)
-        if desired > limit:
-            desired, limited_by = limit, Limit.SCALE_UP_LIMIT
+        allowed, reason = (limit, Limit.SCALE_UP_LIMIT)
+        if bounds.max_replicas <= limit:
+            allowed, reason = bounds.max_replicas, Limit.TOO_MANY_REPLICAS
+        if desired > allowed:
+            desired, limited_by = allowed, reason
     elif desired < current:
         limit = _scale_down_limit(current, now, state.scale_events, behavior.scale_down)
-        if desired < limit:
-            desired, limited_by = limit, Limit.SCALE_DOWN_LIMIT
-
-    if desired > bounds.max_replicas:
+        allowed, reason = (limit, Limit.SCALE_DOWN_LIMIT)
+        if bounds.min_replicas >= limit:
+            allowed, reason = bounds.min_replicas, Limit.TOO_FEW_REPLICAS
+        if desired < allowed:
+            desired, limited_by = allowed, reason
+    if desired > bounds.max_replicas:  # the bounds changed under a steady target
         desired, limited_by = bounds.max_replicas, Limit.TOO_MANY_REPLICAS
     elif desired < bounds.min_replicas:
         desired, limited_by = bounds.min_replicas, Limit.TOO_FEW_REPLICAS

@@ -46,10 +46,11 @@ class PrometheusReader:
                 body = await rsp.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise SignalError(f"{endpoint}: {exc or type(exc).__name__}", reason="QueryFailed") from exc
-        return _value(body, query)
+        return parse_result(body, query)
 
 
-def _value(body: Any, query: str) -> float:
+def parse_result(body: Any, query: str) -> float:
+    """The value of a decoded `/api/v1/query` answer (see :meth:`PrometheusReader.query`)."""
     if not isinstance(body, dict) or body.get("status") != "success":
         error = body.get("error") if isinstance(body, dict) else body
         raise SignalError(f"query {query!r} failed: {error}", reason="QueryFailed")
