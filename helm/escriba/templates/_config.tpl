@@ -1,0 +1,52 @@
+{{/*
+The ConfigMap data as YAML (also hashed into pod annotations, so a change rolls the pods). Built as a
+dict so a key given in `config` replaces the chart's own instead of duplicating it.
+*/}}
+
+{{- define "escriba.sharedConfig" -}}
+{{- $v := .Values -}}
+{{- $data := dict
+  "ESCRIBA_GRPC_PORT" (toString $v.grpc.port)
+  "ESCRIBA_GRPC_MAX_MESSAGE_BYTES" (toString (int64 $v.grpc.maxMessageBytes))
+  "ESCRIBA_METRICS_PORT" (toString $v.metrics.port)
+  "ESCRIBA_LOG_LEVEL" (toString $v.logging.level)
+  "ESCRIBA_LOG_JSON" (toString $v.logging.json)
+  "ESCRIBA_SHUTDOWN_GRACE_S" (toString $v.shutdownGraceSeconds)
+  "ESCRIBA_NATS_URL" (toString $v.nats.url)
+  "ESCRIBA_NATS_PREFIX" (toString $v.nats.prefix)
+  "ESCRIBA_NATS_REPLICAS" (toString $v.nats.replicas)
+  "ESCRIBA_NATS_STOP_GRACE_S" (toString $v.nats.stopGraceSeconds)
+  "ESCRIBA_DATABASE_SCHEMA" (toString $v.database.schema)
+  "ESCRIBA_DATABASE_POOL_MAX_SIZE" (toString $v.database.poolMaxSize)
+-}}
+{{- range $name, $value := $v.config }}
+{{- $_ := set $data $name (toString $value) }}
+{{- end }}
+{{- toYaml $data }}
+{{- end }}
+
+{{- define "escriba.componentConfig" -}}
+{{- $values := index .root.Values .component -}}
+{{- $data := dict -}}
+{{- if eq .component "transcription" }}
+{{- $model := $values.model }}
+{{- $_ := set $data "ESCRIBA_TRANSCRIPTION_DEVICE" (ternary "cuda" "cpu" $values.gpu.enabled) }}
+{{- $_ = set $data "ESCRIBA_TRANSCRIPTION_COMPUTE_TYPE" (toString $values.computeType) }}
+{{- $_ = set $data "ESCRIBA_TRANSCRIPTION_MAX_CONCURRENCY" (toString $values.maxConcurrency) }}
+{{- /* Nothing is downloaded at run time: a model given by name must already be in the cache. */}}
+{{- $_ = set $data "ESCRIBA_TRANSCRIPTION_LOCAL_FILES_ONLY" "true" }}
+{{- if eq $model.source "path" }}
+{{- $_ = set $data "ESCRIBA_TRANSCRIPTION_MODEL" (required "transcription.model.path is required when transcription.model.source is path" $model.path) }}
+{{- else if or (eq $model.source "pvc") (eq $model.source "image") }}
+{{- $_ = set $data "ESCRIBA_TRANSCRIPTION_MODEL" (trimSuffix "/" (printf "%s/%s" $model.mountPath (trimPrefix "/" $model.subPath))) }}
+{{- end }}
+{{- end }}
+{{- range $name, $value := $values.config }}
+{{- $_ := set $data $name (toString $value) }}
+{{- end }}
+{{- if $data }}
+{{- toYaml $data }}
+{{- else -}}
+{}
+{{- end }}
+{{- end }}

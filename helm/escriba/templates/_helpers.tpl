@@ -1,0 +1,310 @@
+{{/*
+Names, labels and the pieces every workload shares. Components are gateway, preprocess, transcription,
+correction, operator and migrate; a component's objects are named "<fullname>-<component>".
+*/}}
+
+{{- define "escriba.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "escriba.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "escriba.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The services (stage order): the ones run by `escriba serve`. */}}
+{{- define "escriba.services" -}}
+gateway preprocess transcription correction
+{{- end }}
+
+{{/* "<fullname>-<component>", 63 characters at most. Call with (dict "root" $ "component" "gateway"). */}}
+{{- define "escriba.componentName" -}}
+{{- printf "%s-%s" (include "escriba.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels every object carries. */}}
+{{- define "escriba.labels" -}}
+helm.sh/chart: {{ include "escriba.chart" . }}
+{{ include "escriba.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: escriba
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "escriba.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "escriba.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels of one component's objects. Call with (dict "root" $ "component" "gateway"). */}}
+{{- define "escriba.componentLabels" -}}
+{{ include "escriba.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "escriba.componentSelectorLabels" -}}
+{{ include "escriba.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* The image reference: repository:tag, or repository@digest when a digest is set. */}}
+{{- define "escriba.image" -}}
+{{- $img := .root.Values.image }}
+{{- $repository := $img.repository }}
+{{- $tag := $img.tag | default .root.Chart.AppVersion }}
+{{- $digest := $img.digest }}
+{{- with .override }}
+{{- $repository = .repository | default $repository }}
+{{- $tag = .tag | default $tag }}
+{{- $digest = .digest | default $digest }}
+{{- end }}
+{{- if $digest }}
+{{- printf "%s@%s" $repository $digest }}
+{{- else }}
+{{- printf "%s:%s" $repository (toString $tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "escriba.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "escriba.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "escriba.operatorServiceAccountName" -}}
+{{- if .Values.operator.serviceAccount.create }}
+{{- default (include "escriba.componentName" (dict "root" . "component" "operator")) .Values.operator.serviceAccount.name }}
+{{- else }}
+{{- required "operator.serviceAccount.name is required when operator.serviceAccount.create is false" .Values.operator.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Secrets ------------------------------------------------------------------------------------------ */}}
+
+{{- define "escriba.databaseSecretName" -}}
+{{- if .Values.database.existingSecret }}
+{{- .Values.database.existingSecret }}
+{{- else }}
+{{- printf "%s-database" (include "escriba.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{- define "escriba.databaseSecretKey" -}}
+{{- if .Values.database.existingSecret }}
+{{- .Values.database.existingSecretKey }}
+{{- else -}}
+url
+{{- end }}
+{{- end }}
+
+{{/* Which NATS credentials exist: a dict of userPassword/token/creds booleans. */}}
+{{- define "escriba.natsAuth" -}}
+{{- $a := .Values.nats.auth }}
+{{- if $a.existingSecret }}
+{{- toJson (dict "userPassword" $a.existingSecretHas.userPassword "token" $a.existingSecretHas.token "creds" $a.existingSecretHas.creds) }}
+{{- else }}
+{{- toJson (dict "userPassword" (not (empty $a.user)) "token" (not (empty $a.token)) "creds" (not (empty $a.creds))) }}
+{{- end }}
+{{- end }}
+
+{{- define "escriba.natsSecretName" -}}
+{{- if .Values.nats.auth.existingSecret }}
+{{- .Values.nats.auth.existingSecret }}
+{{- else }}
+{{- printf "%s-nats" (include "escriba.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* True (non-empty) when the services need a NATS Secret at all. */}}
+{{- define "escriba.natsHasSecret" -}}
+{{- $auth := include "escriba.natsAuth" . | fromJson }}
+{{- if or $auth.userPassword $auth.token $auth.creds }}true{{ end }}
+{{- end }}
+
+{{/* Pod pieces --------------------------------------------------------------------------------------- */}}
+
+{{/* Drain time of a service after SIGTERM: RPCs first, then the worker's running jobs. */}}
+{{- define "escriba.drainSeconds" -}}
+{{- add (int .Values.shutdownGraceSeconds) (int .Values.nats.stopGraceSeconds) }}
+{{- end }}
+
+{{/* terminationGracePeriodSeconds of a service; refuses a value not above the drain time. */}}
+{{- define "escriba.terminationGrace" -}}
+{{- $drain := include "escriba.drainSeconds" .root | int }}
+{{- $explicit := .values.terminationGracePeriodSeconds }}
+{{- if kindIs "invalid" $explicit }}
+{{- add $drain 15 }}
+{{- else if le (int $explicit) $drain }}
+{{- fail (printf "%s.terminationGracePeriodSeconds (%d) must be longer than the drain time, shutdownGraceSeconds + nats.stopGraceSeconds = %d" .component (int $explicit) $drain) }}
+{{- else }}
+{{- int $explicit }}
+{{- end }}
+{{- end }}
+
+{{- define "escriba.podSecurityContext" -}}
+{{ toYaml .Values.podSecurityContext }}
+{{- end }}
+
+{{- define "escriba.containerSecurityContext" -}}
+{{ toYaml .Values.containerSecurityContext }}
+{{- end }}
+
+{{/* Spread a component's pods over zones and nodes unless the values say otherwise. */}}
+{{- define "escriba.topologySpread" -}}
+{{- if .values.topologySpreadConstraints }}
+{{ toYaml .values.topologySpreadConstraints }}
+{{- else }}
+- maxSkew: 1
+  topologyKey: topology.kubernetes.io/zone
+  whenUnsatisfiable: ScheduleAnyway
+  labelSelector:
+    matchLabels:
+      {{- include "escriba.componentSelectorLabels" . | nindent 6 }}
+  matchLabelKeys: [pod-template-hash]
+- maxSkew: 1
+  topologyKey: kubernetes.io/hostname
+  whenUnsatisfiable: ScheduleAnyway
+  labelSelector:
+    matchLabels:
+      {{- include "escriba.componentSelectorLabels" . | nindent 6 }}
+  matchLabelKeys: [pod-template-hash]
+{{- end }}
+{{- end }}
+
+{{/* Environment every service and the migration Job share: the database URL and NATS credentials
+from Secrets, and the TLS files. Call with the root context. */}}
+{{- define "escriba.secretEnv" -}}
+- name: ESCRIBA_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "escriba.databaseSecretName" . }}
+      key: {{ include "escriba.databaseSecretKey" . }}
+{{- $auth := include "escriba.natsAuth" . | fromJson }}
+{{- $keys := .Values.nats.auth.secretKeys }}
+{{- if $auth.userPassword }}
+- name: ESCRIBA_NATS_USER
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "escriba.natsSecretName" . }}
+      key: {{ $keys.user }}
+- name: ESCRIBA_NATS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "escriba.natsSecretName" . }}
+      key: {{ $keys.password }}
+{{- end }}
+{{- if $auth.token }}
+- name: ESCRIBA_NATS_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "escriba.natsSecretName" . }}
+      key: {{ $keys.token }}
+{{- end }}
+{{- if $auth.creds }}
+- name: ESCRIBA_NATS_CREDS_FILE
+  value: /var/run/escriba/nats/{{ $keys.creds }}
+{{- end }}
+{{- include "escriba.tlsEnv" . }}
+{{- end }}
+
+{{/* TLS variables read by the libraries (OpenSSL for NATS, libpq's names for asyncpg). */}}
+{{- define "escriba.tlsEnv" -}}
+{{- if .Values.tls.ca.secretName }}
+- name: SSL_CERT_FILE
+  value: /var/run/escriba/tls-ca/{{ .Values.tls.ca.key }}
+- name: PGSSLROOTCERT
+  value: /var/run/escriba/tls-ca/{{ .Values.tls.ca.key }}
+{{- end }}
+{{- if .Values.tls.databaseSslMode }}
+- name: PGSSLMODE
+  value: {{ .Values.tls.databaseSslMode | quote }}
+{{- end }}
+{{- if .Values.tls.databaseClientCertSecret }}
+- name: PGSSLCERT
+  value: /var/run/escriba/db-client/tls.crt
+- name: PGSSLKEY
+  value: /var/run/escriba/db-client/tls.key
+{{- end }}
+{{- end }}
+
+{{/* Volume mounts matching escriba.secretVolumes (plus /tmp). */}}
+{{- define "escriba.secretVolumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+{{- $auth := include "escriba.natsAuth" . | fromJson }}
+{{- if $auth.creds }}
+- name: nats-creds
+  mountPath: /var/run/escriba/nats
+  readOnly: true
+{{- end }}
+{{- if .Values.tls.ca.secretName }}
+- name: tls-ca
+  mountPath: /var/run/escriba/tls-ca
+  readOnly: true
+{{- end }}
+{{- if .Values.tls.databaseClientCertSecret }}
+- name: db-client
+  mountPath: /var/run/escriba/db-client
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "escriba.secretVolumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpSizeLimit }}
+{{- $auth := include "escriba.natsAuth" . | fromJson }}
+{{- if $auth.creds }}
+- name: nats-creds
+  secret:
+    secretName: {{ include "escriba.natsSecretName" . }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.nats.auth.secretKeys.creds }}
+        path: {{ .Values.nats.auth.secretKeys.creds }}
+{{- end }}
+{{- if .Values.tls.ca.secretName }}
+- name: tls-ca
+  secret:
+    secretName: {{ .Values.tls.ca.secretName }}
+    defaultMode: 0444
+    items:
+      - key: {{ .Values.tls.ca.key }}
+        path: {{ .Values.tls.ca.key }}
+{{- end }}
+{{- if .Values.tls.databaseClientCertSecret }}
+- name: db-client
+  secret:
+    secretName: {{ .Values.tls.databaseClientCertSecret }}
+    # libpq refuses a private key readable by others.
+    defaultMode: 0400
+{{- end }}
+{{- end }}
+
+{{/* The gRPC health service name each service reports (grpc.health.v1, per-service status). */}}
+{{- define "escriba.healthService" -}}
+{{- $names := dict "gateway" "escriba.v1.TaskService" "preprocess" "escriba.v1.PreprocessService" "transcription" "escriba.v1.TranscriptionService" "correction" "escriba.v1.CorrectionService" }}
+{{- get $names . }}
+{{- end }}
+
+{{/* The first URL of nats.url (the autoscaler takes one address). */}}
+{{- define "escriba.natsFirstUrl" -}}
+{{- .Values.nats.url | splitList "," | first | trim }}
+{{- end }}
