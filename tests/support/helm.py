@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-import kubernetes_validate
+import jsonschema  # type: ignore[import-untyped]
+import kubernetes_validate  # type: ignore[import-untyped]
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +36,9 @@ NAMESPACE = "escriba"
 #: A recent Kubernetes (the version helm 4.1 renders for); the chart's own minimum is read from Chart.yaml.
 RECENT_KUBERNETES = "1.35"
 #: Kinds whose CRD is neither in the chart nor available offline: checked by the tests, not by a schema.
-UNVALIDATED_KINDS = frozenset({("monitoring.coreos.com", "ServiceMonitor"), ("monitoring.coreos.com", "PodMonitor")})
+UNVALIDATED_KINDS = frozenset(
+    {("monitoring.coreos.com", "ServiceMonitor"), ("monitoring.coreos.com", "PodMonitor")}
+)
 
 Manifest = dict[str, Any]
 

@@ -3,24 +3,33 @@ The ConfigMap data as YAML (also hashed into pod annotations, so a change rolls 
 dict so a key given in `config` replaces the chart's own instead of duplicating it.
 */}}
 
+{{/* A value as the services parse it: whole numbers without Go's float formatting (1e+09). */}}
+{{- define "escriba.envValue" -}}
+{{- if and (kindIs "float64" .) (eq (float64 (int64 .)) .) }}
+{{- int64 . }}
+{{- else }}
+{{- toString . }}
+{{- end }}
+{{- end }}
+
 {{- define "escriba.sharedConfig" -}}
 {{- $v := .Values -}}
 {{- $data := dict
-  "ESCRIBA_GRPC_PORT" (toString $v.grpc.port)
-  "ESCRIBA_GRPC_MAX_MESSAGE_BYTES" (toString (int64 $v.grpc.maxMessageBytes))
-  "ESCRIBA_METRICS_PORT" (toString $v.metrics.port)
+  "ESCRIBA_GRPC_PORT" (include "escriba.envValue" $v.grpc.port)
+  "ESCRIBA_GRPC_MAX_MESSAGE_BYTES" (include "escriba.envValue" $v.grpc.maxMessageBytes)
+  "ESCRIBA_METRICS_PORT" (include "escriba.envValue" $v.metrics.port)
   "ESCRIBA_LOG_LEVEL" (toString $v.logging.level)
   "ESCRIBA_LOG_JSON" (toString $v.logging.json)
-  "ESCRIBA_SHUTDOWN_GRACE_S" (toString $v.shutdownGraceSeconds)
+  "ESCRIBA_SHUTDOWN_GRACE_S" (include "escriba.envValue" $v.shutdownGraceSeconds)
   "ESCRIBA_NATS_URL" (toString $v.nats.url)
   "ESCRIBA_NATS_PREFIX" (toString $v.nats.prefix)
-  "ESCRIBA_NATS_REPLICAS" (toString $v.nats.replicas)
-  "ESCRIBA_NATS_STOP_GRACE_S" (toString $v.nats.stopGraceSeconds)
+  "ESCRIBA_NATS_REPLICAS" (include "escriba.envValue" $v.nats.replicas)
+  "ESCRIBA_NATS_STOP_GRACE_S" (include "escriba.envValue" $v.nats.stopGraceSeconds)
   "ESCRIBA_DATABASE_SCHEMA" (toString $v.database.schema)
-  "ESCRIBA_DATABASE_POOL_MAX_SIZE" (toString $v.database.poolMaxSize)
+  "ESCRIBA_DATABASE_POOL_MAX_SIZE" (include "escriba.envValue" $v.database.poolMaxSize)
 -}}
 {{- range $name, $value := $v.config }}
-{{- $_ := set $data $name (toString $value) }}
+{{- $_ := set $data $name (include "escriba.envValue" $value) }}
 {{- end }}
 {{- toYaml $data }}
 {{- end }}
@@ -32,7 +41,7 @@ dict so a key given in `config` replaces the chart's own instead of duplicating 
 {{- $model := $values.model }}
 {{- $_ := set $data "ESCRIBA_TRANSCRIPTION_DEVICE" (ternary "cuda" "cpu" $values.gpu.enabled) }}
 {{- $_ = set $data "ESCRIBA_TRANSCRIPTION_COMPUTE_TYPE" (toString $values.computeType) }}
-{{- $_ = set $data "ESCRIBA_TRANSCRIPTION_MAX_CONCURRENCY" (toString $values.maxConcurrency) }}
+{{- $_ = set $data "ESCRIBA_TRANSCRIPTION_MAX_CONCURRENCY" (include "escriba.envValue" $values.maxConcurrency) }}
 {{- /* Nothing is downloaded at run time: a model given by name must already be in the cache. */}}
 {{- $_ = set $data "ESCRIBA_TRANSCRIPTION_LOCAL_FILES_ONLY" "true" }}
 {{- if eq $model.source "path" }}
@@ -42,7 +51,7 @@ dict so a key given in `config` replaces the chart's own instead of duplicating 
 {{- end }}
 {{- end }}
 {{- range $name, $value := $values.config }}
-{{- $_ := set $data $name (toString $value) }}
+{{- $_ := set $data $name (include "escriba.envValue" $value) }}
 {{- end }}
 {{- if $data }}
 {{- toYaml $data }}

