@@ -6,6 +6,10 @@ second copy. Each request gets its own ``BatchedInferencePipeline`` (a thin wrap
 because the pipeline keeps per-transcription state (the last speech timestamp used by word alignment)
 that two requests must not share. Inference is blocking and CPU/GPU-bound; the async entry point runs
 it on a bounded thread pool so the event loop keeps serving health checks and other calls meanwhile.
+
+With cross-task batching on (the default), requests do not call the model themselves: each prepares its
+windows and hands them to one :class:`~escriba.transcription.batcher.CrossTaskBatcher`, whose model calls
+mix windows of every request waiting, so many short requests fill a batch that each alone would not.
 """
 
 from __future__ import annotations
@@ -28,6 +32,15 @@ from faster_whisper import BatchedInferencePipeline, WhisperModel
 from faster_whisper.vad import VadOptions, get_vad_model
 
 from escriba.transcript import Segment, Transcript, Word
+from escriba.transcription.batcher import (
+    CrossTaskBatcher,
+    DecodeKey,
+    WhisperBatchRunner,
+    Window,
+    WindowOutput,
+    assemble_segments,
+    prepare_request,
+)
 from escriba.transcription.batching import choose_batch_size, table_for_device
 from escriba.transcription.devices import resolve_compute_type, resolve_cpu_threads, resolve_device
 from escriba.transcription.errors import (
@@ -102,6 +115,17 @@ def _fixed_windows(duration_s: float) -> list[dict[str, float]]:
     return windows
 
 
+@dataclass(frozen=True, slots=True)
+class _SharedInfo:
+    """What a request decoded through the batcher reports, under faster-whisper's ``TranscriptionInfo``
+    names."""
+
+    language: str
+    language_probability: float
+    duration: float
+    duration_after_vad: float
+
+
 def _to_segments(raw: Iterable[Any]) -> tuple[Segment, ...]:
     segments = []
     for index, seg in enumerate(raw):
@@ -138,8 +162,18 @@ class WhisperEngine:
         self._cpu_threads = 0
         self._load_seconds: float | None = None
         self._pending = 0
+        self._batcher: CrossTaskBatcher[DecodeKey, Window, WindowOutput] | None = None
+        self._runner: WhisperBatchRunner | None = None
+        self._request_slots = settings.max_concurrency
+        if settings.cross_task_batching:
+            table = table_for_device(
+                resolve_device(settings.device), cpu=settings.batch_sizes_cpu, cuda=settings.batch_sizes_cuda
+            )
+            # A request blocks its thread while its windows wait in the batcher: with fewer threads than
+            # a batch holds, batches of short requests could never fill.
+            self._request_slots = max(settings.max_concurrency, max(size for _, size in table))
         self._executor = ThreadPoolExecutor(
-            max_workers=settings.max_concurrency, thread_name_prefix="whisper-inference"
+            max_workers=self._request_slots, thread_name_prefix="whisper-inference"
         )
 
     # Lifecycle -----------------------------------------------------------------------------------
@@ -177,6 +211,15 @@ class WhisperEngine:
                 )
             self._load_seconds = time.perf_counter() - started
             self._source, self._device, self._cpu_threads = source, device, cpu_threads
+            if self._settings.cross_task_batching:
+                self._runner = runner = WhisperBatchRunner(model)
+                self._batcher = CrossTaskBatcher(
+                    runner,
+                    batch_size=self.batch_size_for,
+                    max_wait_s=self._settings.batch_max_wait_ms / 1000.0,
+                    name="whisper-batcher",
+                )
+                self._batcher.start()
             self._model = model
             log.info(
                 "whisper model loaded",
@@ -193,6 +236,8 @@ class WhisperEngine:
     def close(self) -> None:
         """Stop accepting async work; queued requests are cancelled, running ones finish."""
         self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._batcher is not None:
+            self._batcher.close()
 
     # Facts ---------------------------------------------------------------------------------------
 
@@ -225,6 +270,17 @@ class WhisperEngine:
     @property
     def supported_languages(self) -> Sequence[str]:
         return tuple(self._require_model().supported_languages)
+
+    @property
+    def request_slots(self) -> int:
+        """Requests transcribed at once: ``max_concurrency``, raised to the largest batch size when
+        batches are shared across requests. A job worker keeps one more than this in flight."""
+        return self._request_slots
+
+    @property
+    def batcher(self) -> CrossTaskBatcher[DecodeKey, Window, WindowOutput] | None:
+        """The cross-task batcher once loaded (``None`` when the setting is off)."""
+        return self._batcher
 
     @property
     def pending_requests(self) -> int:
@@ -280,6 +336,10 @@ class WhisperEngine:
             if opts.condition_on_previous_text:
                 batch_size = 1
                 raw, info = self._sequential(model, audio, opts)
+            elif self._batcher is not None and self._runner is not None:
+                raw, info, batch_size = self._shared(
+                    model, self._batcher, self._runner, audio, opts, duration_s
+                )
             else:
                 batch_size = self.batch_size_for(duration_s)
                 raw, info = self._batched(model, audio, opts, batch_size, duration_s)
@@ -367,6 +427,41 @@ class WhisperEngine:
             clip_timestamps=None if opts.vad.enabled else _fixed_windows(duration_s),
             batch_size=batch_size,
         )
+
+    def _shared(
+        self,
+        model: WhisperModel,
+        batcher: CrossTaskBatcher[DecodeKey, Window, WindowOutput],
+        runner: WhisperBatchRunner,
+        audio: npt.NDArray[np.float32],
+        opts: TranscriptionOptions,
+        duration_s: float,
+    ) -> tuple[Iterable[Any], _SharedInfo, int]:
+        with batcher.preparing() as slot:
+            prepared = prepare_request(
+                model,
+                runner,
+                audio,
+                language=opts.language,
+                vad=self._vad_options(opts) if opts.vad.enabled else None,
+                windows_s=() if opts.vad.enabled else _fixed_windows(duration_s),
+                initial_prompt=opts.initial_prompt,
+                hotwords=opts.hotwords,
+                without_timestamps=not opts.segment_timestamps,
+                beam_size=opts.beam_size,
+                temperature=opts.temperature,
+                word_timestamps=opts.word_timestamps,
+            )
+            done = slot.run(prepared.key, prepared.windows, weight=duration_s)
+        segments = assemble_segments(model, prepared, done.results)
+        info = _SharedInfo(
+            language=prepared.language,
+            language_probability=prepared.language_probability,
+            duration=prepared.duration_s,
+            duration_after_vad=prepared.speech_duration_s,
+        )
+        # A request alone (or one with no speech) reports the batch size its length calls for.
+        return segments, info, done.batch_size or self.batch_size_for(duration_s)
 
     def _sequential(
         self, model: WhisperModel, audio: npt.NDArray[np.float32], opts: TranscriptionOptions

@@ -57,7 +57,8 @@ async def serve(port: int | None = None) -> None:
         component,
         lambda runtime: TranscriptionStage(runtime, component.engine),
         name="transcription",
-        # One more job than the model runs at once, so the next one is fetched while one decodes.
-        default_in_flight=settings.max_concurrency + 1,
+        # One more job than requests run at once (enough to fill shared batches when they are on), so the
+        # next one is fetched while the others decode.
+        default_in_flight=component.engine.request_slots + 1,
     )
     await run_service("transcription", components, server_settings, port=port)

@@ -72,7 +72,8 @@ class TranscriptionSettings:
         "ESCRIBA_TRANSCRIPTION_MAX_CONCURRENCY",
         2,
         "requests transcribed at once (count); more wait in a queue. Above num_workers, one request's "
-        "VAD and feature extraction overlap another's inference",
+        "VAD and feature extraction overlap another's inference. With cross-task batching at least the "
+        "largest batch size of the device's table, so batches can fill",
         check=between(1, 256),
     )
     max_duration_s: float = setting(
@@ -99,6 +100,20 @@ class TranscriptionSettings:
         DEFAULT_BATCH_SIZES_CUDA,
         "batch size by audio length on CUDA: SECONDS:BATCH pairs, e.g. '600:16,inf:32'",
         check=check_batch_table,
+    )
+    cross_task_batching: bool = setting(
+        "ESCRIBA_TRANSCRIPTION_CROSS_TASK_BATCHING",
+        True,
+        "fill each model call with speech windows of several concurrent requests (each gets exactly its "
+        "own results); the batch size is ESCRIBA_TRANSCRIPTION_BATCH_SIZES_* applied to the audio-seconds "
+        "waiting",
+    )
+    batch_max_wait_ms: float = setting(
+        "ESCRIBA_TRANSCRIPTION_BATCH_MAX_WAIT_MS",
+        20.0,
+        "cross-task batching: longest wait (milliseconds) for more requests to fill a batch; only while "
+        "another request is being prepared, so a request alone never waits",
+        check=between(0.0, 10_000.0),
     )
     download_root: str = setting(
         "ESCRIBA_TRANSCRIPTION_DOWNLOAD_ROOT",
