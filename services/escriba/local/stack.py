@@ -166,7 +166,7 @@ class LocalStack:
             StageWorkerComponent(
                 runtime,
                 TranscriptionStage(runtime, transcription.engine),
-                max_in_flight=transcription_settings.max_concurrency + 1,
+                max_in_flight=transcription.engine.request_slots + 1,
             ),
             StageWorkerComponent(runtime, CorrectionStage(runtime, correction.corrector), max_in_flight=4),
         ]
