@@ -15,6 +15,7 @@ from types import TracebackType
 import grpc
 
 from escriba.common.client import file_chunks, write_all
+from escriba.common.tracing import client_interceptors
 from escriba.v1 import common_pb2, tasks_pb2, tasks_pb2_grpc
 
 FORMATS = {"srt": tasks_pb2.OUTPUT_FORMAT_SRT, "vtt": tasks_pb2.OUTPUT_FORMAT_VTT}
@@ -62,6 +63,8 @@ class EscribaClient:
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ],
+            # Each call carries the caller's trace context, so a task's trace starts at the caller.
+            interceptors=client_interceptors(),
         )
         self.stub = tasks_pb2_grpc.TaskServiceStub(self._channel)
 

@@ -3,7 +3,9 @@
 ``Nats-Msg-Id`` (``<task id>:<stage>`` by default) makes a retried publish, for example after a worker
 crashed between publishing the next stage and acknowledging its own job, land only once within the
 stream's duplicate window. ``Escriba-Audio-Duration-S`` lets the autoscaler sum a backlog in seconds of
-audio without decoding payloads. Extra headers (W3C ``traceparent``/``tracestate``) ride along unchanged.
+audio without decoding payloads. Each job is published inside a PRODUCER span whose W3C trace context
+(``traceparent``/``tracestate``) rides in the headers, so the consuming stage continues the task's trace;
+a caller's own ``traceparent`` header is kept unchanged.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from nats.js.errors import NoStreamResponseError
 
 from escriba.bus.errors import BusUnavailableError
 from escriba.bus.names import BusNames
+from escriba.common.tracing import inject_headers, producer_span
 
 MSG_ID_HEADER = "Nats-Msg-Id"
 TASK_ID_HEADER = "Escriba-Task-Id"
@@ -73,7 +76,16 @@ async def publish_job(
     all_headers[TASK_ID_HEADER] = task_id
     all_headers[STAGE_HEADER] = stage
     all_headers[AUDIO_DURATION_HEADER] = f"{audio_duration_s:.3f}"
-    return await _publish(js, subject, message_bytes, all_headers, timeout_s)
+    attributes = {
+        "messaging.operation.type": "send",
+        "messaging.destination.name": subject,
+        "messaging.message.id": all_headers[MSG_ID_HEADER],
+        "escriba.task_id": task_id,
+    }
+    with producer_span(f"publish {stage}", attributes):
+        # The consumer's span becomes a child of this one (unless the caller set traceparent itself).
+        inject_headers(all_headers)
+        return await _publish(js, subject, message_bytes, all_headers, timeout_s)
 
 
 async def publish_event(
@@ -91,6 +103,7 @@ async def publish_event(
     all_headers[TASK_ID_HEADER] = task_id
     if msg_id:
         all_headers[MSG_ID_HEADER] = msg_id
+    inject_headers(all_headers)
     return await _publish(js, names.event_subject(task_id), event_bytes, all_headers, timeout_s)
 
 

@@ -39,6 +39,7 @@ from escriba.bus.publish import (
 )
 from escriba.bus.retry import decide, error_reason, retry_delay
 from escriba.bus.settings import NatsSettings
+from escriba.common import metrics, tracing
 from escriba.common.logging import task_context
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,16 @@ class JobMeta:
     def last_attempt(self) -> bool:
         """True when a transient failure now fails the task instead of being retried."""
         return 0 < self.max_deliver <= self.delivery_count
+
+    def waited_s(self, now: datetime.datetime | None = None) -> float | None:
+        """Seconds since JetStream stored the job (its publish time), None when unknown.
+
+        The timestamp is the NATS server's clock; a worker whose clock runs behind reads 0, not less.
+        """
+        if self.timestamp is None:
+            return None
+        now = now or datetime.datetime.now(datetime.UTC)
+        return max(0.0, (now - self.timestamp).total_seconds())
 
 
 @dataclass(frozen=True)
@@ -264,13 +275,28 @@ class JobWorker:
 
     # Running one job ----------------------------------------------------------------------------
 
+    def _span(self, job: Job, operation: str = "process") -> contextlib.AbstractContextManager[Any]:
+        """The delivery's CONSUMER span, a child of the publisher's span (trace context in the headers)."""
+        attributes = {
+            "messaging.operation.type": operation,
+            "messaging.destination.name": job.subject,
+            "messaging.consumer.group.name": self._consumer,
+            "messaging.message.id": job.msg_id or "",
+            "messaging.message.delivery_count": job.meta.delivery_count,
+            "escriba.task_id": job.task_id or "",
+        }
+        return tracing.consumer_span(f"{operation} {job.stage or self._consumer}", job.headers, attributes)
+
     async def _run(self, running: _Running) -> None:
         msg, job = running.msg, running.job
-        with task_context(job.task_id):
+        with self._span(job) as span, task_context(job.task_id):
             if 0 < job.meta.max_deliver < job.meta.delivery_count:
                 # Delivered past the bound (the consumer was reconfigured): fail it rather than run it again.
-                await self._give_up(msg, job, DeliveriesExhaustedError(self._exhausted_message(job)))
+                error = DeliveriesExhaustedError(self._exhausted_message(job))
+                tracing.mark_failed(span, error)
+                await self._give_up(msg, job, error)
                 return
+            started = time.perf_counter()
             heartbeat = asyncio.create_task(self._heartbeat(msg), name="in-progress heartbeat")
             try:
                 try:
@@ -279,12 +305,22 @@ class JobWorker:
                     heartbeat.cancel()
             except asyncio.CancelledError:
                 # stop() ran out of grace: another replica takes the job right away.
+                span.set_attribute("escriba.handed_back", True)
                 await self._settle(msg, "hand back", lambda m: m.nak())
                 raise
             except Exception as exc:
+                tracing.mark_failed(span, exc)
                 await self._failed(msg, job, exc)
             else:
                 await self._settle(msg, "ack", lambda m: m.ack())
+                log.info(
+                    "job done",
+                    extra={
+                        "consumer": self._consumer,
+                        "delivery": job.meta.delivery_count,
+                        "duration_s": round(time.perf_counter() - started, 3),
+                    },
+                )
 
     async def _heartbeat(self, msg: Msg) -> None:
         while True:
@@ -312,6 +348,7 @@ class JobWorker:
             exc,
             extra={"reason": error_reason(exc), "consumer": self._consumer},
         )
+        metrics.JOB_RETRIES.labels(self._consumer, error_reason(exc)).inc()
         await self._settle(msg, "retry", lambda m: m.nak(delay=decision.delay_s))
 
     async def _give_up(self, msg: Msg, job: Job, error: BaseException) -> None:
@@ -371,7 +408,8 @@ class JobWorker:
             ),
         )
         error = DeliveriesExhaustedError(self._exhausted_message(job))
-        with task_context(job.task_id):
+        with self._span(job, "settle") as span, task_context(job.task_id):
+            tracing.mark_failed(span, error)
             log.error("job exhausted its deliveries without finishing", extra={"consumer": self._consumer})
             try:
                 await self._on_give_up(job, error)

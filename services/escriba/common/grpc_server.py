@@ -21,6 +21,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from escriba.common.settings import at_least, between, load, positive, setting, settings_class
+from escriba.common.tracing import TracingInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,8 @@ async def start_server(
     """Bind and start; components become ready afterwards so health can report the loading phase."""
     server = grpc.aio.server(
         options=server_options(settings),
-        interceptors=list(interceptors),
+        # Tracing first: its server span covers the other interceptors and the servicer.
+        interceptors=[TracingInterceptor(), *interceptors],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     health = health_aio.HealthServicer()

@@ -3,7 +3,7 @@
 Every record is one JSON object per line, so a log pipeline can index ``task_id`` and ``trace_id`` and an
 operator can follow one task across the gateway and every stage. The task id travels in a context
 variable set by whoever handles a task (servicer or worker); the trace id comes from the active
-OpenTelemetry span when tracing is on.
+OpenTelemetry span, which exists even when exporting spans is off (see ``escriba.common.tracing``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,14 @@ _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 @contextmanager
 def task_context(task_id: str | None) -> Iterator[None]:
-    """Tag every log record emitted inside the block with ``task_id``."""
+    """Tag every log record emitted inside the block, and the current span, with ``task_id``.
+
+    So a trace found in the tracing backend leads to the task, and a task's logs lead to its trace.
+    """
+    if task_id:
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attribute("escriba.task_id", task_id)
     token = _task_id.set(task_id)
     try:
         yield

@@ -2,17 +2,26 @@
 
 Metric names follow Prometheus conventions (``escriba_`` prefix, base units in the name, ``_total`` for
 counters) and are declared once here, so the dashboard, the operator's queries and the tests can rely on
-one list. Stage-specific metrics carry a ``stage`` label rather than a name per service.
+one list (documented in ``docs/OBSERVABILITY.md``). Stage-specific metrics carry a ``stage`` label rather
+than a name per service. Each service creates its label sets at start-up, so its series exist (at zero)
+before the first request and ``rate()`` in a dashboard or an alert has something to work on.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 import grpc
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from google.protobuf import descriptor_pool
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from escriba.common.tracing import escriba_cause
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 
@@ -38,7 +47,16 @@ REAL_TIME_FACTOR = Histogram(
     ["stage"],
     buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
 )
-ERRORS = Counter("escriba_errors_total", "failures by stage and reason", ["stage", "reason"])
+ERRORS = Counter(
+    "escriba_errors_total",
+    "failed RPCs and tasks failed for good, by stage (or gateway) and reason",
+    ["stage", "reason"],
+)
+JOB_RETRIES = Counter(
+    "escriba_job_retries_total",
+    "job deliveries that failed and were handed back to JetStream for a retry, by stage and reason",
+    ["stage", "reason"],
+)
 IN_FLIGHT = Gauge("escriba_in_flight_jobs", "inputs being processed right now, by stage", ["stage"])
 CACHE_REQUESTS = Counter(
     "escriba_cache_requests_total", "cache lookups by cache and result (hit/miss)", ["cache", "result"]
@@ -61,14 +79,145 @@ QUEUE_WAIT = Histogram(
 )
 
 
+GPU_UTILIZATION = "escriba_gpu_utilization_ratio"
+GPU_MEMORY_USED = "escriba_gpu_memory_used_bytes"
+
+log = logging.getLogger(__name__)
+
+#: The pipeline stages and the cache each one consults.
+STAGE_CACHES = {"preprocess": "normalized_audio", "transcription": "transcript", "correction": "correction"}
+#: Stages whose work is measured in seconds of audio.
+AUDIO_STAGES = ("preprocess", "transcription")
+#: The ``stage`` label of a gRPC service's errors.
+_SERVICE_STAGE = {
+    "TaskService": "gateway",
+    "PreprocessService": "preprocess",
+    "TranscriptionService": "transcription",
+    "CorrectionService": "correction",
+}
+
+
 def start_metrics_server(port: int) -> None:
     """Serve /metrics on ``port`` (0: metrics stay in-process, e.g. in tests)."""
     if port:
         start_http_server(port, registry=REGISTRY)
 
 
+def grpc_methods(service_name: str) -> list[str]:
+    """``/package.Service/Method`` for every method of a service known to the protobuf runtime."""
+    try:
+        service = descriptor_pool.Default().FindServiceByName(service_name)
+    except KeyError:
+        return []
+    return [f"/{service_name}/{method.name}" for method in service.methods]
+
+
+def init_service_metrics(service: str, grpc_services: Iterable[str] = ()) -> None:
+    """Create the label sets ``service`` uses, so its series are exposed from start-up."""
+    for name in grpc_services:
+        for method in grpc_methods(name):
+            GRPC_LATENCY.labels(method)
+            GRPC_REQUESTS.labels(method, "OK")
+    ERRORS.labels(service, "internal")
+    cache = STAGE_CACHES.get(service)
+    if cache is None:
+        return
+    STAGE_LATENCY.labels(service)
+    IN_FLIGHT.labels(service)
+    QUEUE_WAIT.labels(service)
+    JOB_RETRIES.labels(service, "internal")
+    CACHE_REQUESTS.labels(cache, "hit")
+    CACHE_REQUESTS.labels(cache, "miss")
+    if service in AUDIO_STAGES:
+        AUDIO_SECONDS.labels(service)
+        REAL_TIME_FACTOR.labels(service)
+
+
+# GPU ------------------------------------------------------------------------------------------------
+
+
+class GpuCollector(Collector):
+    """Utilization and memory of each GPU this process can see, read from NVML at scrape time.
+
+    Registered only where NVML initialises and finds a GPU, so on CPU nodes the series are absent rather
+    than a misleading zero. A GPU whose reading fails (fallen off the bus, not supported) has no sample.
+    """
+
+    def __init__(self, nvml: Any) -> None:
+        self._nvml = nvml
+        count = int(nvml.nvmlDeviceGetCount())
+        self._handles = [(index, nvml.nvmlDeviceGetHandleByIndex(index)) for index in range(count)]
+
+    @property
+    def gpu_count(self) -> int:
+        return len(self._handles)
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                GPU_UTILIZATION,
+                "fraction of the last sample period (1/6 s to 1 s) in which a kernel ran on the GPU",
+                labels=["gpu"],
+            ),
+            GaugeMetricFamily(GPU_MEMORY_USED, "GPU memory allocated, bytes", labels=["gpu"]),
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        utilization, memory = self._families()
+        nvml = self._nvml
+        for index, handle in self._handles:
+            label = [str(index)]
+            try:
+                utilization.add_metric(label, nvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0)
+            except nvml.NVMLError as exc:
+                log.debug("no utilization for GPU %d: %s", index, exc)
+            try:
+                memory.add_metric(label, float(nvml.nvmlDeviceGetMemoryInfo(handle).used))
+            except nvml.NVMLError as exc:
+                log.debug("no memory reading for GPU %d: %s", index, exc)
+        yield utilization
+        yield memory
+
+
+def register_gpu_metrics(registry: CollectorRegistry = REGISTRY, nvml: Any = None) -> GpuCollector | None:
+    """Expose GPU metrics when NVML works and sees a GPU; None (nothing registered) otherwise."""
+    if nvml is None:
+        try:
+            import pynvml
+        except ImportError:
+            return None
+        nvml = pynvml
+    try:
+        nvml.nvmlInit()
+    except nvml.NVMLError as exc:
+        log.debug("NVML unavailable, no GPU metrics: %s", exc)
+        return None
+    try:
+        collector = GpuCollector(nvml)
+    except nvml.NVMLError as exc:
+        log.warning("NVML initialised but cannot list GPUs: %s", exc)
+        nvml.nvmlShutdown()
+        return None
+    if not collector.gpu_count:
+        nvml.nvmlShutdown()
+        return None
+    registry.register(collector)
+    log.info("exposing GPU metrics", extra={"gpus": collector.gpu_count})
+    return collector
+
+
+# gRPC -----------------------------------------------------------------------------------------------
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
+#: How an RPC ends when its caller goes away: counted as CANCELLED, not as an error of the service.
+_GONE = (asyncio.CancelledError, GeneratorExit)
+
+
 class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Count and time every unary-response RPC by method and final status code."""
+    """Count and time every RPC by method and final status code; count failures by reason."""
 
     async def intercept_service(
         self,
@@ -79,35 +228,76 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method = handler_call_details.method
         if handler is None or method.startswith(("/grpc.health", "/grpc.reflection")):
             return handler
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _timed(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                _timed(handler.stream_unary, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+        kinds = (
+            ("unary_unary", grpc.unary_unary_rpc_method_handler, _timed),
+            ("stream_unary", grpc.stream_unary_rpc_method_handler, _timed),
+            ("unary_stream", grpc.unary_stream_rpc_method_handler, _timed_stream),
+            ("stream_stream", grpc.stream_stream_rpc_method_handler, _timed_stream),
+        )
+        for attr, make, wrap in kinds:
+            behavior = getattr(handler, attr)
+            if behavior is not None:
+                return make(
+                    wrap(behavior, method),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
         return handler
 
 
-def _timed(
-    behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], method: str
-) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+def rpc_stage(method: str) -> str:
+    """The ``stage`` label of a method's errors (``/escriba.v1.TaskService/X`` -> ``gateway``)."""
+    service = method.lstrip("/").partition("/")[0].rpartition(".")[2]
+    return _SERVICE_STAGE.get(service, service.lower())
+
+
+def _record(
+    method: str, context: grpc.aio.ServicerContext, error: BaseException | None, started: float
+) -> None:
+    status = context.code()
+    if isinstance(status, grpc.StatusCode):
+        code = status.name
+    elif isinstance(error, _GONE):
+        code = "CANCELLED"
+    else:
+        code = "OK" if error is None else "UNKNOWN"
+    GRPC_LATENCY.labels(method).observe(time.perf_counter() - started)
+    GRPC_REQUESTS.labels(method, code).inc()
+    if code in ("OK", "CANCELLED"):
+        return
+    cause = escriba_cause(error) if error is not None else None
+    fallback = "internal" if code == "UNKNOWN" else code.lower()
+    ERRORS.labels(rpc_stage(method), cause.reason if cause is not None else fallback).inc()
+
+
+def _timed(behavior: Behavior, method: str) -> Behavior:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        start = time.perf_counter()
-        code = "OK"
+        started = time.perf_counter()
+        error: BaseException | None = None
         try:
             return await behavior(request, context)
-        except BaseException:
-            status = context.code()
-            code = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
+        except BaseException as exc:
+            error = exc
             raise
         finally:
-            GRPC_LATENCY.labels(method).observe(time.perf_counter() - start)
-            GRPC_REQUESTS.labels(method, code).inc()
+            _record(method, context, error, started)
+
+    return wrapper
+
+
+def _timed_stream(behavior: Behavior, method: str) -> Behavior:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        started = time.perf_counter()
+        responses = behavior(request, context)
+        error: BaseException | None = None
+        try:
+            async for item in responses:
+                yield item
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            await responses.aclose()
+            _record(method, context, error, started)
 
     return wrapper

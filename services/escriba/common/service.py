@@ -1,7 +1,7 @@
-"""Start-up shared by every service process: settings, logs, metrics, then the gRPC server.
+"""Start-up shared by every service process: settings, logs, traces, metrics, then the gRPC server.
 
-Settings are read before anything binds a port, so a bad ``ESCRIBA_*`` value stops the process at once
-with the variable named, instead of after a model load.
+Settings are read before anything binds a port, so a bad ``ESCRIBA_*`` (or ``OTEL_*``) value stops the
+process at once with the variable named, instead of after a model load.
 """
 
 from __future__ import annotations
@@ -11,7 +11,13 @@ from collections.abc import Sequence
 
 from escriba.common import logging as escriba_logging
 from escriba.common.grpc_server import Component, RunningServer, ServerSettings, serve_until_stopped
-from escriba.common.metrics import MetricsInterceptor, start_metrics_server
+from escriba.common.metrics import (
+    MetricsInterceptor,
+    init_service_metrics,
+    register_gpu_metrics,
+    start_metrics_server,
+)
+from escriba.common.tracing import configure_tracing
 
 
 async def run_service(
@@ -23,10 +29,18 @@ async def run_service(
     stop: asyncio.Event | None = None,
 ) -> None:
     escriba_logging.configure(name, server_settings.log_level, json_format=server_settings.log_json)
+    tracer_provider = configure_tracing(name)
+    init_service_metrics(name, [s for c in components for s in c.service_names])
+    register_gpu_metrics()
     start_metrics_server(server_settings.metrics_port)
-    await serve_until_stopped(
-        components, server_settings, port=port, stop=stop, interceptors=[MetricsInterceptor()]
-    )
+    try:
+        await serve_until_stopped(
+            components, server_settings, port=port, stop=stop, interceptors=[MetricsInterceptor()]
+        )
+    finally:
+        if tracer_provider is not None:
+            # Export what is still buffered before the process exits.
+            tracer_provider.shutdown()
 
 
 __all__ = ["RunningServer", "run_service"]

@@ -48,6 +48,10 @@ class StageHandler(Generic[M]):
         return self.runtime.pipeline
 
     async def __call__(self, job: Job) -> None:
+        waited = job.meta.waited_s()
+        if waited is not None and job.meta.delivery_count == 1:
+            # Only the first delivery measures the queue: a redelivery's age includes failed attempts.
+            metrics.QUEUE_WAIT.labels(_METRIC_STAGE[self.stage]).observe(waited)
         message = codec.decode(self.job_type, job.data, job.headers)
         task_id: str = message.task_id  # type: ignore[attr-defined]
         with task_context(task_id):
