@@ -151,8 +151,13 @@ def test_services_run_the_cli_with_native_grpc_probes_on_the_configured_port(nam
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         assert ports["grpc"] == int(env["ESCRIBA_GRPC_PORT"])
         assert ports["metrics"] == int(env["ESCRIBA_METRICS_PORT"])
+        # Kubelet probes cannot speak TLS: under TLS they use the plaintext health-only port.
+        tls = bool(env.get("ESCRIBA_TLS_CERT_FILE"))
+        assert ("health" in ports) == tls
+        probe_port = int(env["ESCRIBA_GRPC_HEALTH_PORT"]) if tls else ports["grpc"]
+        assert probe_port == ports["health" if tls else "grpc"]
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert c[probe]["grpc"]["port"] == ports["grpc"], (component, probe)
+            assert c[probe]["grpc"]["port"] == probe_port, (component, probe)
         assert c["readinessProbe"]["grpc"]["service"] == HEALTH_NAMES[component]
         assert c["startupProbe"]["grpc"]["service"] == HEALTH_NAMES[component]
         assert c["livenessProbe"]["grpc"]["service"] == ""
@@ -289,7 +294,7 @@ def test_every_service_has_a_pdb_a_spread_and_grpc_and_metrics_services(name: st
         for service_name, port_name in ((full, "grpc"), (f"{full}-metrics", "metrics")):
             service = services[service_name]
             assert service["spec"]["selector"].items() <= pod_labels.items()
-            assert [p["targetPort"] for p in service["spec"]["ports"]] == [port_name]
+            assert service["spec"]["ports"][0]["targetPort"] == port_name
 
 
 def test_operator_is_one_recreated_replica_with_its_own_account_and_a_liveness_probe() -> None:
@@ -414,6 +419,49 @@ def test_the_values_the_chart_sets_parse_as_the_code_parses_them(name: str) -> N
                     load(cls, env)
                 except SettingsError as exc:
                     assert exc.variable not in env, f"{where}: {exc}"
+
+
+FILE_VARIABLES = ("SSL_CERT_FILE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY")
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_every_file_setting_names_a_file_mounted_from_a_secret(name: str) -> None:
+    for where, _, spec in pod_specs(name):
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for c in spec["containers"]:
+            env, _ = container_env(name, spec, c)
+            files = {
+                k: v for k, v in env.items() if v and (k.endswith(("_FILE", "_DIR")) or k in FILE_VARIABLES)
+            }
+            for variable, path in files.items():
+                if variable == "ESCRIBA_DATABASE_MIGRATIONS_DIR":
+                    continue  # inside the image (the Dockerfile test checks it)
+                mount = next(
+                    (m for m in c.get("volumeMounts", []) if path.startswith(m["mountPath"] + "/")), None
+                )
+                assert mount, f"{where}: {variable}={path} is on no mounted volume"
+                secret = volumes[mount["name"]]["secret"]
+                file_name = path[len(mount["mountPath"]) + 1 :]
+                items = secret.get("items")
+                assert items is None or file_name in {i["path"] for i in items}, f"{where}: {variable}"
+
+
+def test_grpc_tls_and_caller_checks_reach_the_services_that_use_them() -> None:
+    from escriba.common.security import SecuritySettings
+
+    for component in SERVICE_NAMES:
+        env = service_env("gpu", component)
+        settings = load(SecuritySettings, env).validate()
+        assert settings.tls and settings.mtls and settings.auth_enabled, component
+        assert settings.tls_client_cert_file, component  # the services' own calls present a certificate
+        assert settings.service_token_file, component
+        gateway_only = {"ESCRIBA_AUTH_TOKENS_FILE", "ESCRIBA_AUTH_JWT_PUBLIC_KEY_FILE"}
+        assert gateway_only <= env.keys() if component == "gateway" else not gateway_only & env.keys()
+    assert service_env("gpu", "gateway")["ESCRIBA_AUTH_JWT_AUDIENCE"] == "escriba"
+    gateway = one("gpu", "Service", f"{helm.RELEASE}-gateway")
+    assert {p["name"] for p in gateway["spec"]["ports"]} == {"grpc", "health"}
+    for component in SERVICE_NAMES:
+        assert "ESCRIBA_TLS_CERT_FILE" not in service_env("default", component)
 
 
 @pytest.mark.parametrize("name", VALUES)

@@ -28,6 +28,24 @@ dict so a key given in `config` replaces the chart's own instead of duplicating 
   "ESCRIBA_DATABASE_SCHEMA" (toString $v.database.schema)
   "ESCRIBA_DATABASE_POOL_MAX_SIZE" (include "escriba.envValue" $v.database.poolMaxSize)
 -}}
+{{- if $v.grpcTls.enabled }}
+{{- $dir := "/var/run/escriba/grpc-tls" }}
+{{- $_ := required "grpcTls.secretName is required when grpcTls.enabled" $v.grpcTls.secretName }}
+{{- $_ = set $data "ESCRIBA_TLS_CERT_FILE" (printf "%s/tls.crt" $dir) }}
+{{- $_ = set $data "ESCRIBA_TLS_KEY_FILE" (printf "%s/tls.key" $dir) }}
+{{- $_ = set $data "ESCRIBA_GRPC_HEALTH_PORT" (include "escriba.envValue" $v.grpcTls.healthPort) }}
+{{- if $v.grpcTls.mutual }}
+{{- $_ = set $data "ESCRIBA_TLS_CA_FILE" (printf "%s/ca.crt" $dir) }}
+{{- $_ = set $data "ESCRIBA_TLS_CLIENT_CERT_FILE" (printf "%s/tls.crt" $dir) }}
+{{- $_ = set $data "ESCRIBA_TLS_CLIENT_KEY_FILE" (printf "%s/tls.key" $dir) }}
+{{- end }}
+{{- end }}
+{{- if $v.auth.enabled }}
+{{- $_ := set $data "ESCRIBA_AUTH_ENABLED" "true" }}
+{{- end }}
+{{- if $v.auth.serviceToken.secretName }}
+{{- $_ := set $data "ESCRIBA_SERVICE_TOKEN_FILE" (printf "/var/run/escriba/service-token/%s" $v.auth.serviceToken.key) }}
+{{- end }}
 {{- range $name, $value := $v.config }}
 {{- $_ := set $data $name (include "escriba.envValue" $value) }}
 {{- end }}
@@ -37,6 +55,26 @@ dict so a key given in `config` replaces the chart's own instead of duplicating 
 {{- define "escriba.componentConfig" -}}
 {{- $values := index .root.Values .component -}}
 {{- $data := dict -}}
+{{- if eq .component "gateway" }}
+{{- $auth := .root.Values.auth }}
+{{- if $auth.tokens.secretName }}
+{{- $_ := set $data "ESCRIBA_AUTH_TOKENS_FILE" (printf "/var/run/escriba/auth-tokens/%s" $auth.tokens.key) }}
+{{- end }}
+{{- if and $auth.jwt.publicKeySecret $auth.jwt.hmacSecret }}
+{{- fail "auth.jwt: set publicKeySecret or hmacSecret, not both" }}
+{{- end }}
+{{- if $auth.jwt.publicKeySecret }}
+{{- $_ := set $data "ESCRIBA_AUTH_JWT_PUBLIC_KEY_FILE" (printf "/var/run/escriba/auth-jwt/%s" $auth.jwt.publicKeyKey) }}
+{{- end }}
+{{- if $auth.jwt.hmacSecret }}
+{{- $_ := set $data "ESCRIBA_AUTH_JWT_SECRET_FILE" (printf "/var/run/escriba/auth-jwt/%s" $auth.jwt.hmacKey) }}
+{{- end }}
+{{- if or $auth.jwt.publicKeySecret $auth.jwt.hmacSecret }}
+{{- $_ := set $data "ESCRIBA_AUTH_JWT_ISSUER" $auth.jwt.issuer }}
+{{- $_ = set $data "ESCRIBA_AUTH_JWT_AUDIENCE" $auth.jwt.audience }}
+{{- $_ = set $data "ESCRIBA_AUTH_JWT_OWNER_CLAIM" $auth.jwt.ownerClaim }}
+{{- end }}
+{{- end }}
 {{- if eq .component "transcription" }}
 {{- $model := $values.model }}
 {{- $_ := set $data "ESCRIBA_TRANSCRIPTION_DEVICE" (ternary "cuda" "cpu" $values.gpu.enabled) }}

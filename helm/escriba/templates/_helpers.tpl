@@ -224,11 +224,18 @@ from Secrets, and the TLS files. Call with the root context. */}}
 {{- include "escriba.tlsEnv" . }}
 {{- end }}
 
-{{/* TLS variables read by the libraries (OpenSSL for NATS, libpq's names for asyncpg). */}}
-{{- define "escriba.tlsEnv" -}}
+{{/* The CA bundle for Python's default TLS contexts (nats-py with tls:// URLs, aiohttp). */}}
+{{- define "escriba.caEnv" -}}
 {{- if .Values.tls.ca.secretName }}
 - name: SSL_CERT_FILE
   value: /var/run/escriba/tls-ca/{{ .Values.tls.ca.key }}
+{{- end }}
+{{- end }}
+
+{{/* TLS variables read by the libraries (OpenSSL for NATS, libpq's names for asyncpg). */}}
+{{- define "escriba.tlsEnv" -}}
+{{- include "escriba.caEnv" . }}
+{{- if .Values.tls.ca.secretName }}
 - name: PGSSLROOTCERT
   value: /var/run/escriba/tls-ca/{{ .Values.tls.ca.key }}
 {{- end }}
@@ -244,58 +251,128 @@ from Secrets, and the TLS files. Call with the root context. */}}
 {{- end }}
 {{- end }}
 
-{{/* Volume mounts matching escriba.secretVolumes (plus /tmp). */}}
+{{/* A service's volume mounts: /tmp, NATS .creds, CA bundle, PostgreSQL client certificate, gRPC TLS and
+auth files (the gateway's tokens and JWT keys only on the gateway). Call with (dict "root" $ "component" X). */}}
 {{- define "escriba.secretVolumeMounts" -}}
+{{- $v := .root.Values }}
+{{- $auth := include "escriba.natsAuth" .root | fromJson }}
 - name: tmp
   mountPath: /tmp
-{{- $auth := include "escriba.natsAuth" . | fromJson }}
 {{- if $auth.creds }}
 - name: nats-creds
   mountPath: /var/run/escriba/nats
   readOnly: true
 {{- end }}
-{{- if .Values.tls.ca.secretName }}
+{{- if $v.tls.ca.secretName }}
 - name: tls-ca
   mountPath: /var/run/escriba/tls-ca
   readOnly: true
 {{- end }}
-{{- if .Values.tls.databaseClientCertSecret }}
+{{- if $v.tls.databaseClientCertSecret }}
 - name: db-client
   mountPath: /var/run/escriba/db-client
   readOnly: true
 {{- end }}
+{{- if $v.grpcTls.enabled }}
+- name: grpc-tls
+  mountPath: /var/run/escriba/grpc-tls
+  readOnly: true
+{{- end }}
+{{- if $v.auth.serviceToken.secretName }}
+- name: service-token
+  mountPath: /var/run/escriba/service-token
+  readOnly: true
+{{- end }}
+{{- if eq .component "gateway" }}
+{{- if $v.auth.tokens.secretName }}
+- name: auth-tokens
+  mountPath: /var/run/escriba/auth-tokens
+  readOnly: true
+{{- end }}
+{{- if or $v.auth.jwt.publicKeySecret $v.auth.jwt.hmacSecret }}
+- name: auth-jwt
+  mountPath: /var/run/escriba/auth-jwt
+  readOnly: true
+{{- end }}
+{{- end }}
 {{- end }}
 
+{{/* The volumes behind escriba.secretVolumeMounts. Call with (dict "root" $ "component" X). */}}
 {{- define "escriba.secretVolumes" -}}
+{{- $v := .root.Values }}
+{{- $auth := include "escriba.natsAuth" .root | fromJson }}
 - name: tmp
   emptyDir:
-    sizeLimit: {{ .Values.tmpSizeLimit }}
-{{- $auth := include "escriba.natsAuth" . | fromJson }}
+    sizeLimit: {{ $v.tmpSizeLimit }}
 {{- if $auth.creds }}
 - name: nats-creds
   secret:
-    secretName: {{ include "escriba.natsSecretName" . }}
+    secretName: {{ include "escriba.natsSecretName" .root }}
     defaultMode: 0440
     items:
-      - key: {{ .Values.nats.auth.secretKeys.creds }}
-        path: {{ .Values.nats.auth.secretKeys.creds }}
+      - key: {{ $v.nats.auth.secretKeys.creds }}
+        path: {{ $v.nats.auth.secretKeys.creds }}
 {{- end }}
-{{- if .Values.tls.ca.secretName }}
+{{- if $v.tls.ca.secretName }}
 - name: tls-ca
   secret:
-    secretName: {{ .Values.tls.ca.secretName }}
+    secretName: {{ $v.tls.ca.secretName }}
     defaultMode: 0444
     items:
-      - key: {{ .Values.tls.ca.key }}
-        path: {{ .Values.tls.ca.key }}
+      - key: {{ $v.tls.ca.key }}
+        path: {{ $v.tls.ca.key }}
 {{- end }}
-{{- if .Values.tls.databaseClientCertSecret }}
+{{- if $v.tls.databaseClientCertSecret }}
 - name: db-client
   secret:
-    secretName: {{ .Values.tls.databaseClientCertSecret }}
+    secretName: {{ $v.tls.databaseClientCertSecret }}
     # libpq refuses a private key readable by others.
     defaultMode: 0400
 {{- end }}
+{{- if $v.grpcTls.enabled }}
+- name: grpc-tls
+  secret:
+    secretName: {{ $v.grpcTls.secretName }}
+    defaultMode: 0440
+    items:
+      - {key: tls.crt, path: tls.crt}
+      - {key: tls.key, path: tls.key}
+      {{- if $v.grpcTls.mutual }}
+      - {key: ca.crt, path: ca.crt}
+      {{- end }}
+{{- end }}
+{{- if $v.auth.serviceToken.secretName }}
+- name: service-token
+  secret:
+    secretName: {{ $v.auth.serviceToken.secretName }}
+    defaultMode: 0440
+    items:
+      - {key: {{ $v.auth.serviceToken.key }}, path: {{ $v.auth.serviceToken.key }}}
+{{- end }}
+{{- if eq .component "gateway" }}
+{{- if $v.auth.tokens.secretName }}
+- name: auth-tokens
+  secret:
+    secretName: {{ $v.auth.tokens.secretName }}
+    defaultMode: 0440
+    items:
+      - {key: {{ $v.auth.tokens.key }}, path: {{ $v.auth.tokens.key }}}
+{{- end }}
+{{- with (or $v.auth.jwt.publicKeySecret $v.auth.jwt.hmacSecret) }}
+- name: auth-jwt
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+    items:
+      {{- $key := ternary $v.auth.jwt.publicKeyKey $v.auth.jwt.hmacKey (not (empty $v.auth.jwt.publicKeySecret)) }}
+      - {key: {{ $key }}, path: {{ $key }}}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The port kubelet probes and `helm test` use: the gRPC port, or the plaintext health port under TLS. */}}
+{{- define "escriba.probePort" -}}
+{{- if .Values.grpcTls.enabled }}{{ .Values.grpcTls.healthPort }}{{ else }}{{ .Values.grpc.port }}{{ end }}
 {{- end }}
 
 {{/* The gRPC health service name each service reports (grpc.health.v1, per-service status). */}}
