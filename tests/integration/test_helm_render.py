@@ -392,6 +392,14 @@ def test_helm_test_pod_checks_the_gateway_health() -> None:
     assert [o for o in objects("autoscaling-off", "Pod")] == []  # tests.enabled=false there
 
 
+def test_notes_tell_where_the_gateway_is_and_what_the_release_expects() -> None:
+    text = helm.notes(None)
+    assert f"{helm.RELEASE}-gateway.{helm.NAMESPACE}.svc:50051" in text
+    assert "helm test" in text and "nats://nats:4222" in text and "escriba-db-app" in text
+    text = helm.notes(helm.values_files()["autoscaling-off"])
+    assert "helm test" not in text and "TranscriptionAutoscaler" not in text
+
+
 # Settings -------------------------------------------------------------------------------------------
 
 

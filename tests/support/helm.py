@@ -47,13 +47,14 @@ class HelmError(RuntimeError):
     """helm failed; the message carries its output."""
 
 
+@functools.cache
 def helm_path() -> Path:
-    """The helm binary: ``$ESCRIBA_HELM`` or ``.tools/bin/helm``, installed there when missing."""
+    """The helm binary: ``$ESCRIBA_HELM``, or the pinned one in ``.tools/bin`` (installed or replaced by
+    the install script when missing or not the pinned build; a no-op otherwise)."""
     override = os.environ.get("ESCRIBA_HELM")
     if override:
         return Path(override)
-    if not os.access(DEFAULT_HELM, os.X_OK):
-        subprocess.run(["bash", str(INSTALL_SCRIPT), str(DEFAULT_HELM)], check=True, timeout=300)
+    subprocess.run(["bash", str(INSTALL_SCRIPT), str(DEFAULT_HELM)], check=True, timeout=300)
     return DEFAULT_HELM
 
 
@@ -85,6 +86,13 @@ def template(values: Path | None, *extra: str) -> list[Manifest]:
         args += ["-f", str(values)]
     text = _helm([*args, *extra])
     return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def notes(values: Path | None) -> str:
+    """NOTES.txt as ``helm install --dry-run=client`` prints it (no cluster is contacted)."""
+    args = ["install", RELEASE, str(CHART_DIR), "--namespace", NAMESPACE, "--dry-run=client"]
+    text = _helm([*args, *(["-f", str(values)] if values else [])])
+    return text.split("NOTES:", 1)[1] if "NOTES:" in text else ""
 
 
 @functools.cache
