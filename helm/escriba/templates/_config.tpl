@@ -79,7 +79,9 @@ dict so a key given in `config` replaces the chart's own instead of duplicating 
 {{- $model := $values.model }}
 {{- $_ := set $data "ESCRIBA_TRANSCRIPTION_DEVICE" (ternary "cuda" "cpu" $values.gpu.enabled) }}
 {{- $_ = set $data "ESCRIBA_TRANSCRIPTION_COMPUTE_TYPE" (toString $values.computeType) }}
+{{- if not (kindIs "invalid" $values.maxConcurrency) }}
 {{- $_ = set $data "ESCRIBA_TRANSCRIPTION_MAX_CONCURRENCY" (include "escriba.envValue" $values.maxConcurrency) }}
+{{- end }}
 {{- /* Nothing is downloaded at run time: a model given by name must already be in the cache. */}}
 {{- $_ = set $data "ESCRIBA_TRANSCRIPTION_LOCAL_FILES_ONLY" "true" }}
 {{- if eq $model.source "path" }}
