@@ -17,11 +17,14 @@ from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from escriba.common.docs import SETTINGS_MODULES
 from escriba.common.errors import EscribaError
 from escriba.common.settings import SettingsError, load, setting, settings_class
+
+if TYPE_CHECKING:
+    from escriba.local.secure import LocalSecurity
 
 #: service name -> module exposing ``async def serve(port: int | None) -> None``
 SERVICES = {
@@ -42,6 +45,20 @@ class CliSettings:
     server: str = setting(
         "ESCRIBA_SERVER", "", "TaskService address for `escriba transcribe/tasks` (empty: embedded stack)"
     )
+    token: str = setting(
+        "ESCRIBA_TOKEN", "", "bearer token `escriba transcribe/tasks` send (CLI only; `--token` overrides)"
+    )
+
+
+def _connection(args: argparse.Namespace) -> dict[str, Any]:
+    """EscribaClient's credentials from ``--token/--tls/--ca`` (the token also from ESCRIBA_TOKEN)."""
+    return {"token": args.token or load(CliSettings).token or None, "tls": args.tls, "ca_file": args.ca}
+
+
+def _add_connection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--token", default=None, help="bearer token (default: ESCRIBA_TOKEN)")
+    parser.add_argument("--tls", action="store_true", help="TLS, verifying the server with the system CAs")
+    parser.add_argument("--ca", default=None, metavar="FILE", help="TLS, verifying the server with this CA")
 
 
 # serve / migrate / settings -------------------------------------------------------------------------
@@ -96,16 +113,34 @@ def _cmd_up(args: argparse.Namespace) -> int:
             data_dir=Path(args.data_dir) if args.data_dir else default_data_dir(),
             port=args.port,
             mode="in_process" if args.in_process else "processes",
+            secure=args.secure,
         )
         async with LocalStack(config) as stack:
             print(f"Escriba is up: TaskService at {stack.address}", flush=True)
             print(f"  NATS {stack.nats_url}  PostgreSQL {_redact(stack.database_url)}", flush=True)
-            print("  try: escriba transcribe --server " + stack.address + " FILE", flush=True)
+            if stack.security is None:
+                print("  try: escriba transcribe --server " + stack.address + " FILE", flush=True)
+            else:
+                _print_security(stack.address, stack.security, processes=config.mode == "processes")
             await stop.wait()
             print("shutting down", flush=True)
 
     asyncio.run(run())
     return 0
+
+
+def _print_security(address: str, security: LocalSecurity, *, processes: bool) -> None:
+    token = security.token("local")
+    print("  security on: TLS, bearer tokens on TaskService, platform credentials on stage services")
+    print(f"  CA certificate: {security.ca}")
+    print(f"  token (owner local): {token}")
+    if processes:
+        print(
+            f"  stage services (mTLS): client certificate {security.client.cert}, key {security.client.key}"
+        )
+    else:
+        print(f"  stage services: the service token in {security.service_token_file}")
+    print(f"  try: escriba transcribe --server {address} --ca {security.ca} --token {token} FILE", flush=True)
 
 
 def _redact(url: str) -> str:
@@ -191,8 +226,9 @@ async def _transcribe(args: argparse.Namespace) -> int:
             if progress:
                 print("starting the embedded Escriba stack...", file=sys.stderr)
             local = await stack.enter_async_context(LocalStack(StackConfig(port=0)))
-            server = local.address
-        client = await stack.enter_async_context(EscribaClient(server))
+            client = await stack.enter_async_context(EscribaClient(local.address))
+        else:
+            client = await stack.enter_async_context(EscribaClient(server, **_connection(args)))
         formats = [args.format] if args.format in ("srt", "vtt") else []
         for path in files:
             spec = make_spec(
@@ -242,7 +278,7 @@ async def _tasks(args: argparse.Namespace) -> int:
     if not server:
         print("escriba: give --server ADDR or set ESCRIBA_SERVER", file=sys.stderr)
         return 2
-    async with EscribaClient(server) as client:
+    async with EscribaClient(server, **_connection(args)) as client:
         if args.action == "list":
             request = tasks_pb2.ListTasksRequest(page_size=args.limit, page_token=args.page_token or "")
             if args.archived is not None:
@@ -293,6 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=50051, help="TaskService port (default 50051)")
     up.add_argument("--data-dir", default=None, help="where embedded servers keep data")
     up.add_argument("--in-process", action="store_true", help="one process instead of one per service")
+    up.add_argument(
+        "--secure",
+        action="store_true",
+        help="TLS and tokens, with throwaway certificates and a token made in the data dir",
+    )
     up.set_defaults(func=_cmd_up)
 
     tr = sub.add_parser("transcribe", help="transcribe files (boots the embedded stack without --server)")
@@ -309,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--output", default=None, metavar="DIR", help="write one file per input into DIR")
     tr.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    _add_connection_options(tr)
     tr.set_defaults(func=_cmd_transcribe)
 
     tasks = sub.add_parser("tasks", help="list, inspect, watch, cancel or archive tasks")
@@ -318,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--limit", type=int, default=50)
     tasks.add_argument("--page-token", default=None)
     tasks.add_argument("--archived", choices=("yes", "no"), default=None)
+    _add_connection_options(tasks)
     tasks.set_defaults(func=_cmd_tasks)
 
     settings = sub.add_parser("settings", help="list every ESCRIBA_* setting with its default and meaning")

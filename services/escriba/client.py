@@ -12,9 +12,8 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
-import grpc
-
 from escriba.common.client import file_chunks, write_all
+from escriba.common.security import bearer_metadata, channel_credentials, open_channel
 from escriba.common.tracing import client_interceptors
 from escriba.v1 import common_pb2, tasks_pb2, tasks_pb2_grpc
 
@@ -54,11 +53,27 @@ def _requests(spec: tasks_pb2.TaskSpec, path: Path) -> Iterator[tasks_pb2.Create
 
 
 class EscribaClient:
-    def __init__(self, address: str, *, metadata: Sequence[tuple[str, str]] = ()) -> None:
+    """``token`` goes out as ``authorization: Bearer``; ``tls`` (implied by ``ca_file`` or a client
+    certificate) verifies the server against ``ca_file``, or against the system roots without one."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        metadata: Sequence[tuple[str, str]] = (),
+        token: str | None = None,
+        tls: bool = False,
+        ca_file: str | Path | None = None,
+        cert_file: str | Path | None = None,
+        key_file: str | Path | None = None,
+    ) -> None:
         self.address = address
-        self.metadata = tuple(metadata)
-        self._channel = grpc.aio.insecure_channel(
+        self.metadata = tuple(metadata) + (bearer_metadata(token) if token else ())
+        secure = tls or bool(ca_file) or bool(cert_file)
+        credentials = channel_credentials(ca_file, cert_file, key_file) if secure else None
+        self._channel = open_channel(
             address,
+            credentials,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from escriba.common.security import SecuritySettings, bind, server_interceptors, start_health_server
 from escriba.common.settings import at_least, between, load, positive, setting, settings_class
 from escriba.common.tracing import TracingInterceptor
 
@@ -107,6 +108,8 @@ class RunningServer:
     components: Sequence[Component]
     port: int
     grace_s: float
+    #: The plaintext health-only server for kubelet probes, when TLS is on and one is configured.
+    health_server: grpc.aio.Server | None = None
 
     async def set_serving(self, serving: bool) -> None:
         status = (
@@ -121,6 +124,8 @@ class RunningServer:
         """Health NOT_SERVING, stop accepting, let in-flight RPCs finish (bounded), then stop components."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.grace_s)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         for component in reversed(self.components):
             try:
                 await asyncio.wait_for(component.stop(), timeout=max(self.grace_s, 1.0))
@@ -134,8 +139,14 @@ async def start_server(
     *,
     port: int | None = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    security: SecuritySettings | None = None,
 ) -> RunningServer:
-    """Bind and start; components become ready afterwards so health can report the loading phase."""
+    """Bind and start; components become ready afterwards so health can report the loading phase.
+
+    ``security`` (default: from the environment) decides TLS and the gate in front of stage services.
+    """
+    security = SecuritySettings.from_env() if security is None else security
+    interceptors = [*interceptors, *server_interceptors(components, security)]
     server = grpc.aio.server(
         options=server_options(settings),
         # Tracing first: its server span covers the other interceptors and the servicer.
@@ -150,11 +161,12 @@ async def start_server(
         names.extend(component.service_names)
     reflection.enable_server_reflection(names, server)
     address = f"{settings.host}:{settings.port if port is None else port}"
-    bound = server.add_insecure_port(address)
+    bound = bind(server, address, security)
     if bound == 0:
         raise OSError(f"cannot bind gRPC server to {address}")
     running = RunningServer(server, health, components, bound, settings.shutdown_grace_s)
     await running.set_serving(False)
+    running.health_server = await start_health_server(health, settings.host, security)
     await server.start()
     return running
 

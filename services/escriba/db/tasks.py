@@ -120,6 +120,22 @@ class TaskRepository:
             next_cursor = encode_cursor(last["created_at"], last["id"])
         return TaskPage(tasks=tasks, next_cursor=next_cursor)
 
+    async def count_unfinished(self, owner_id: str, *, up_to: int) -> int:
+        """How many of the owner's tasks are queued or in a stage, counting no further than ``up_to``.
+
+        The bound keeps the check cheap however large a backlog grows: the ``(status, owner_id)`` index
+        is read for at most ``up_to`` rows.
+        """
+        with database_errors("counting unfinished tasks"):
+            count = await self._pool.fetchval(
+                "SELECT count(*) FROM (SELECT 1 FROM transcription_tasks"
+                " WHERE status = ANY($1::text[]) AND owner_id = $2 LIMIT $3) AS unfinished",
+                _statuses(ACTIVE),
+                owner_id,
+                up_to,
+            )
+        return int(count)
+
     async def get_stage_result(self, task_id: str, stage: Stage) -> StageResult | None:
         """What a previous delivery of ``stage`` stored for the task, if anything."""
         tid = self._task_uuid(task_id)

@@ -1,14 +1,45 @@
 """Who is calling: the owner every task belongs to.
 
-With authentication off (the local default) every caller is the configured default owner. Bearer
-tokens and mTLS identities plug in here, so servicers only ever ask ``owner(context)``.
+With authentication off (the local default) every caller is the configured default owner. With it on,
+a caller sends ``authorization: Bearer <token>``: either a static token from a mounted Secret, mapped
+to its owner, or a JWT signed by the configured key whose owner claim (``sub`` by default) names the
+owner. Servicers only ever ask ``owner(context)``, so every RPC is scoped by the same answer.
+
+A refused caller learns only a short reason (missing, invalid or expired token); which check failed
+(signature, issuer, audience...) is logged here, never sent back.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import grpc
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+from escriba.common.security import (
+    MIN_TOKEN_CHARS,
+    AuthenticationError,
+    PermissionDeniedError,
+    SecuritySettings,
+    bearer_token,
+    digest_matches,
+    read_secret,
+    token_digest,
+)
+from escriba.common.settings import SettingsError
+
+log = logging.getLogger(__name__)
+
+TOKENS_VARIABLE = "ESCRIBA_AUTH_TOKENS_FILE"
+MIN_RSA_BITS = 2048
+#: RFC 7518 3.2: an HMAC key at least as long as the hash output.
+_HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+_EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512", "secp256k1": "ES256K"}
 
 
 class Authenticator(Protocol):
@@ -21,3 +52,207 @@ class AnonymousAuthenticator:
 
     def owner(self, context: grpc.aio.ServicerContext) -> str:
         return self._owner
+
+
+# Static tokens ----------------------------------------------------------------------------------
+
+
+class StaticTokens:
+    """Tokens mapped to owners, matched in constant time over the whole table."""
+
+    def __init__(self, tokens: Mapping[str, str]) -> None:
+        self._entries = [(token_digest(token), owner) for token, owner in tokens.items()]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def owner(self, token: str) -> str | None:
+        presented = token_digest(token)
+        found: str | None = None
+        for digest, owner in self._entries:  # no early exit: every lookup costs the same
+            if digest_matches(presented, digest):
+                found = owner
+        return found
+
+    @classmethod
+    def parse(cls, text: str) -> StaticTokens:
+        """``TOKEN:OWNER`` lines (``#`` comments, blank lines) or a JSON object; ValueError says where."""
+        stripped = text.strip()
+        pairs: list[tuple[str, str, str]] = []  # (where, token, owner)
+        if stripped.startswith("{"):
+            data = json.loads(stripped)
+            if not isinstance(data, dict):
+                raise ValueError("expected a JSON object of token -> owner")
+            pairs = [(f"entry {i + 1}", str(t), str(o)) for i, (t, o) in enumerate(data.items())]
+        else:
+            for number, line in enumerate(text.splitlines(), start=1):
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                token, sep, owner = line.partition(":")
+                if not sep:
+                    raise ValueError(f"line {number}: expected TOKEN:OWNER")
+                pairs.append((f"line {number}", token.strip(), owner.strip()))
+        tokens: dict[str, str] = {}
+        for where, token, owner in pairs:
+            # Messages never quote a token: they end up in logs.
+            if len(token) < MIN_TOKEN_CHARS:
+                raise ValueError(f"{where}: the token is shorter than {MIN_TOKEN_CHARS} characters")
+            if not owner:
+                raise ValueError(f"{where}: no owner after the token")
+            if tokens.get(token, owner) != owner:
+                raise ValueError(f"{where}: the same token is given to two owners")
+            tokens[token] = owner
+        if not tokens:
+            raise ValueError("no tokens")
+        return cls(tokens)
+
+    @classmethod
+    def from_file(cls, path: str) -> StaticTokens:
+        raw = read_secret(TOKENS_VARIABLE, path)
+        try:
+            return cls.parse(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SettingsError(TOKENS_VARIABLE, f"{path}: {exc}") from exc
+
+
+# JWT --------------------------------------------------------------------------------------------
+
+
+class JwtVerifier:
+    """Verify a JWT's signature, expiry, issuer and audience; its owner claim names the owner."""
+
+    def __init__(
+        self,
+        key: Any,
+        algorithms: list[str],
+        *,
+        owner_claim: str = "sub",
+        issuer: str = "",
+        audience: str = "",
+        leeway_s: float = 30.0,
+    ) -> None:
+        self._key = key
+        self._algorithms = algorithms
+        self._owner_claim = owner_claim
+        self._issuer = issuer or None
+        self._audience = audience or None
+        self._leeway_s = leeway_s
+        required = ["exp"] + (["iss"] if issuer else []) + (["aud"] if audience else [])
+        self._options: dict[str, Any] = {
+            "require": required,
+            # Without a configured audience a token that names one is meant for someone else.
+            "verify_aud": True,
+            "enforce_minimum_key_length": True,
+        }
+
+    @property
+    def algorithms(self) -> list[str]:
+        return list(self._algorithms)
+
+    def owner(self, token: str) -> str:
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=self._algorithms,
+                options=self._options,  # type: ignore[arg-type]
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway_s,
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise AuthenticationError("the token has expired", reason="token_expired") from exc
+        except jwt.PyJWTError as exc:
+            log.info("JWT refused", extra={"detail": str(exc)})
+            raise AuthenticationError("the token is not valid here", reason="invalid_token") from exc
+        owner = claims.get(self._owner_claim)
+        if not isinstance(owner, str) or not owner.strip():
+            raise PermissionDeniedError("the token names no owner", reason="no_owner")
+        return owner
+
+    @classmethod
+    def from_settings(cls, settings: SecuritySettings) -> JwtVerifier | None:
+        options: dict[str, Any] = {
+            "owner_claim": settings.jwt_owner_claim,
+            "issuer": settings.jwt_issuer,
+            "audience": settings.jwt_audience,
+            "leeway_s": settings.jwt_leeway_s,
+        }
+        if settings.jwt_public_key_file:
+            variable = "ESCRIBA_AUTH_JWT_PUBLIC_KEY_FILE"
+            pem = read_secret(variable, settings.jwt_public_key_file)
+            try:
+                key, algorithms = public_key_algorithms(pem)
+            except ValueError as exc:
+                raise SettingsError(variable, f"{settings.jwt_public_key_file}: {exc}") from exc
+            return cls(key, algorithms, **options)
+        if settings.jwt_secret_file:
+            variable = "ESCRIBA_AUTH_JWT_SECRET_FILE"
+            secret = read_secret(variable, settings.jwt_secret_file).rstrip(b"\r\n")
+            algorithms = [name for name, size in _HMAC_MIN_BYTES.items() if len(secret) >= size]
+            if not algorithms:
+                raise SettingsError(variable, f"the secret is shorter than {_HMAC_MIN_BYTES['HS256']} bytes")
+            return cls(secret, algorithms, **options)
+        return None
+
+
+def public_key_algorithms(pem: bytes) -> tuple[Any, list[str]]:
+    """The key, and the only algorithms it may verify (never HMAC: no algorithm confusion)."""
+    key = serialization.load_pem_public_key(pem)
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < MIN_RSA_BITS:
+            raise ValueError(f"an RSA key of {key.key_size} bits is below {MIN_RSA_BITS}")
+        return key, ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        algorithm = _EC_ALGORITHMS.get(key.curve.name)
+        if algorithm is None:
+            raise ValueError(f"the curve {key.curve.name} has no JWT algorithm")
+        return key, [algorithm]
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return key, ["EdDSA"]
+    raise ValueError(f"{type(key).__name__} keys cannot verify JWTs")
+
+
+# The gateway's authenticator --------------------------------------------------------------------
+
+
+class TokenAuthenticator:
+    """Bearer tokens: a static token first, then a JWT."""
+
+    def __init__(self, tokens: StaticTokens | None = None, verifier: JwtVerifier | None = None) -> None:
+        if tokens is None and verifier is None:
+            raise ValueError("a token authenticator needs static tokens or a JWT key")
+        self._tokens = tokens
+        self._verifier = verifier
+
+    def owner(self, context: grpc.aio.ServicerContext) -> str:
+        token = bearer_token(context.invocation_metadata())
+        if token is None:
+            raise AuthenticationError("send `authorization: Bearer <token>`", reason="missing_credentials")
+        if self._tokens is not None:
+            owner = self._tokens.owner(token)
+            if owner is not None:
+                return owner
+        if self._verifier is not None and token.count(".") == 2:
+            return self._verifier.owner(token)
+        raise AuthenticationError("the token is not valid here", reason="invalid_token")
+
+    @classmethod
+    def from_settings(cls, settings: SecuritySettings) -> TokenAuthenticator:
+        tokens = StaticTokens.from_file(settings.auth_tokens_file) if settings.auth_tokens_file else None
+        verifier = JwtVerifier.from_settings(settings)
+        if tokens is None and verifier is None:
+            raise SettingsError(
+                TOKENS_VARIABLE,
+                "ESCRIBA_AUTH_ENABLED is true but neither it nor ESCRIBA_AUTH_JWT_PUBLIC_KEY_FILE"
+                " / ESCRIBA_AUTH_JWT_SECRET_FILE is set: no caller could be accepted",
+            )
+        return cls(tokens, verifier)
+
+
+def authenticator(settings: SecuritySettings, default_owner: str) -> Authenticator:
+    """Tokens when caller checks are on; otherwise everyone is ``default_owner``."""
+    if settings.auth_enabled:
+        return TokenAuthenticator.from_settings(settings)
+    return AnonymousAuthenticator(default_owner)

@@ -8,10 +8,11 @@ import grpc
 
 from escriba.bus import NatsSettings
 from escriba.common.grpc_server import ServerSettings
+from escriba.common.security import SecuritySettings
 from escriba.common.service import run_service
 from escriba.common.settings import load
 from escriba.db.settings import DatabaseSettings
-from escriba.gateway.auth import AnonymousAuthenticator, Authenticator
+from escriba.gateway.auth import Authenticator, authenticator
 from escriba.gateway.servicer import SERVICE_NAME, TaskServicer
 from escriba.gateway.settings import GatewaySettings
 from escriba.pipeline.runtime import PipelineRuntime
@@ -20,6 +21,8 @@ from escriba.v1 import tasks_pb2_grpc
 
 class GatewayComponent:
     service_names: Sequence[str] = (SERVICE_NAME,)
+    #: TaskService checks bearer tokens itself (it needs the owner), not the stage services' gate.
+    authenticates_callers = True
 
     def __init__(self, runtime: PipelineRuntime, settings: GatewaySettings, auth: Authenticator) -> None:
         self.servicer = TaskServicer(runtime, settings, auth)
@@ -38,5 +41,7 @@ async def serve(port: int | None = None) -> None:
     server_settings = ServerSettings.from_env()
     settings = GatewaySettings.from_env()
     runtime = PipelineRuntime(load(NatsSettings), load(DatabaseSettings), client_name="gateway")
-    gateway = GatewayComponent(runtime, settings, AnonymousAuthenticator(settings.default_owner))
+    gateway = GatewayComponent(
+        runtime, settings, authenticator(SecuritySettings.from_env(), settings.default_owner)
+    )
     await run_service("gateway", [runtime, gateway], server_settings, port=port)

@@ -19,7 +19,13 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from escriba.bus import publish_job
 from escriba.bus.names import Stage as BusStage
-from escriba.common.errors import EscribaError, InvalidInputError, PermanentError, TransientError
+from escriba.common.errors import (
+    EscribaError,
+    InvalidInputError,
+    LimitExceededError,
+    PermanentError,
+    TransientError,
+)
 from escriba.common.grpc_status import translate_errors, translate_stream_errors
 from escriba.common.logging import task_context
 from escriba.db.models import NewTask, TaskFilter, TaskRecord
@@ -47,6 +53,10 @@ class EnqueueError(TransientError):
     reason = "enqueue_failed"
 
 
+class QueueLimitError(LimitExceededError):
+    reason = "too_many_unfinished_tasks"
+
+
 def _event(record: TaskRecord, message: str = "") -> tasks_pb2.TaskEvent:
     event = tasks_pb2.TaskEvent(task_id=record.id, status=status_to_pb(record.status), message=message)
     event.at.GetCurrentTime()
@@ -70,6 +80,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
     async def _create(
         self, requests: AsyncIterator[tasks_pb2.CreateTaskRequest], context: grpc.aio.ServicerContext
     ) -> TaskRecord:
+        # An unknown caller is refused at once; its upload is not read (see _check_queue_limit).
         owner = self.auth.owner(context)
         pipeline = self.pipeline
         task_id = str(uuid.uuid4())
@@ -77,6 +88,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         started = time.perf_counter()
         stream = UploadStream(requests, self.settings.max_upload_bytes)
         try:
+            await self._check_queue_limit(owner)
             spec = await read_spec(requests)
             await pipeline.uploads.put_chunks(object_name, stream.chunks())
         except EscribaError:
@@ -131,6 +143,15 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
             log.info("task created", extra={"owner": owner, "bytes": stream.size})
         return record
 
+    async def _check_queue_limit(self, owner: str) -> None:
+        """Refuse before any byte is stored (the upload is drained like any refused one, so the
+        client reads this status). Concurrent creates may overshoot by a few: a soft cap."""
+        limit = self.settings.max_queued_per_owner
+        if limit and await self.pipeline.repo.count_unfinished(owner, up_to=limit) >= limit:
+            raise QueueLimitError(
+                f"{limit} of your tasks are already queued or running; wait for some to finish"
+            )
+
     @translate_errors
     async def CreateTask(
         self, request_iterator: AsyncIterator[tasks_pb2.CreateTaskRequest], context: grpc.aio.ServicerContext
@@ -168,6 +189,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
     async def ListTasks(
         self, request: tasks_pb2.ListTasksRequest, context: grpc.aio.ServicerContext
     ) -> tasks_pb2.ListTasksResponse:
+        owner = self.auth.owner(context)  # before anything about the request is answered
         statuses = []
         for value in request.statuses:
             status = status_from_pb(value)
@@ -176,7 +198,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
             statuses.append(status)
         page = await self.pipeline.repo.list_tasks(
             TaskFilter(
-                owner_id=self.auth.owner(context),
+                owner_id=owner,
                 statuses=tuple(statuses),
                 archived=request.archived if request.HasField("archived") else None,
             ),

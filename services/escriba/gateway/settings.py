@@ -21,6 +21,13 @@ class GatewaySettings:
         "anonymous",
         "owner recorded for tasks when authentication is off",
     )
+    max_queued_per_owner: int = setting(
+        "ESCRIBA_GATEWAY_MAX_QUEUED_PER_OWNER",
+        0,
+        "unfinished tasks (queued or in a stage) one owner may have; more answer RESOURCE_EXHAUSTED"
+        " (0: unlimited)",
+        check=at_least(0),
+    )
     watch_poll_s: float = setting(
         "ESCRIBA_GATEWAY_WATCH_POLL_S",
         5.0,

@@ -30,14 +30,18 @@ from typing import TYPE_CHECKING
 from escriba.bus import NatsSettings
 from escriba.common.grpc_server import Component, RunningServer, ServerSettings, make_ready, start_server
 from escriba.common.metrics import MetricsInterceptor
+from escriba.common.security import SecuritySettings, channel_credentials, open_channel
 from escriba.common.settings import load
 from escriba.db.migrate import run_migrations
 from escriba.db.settings import DatabaseSettings
 from escriba.local.nats import EmbeddedNats
 from escriba.local.postgres import EmbeddedPostgres, free_port
+from escriba.local.secure import LOCAL_HOSTS, LocalSecurity, create_local_security
 from escriba.pipeline.runtime import PipelineRuntime
 
 if TYPE_CHECKING:
+    import grpc
+
     from escriba.transcription.engine import WhisperEngine
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,11 @@ class StackConfig:
     env: Mapping[str, str] = field(default_factory=dict)
     #: Restart a service process that exits (processes mode).
     restart: bool = True
+    #: TLS everywhere, bearer tokens on TaskService, mTLS (processes) or a service token (in-process)
+    #: on the stage services; throwaway credentials are made in ``<data_dir>/secure``.
+    secure: bool = False
+    #: Owners that get a static token when ``secure`` (``LocalStack.security.token(owner)``).
+    owners: tuple[str, ...] = ("local",)
 
 
 class LocalStack:
@@ -80,6 +89,8 @@ class LocalStack:
         #: In-process mode: the shared connections and the model (tests inspect them).
         self.runtime: PipelineRuntime | None = None
         self.transcription_engine: WhisperEngine | None = None
+        #: Secure mode: the CA, certificates and tokens clients need.
+        self.security: LocalSecurity | None = None
         self._stopping = False
 
     @property
@@ -90,6 +101,8 @@ class LocalStack:
         """The ESCRIBA_* variables every service of this stack runs with."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("ESCRIBA_")}
         env.update({k: v for k, v in os.environ.items() if k.startswith("ESCRIBA_")})
+        if self.security is not None:
+            env.update(self.security.environment())
         env.update(self.config.env)
         env["ESCRIBA_NATS_URL"] = self.nats_url
         env["ESCRIBA_DATABASE_URL"] = self.database_url
@@ -103,6 +116,13 @@ class LocalStack:
             self._tmp = tempfile.TemporaryDirectory(prefix="escriba-stack-")
             data_dir = Path(self._tmp.name)
         data_dir.mkdir(parents=True, exist_ok=True)
+        if self.config.secure:
+            self.security = await asyncio.to_thread(
+                create_local_security,
+                data_dir / "secure",
+                owners=self.config.owners,
+                hosts=(*LOCAL_HOSTS, self.config.host),
+            )
         merged = {**os.environ, **self.config.env}
         self.nats_url = merged.get("ESCRIBA_NATS_URL", "")
         self.database_url = merged.get("ESCRIBA_DATABASE_URL", "")
@@ -128,7 +148,7 @@ class LocalStack:
         from escriba.correction.server import CorrectionComponent
         from escriba.correction.settings import CorrectionSettings
         from escriba.correction.worker import CorrectionStage
-        from escriba.gateway.auth import AnonymousAuthenticator
+        from escriba.gateway.auth import authenticator
         from escriba.gateway.server import GatewayComponent
         from escriba.gateway.settings import GatewaySettings
         from escriba.pipeline.stage import StageWorkerComponent
@@ -140,6 +160,7 @@ class LocalStack:
         from escriba.transcription.worker import TranscriptionStage
 
         server_settings = replace(load(ServerSettings, env), host=self.config.host, metrics_port=0)
+        security = load(SecuritySettings, env).validate()
         runtime = PipelineRuntime(load(NatsSettings, env), load(DatabaseSettings, env), client_name="local")
         self.runtime = runtime
         preprocess_settings = load(PreprocessSettings, env)
@@ -150,7 +171,7 @@ class LocalStack:
         self.transcription_engine = transcription.engine
         correction = CorrectionComponent(load(CorrectionSettings, env))
         gateway = GatewayComponent(
-            runtime, gateway_settings, AnonymousAuthenticator(gateway_settings.default_owner)
+            runtime, gateway_settings, authenticator(security, gateway_settings.default_owner)
         )
         components: Sequence[Component] = [
             runtime,
@@ -171,7 +192,11 @@ class LocalStack:
             StageWorkerComponent(runtime, CorrectionStage(runtime, correction.corrector), max_in_flight=4),
         ]
         self._server = await start_server(
-            components, server_settings, port=self.port, interceptors=[MetricsInterceptor()]
+            components,
+            server_settings,
+            port=self.port,
+            interceptors=[MetricsInterceptor()],
+            security=security,
         )
         await make_ready(self._server)
 
@@ -184,6 +209,13 @@ class LocalStack:
             service_env["ESCRIBA_METRICS_PORT"] = env.get(
                 f"ESCRIBA_LOCAL_METRICS_PORT_{service.upper()}", "0"
             )
+            if (
+                self.security is not None
+                and service != "gateway"
+                and "ESCRIBA_TLS_CA_FILE" not in self.config.env
+            ):
+                # Stage services take platform callers only: a client certificate from this CA.
+                service_env["ESCRIBA_TLS_CA_FILE"] = str(self.security.ca)
             self._service_env[service] = service_env
             self._spawn(service)
         await asyncio.gather(*(self._wait_healthy(s) for s in self._service_env))
@@ -202,13 +234,19 @@ class LocalStack:
     def service_port(self, service: str) -> int:
         return int(self._service_env[service]["ESCRIBA_GRPC_PORT"])
 
+    def client_credentials(self) -> grpc.ChannelCredentials | None:
+        """TLS that trusts this stack's CA and presents its client certificate; ``None`` when plaintext."""
+        if self.security is None:
+            return None
+        return channel_credentials(self.security.ca, self.security.client.cert, self.security.client.key)
+
     async def _wait_healthy(self, service: str, timeout_s: float = 120.0) -> None:
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         address = f"{self.config.host}:{self.service_port(service)}"
         deadline = asyncio.get_running_loop().time() + timeout_s
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with open_channel(address, self.client_credentials()) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while True:
                 proc = self.processes[service]
