@@ -147,12 +147,16 @@ def extract_context(headers: Mapping[str, str] | None) -> otel_context.Context:
     return propagate.extract(carrier)
 
 
-def mark_failed(span: Span, error: BaseException) -> None:
-    """Record ``error`` on ``span`` with its Escriba reason (the same word as the metrics' label)."""
+def mark_failed(span: Span, error: BaseException, *, status: bool = True) -> None:
+    """Record ``error`` on ``span`` with its Escriba reason (the same word as the metrics' label).
+
+    ``status=False`` keeps the span's status unset: a server span whose caller sent a bad request.
+    """
     reason = error.reason if isinstance(error, EscribaError) else "internal"
     span.set_attribute("escriba.error.reason", reason)
     span.record_exception(error)
-    span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"[:256]))
+    if status:
+        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"[:256]))
 
 
 @contextmanager
@@ -205,6 +209,18 @@ def escriba_cause(error: BaseException) -> EscribaError | None:
 
 #: How an RPC ends when its caller goes away: not a failure of the server.
 _GONE = (asyncio.CancelledError, GeneratorExit)
+#: The codes that make a server span an error (OpenTelemetry's gRPC conventions): the server's fault,
+#: not the caller's (INVALID_ARGUMENT, NOT_FOUND, CANCELLED... leave it unset).
+_SERVER_FAULTS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
 
 
 def _finish_server_span(span: Span, context: grpc.aio.ServicerContext, error: BaseException | None) -> None:
@@ -213,11 +229,14 @@ def _finish_server_span(span: Span, context: grpc.aio.ServicerContext, error: Ba
         code = code or grpc.StatusCode.CANCELLED
     elif error is not None:
         code = code or grpc.StatusCode.UNKNOWN
+    else:
+        code = code or grpc.StatusCode.OK
     if isinstance(code, grpc.StatusCode):
         span.set_attribute("rpc.grpc.status_code", code.value[0])
+    fault = code in _SERVER_FAULTS
     if error is not None and not isinstance(error, _GONE):
-        mark_failed(span, escriba_cause(error) or error)
-    elif isinstance(code, grpc.StatusCode) and code is not grpc.StatusCode.OK:
+        mark_failed(span, escriba_cause(error) or error, status=fault)
+    elif fault:
         span.set_status(Status(StatusCode.ERROR, code.name))
     span.end()
 
