@@ -135,6 +135,7 @@ class View:
     backlog_s: float
     gpu_percent: float | None
     throughput: float | None
+    durations: tuple[float, ...] = ()  # audio-seconds of each job waiting or running
 
 
 Controller = Callable[[View], int]
@@ -237,6 +238,7 @@ def simulate(jobs: Sequence[Job], fleet: Fleet, controller: Controller) -> Outco
                     fleet.gpu_busy_percent * sum(1 for p in ready if p.job) / len(ready) if ready else None
                 ),
                 throughput=sum(d[1] for d in done) / busy_s if busy_s > 0 else None,
+                durations=tuple(job.audio_s for job in queue) + tuple(p.job.audio_s for p in pods if p.job),
             )
             desired = controller(view)
             if desired != len(serving):
@@ -286,7 +288,9 @@ def escriba_controller(policy: Policy) -> Controller:
             now=view.now,
             current_replicas=view.current,
             ready_replicas=view.ready,
-            backlog=algorithm.Backlog(view.waiting_jobs, view.running_jobs, view.backlog_s, view.now),
+            backlog=algorithm.Backlog(
+                view.waiting_jobs, view.running_jobs, view.backlog_s, view.now, durations=view.durations
+            ),
             gpu_utilization=(
                 algorithm.Sample(view.gpu_percent, view.now) if view.gpu_percent is not None else None
             ),
@@ -344,8 +348,8 @@ def escriba_policy(drain_deadline_s: float, fleet: Fleet) -> Policy:
 
 #: The grids each knob is tuned over. Lag thresholds go below KEDA's integers (an HPA target can be
 #: fractional): a finer grid only helps the message-count rule get closer to the SLO.
-DRAIN_DEADLINES_S = tuple(range(30, 601, 30))
-LAG_THRESHOLDS = (1, 1.25, 1.5, 1.75, 2, 2.25, 2.5, 2.75, 3, 3.5, 4, 5, 6, 8, 10)
+DRAIN_DEADLINES_S = tuple(range(20, 301, 10))
+LAG_THRESHOLDS = (1, 1.25, 1.5, 1.75, 2, 2.25, 2.5, 2.75, 3, 3.25, 3.5, 3.75, 4, 5, 6, 8, 10)
 
 
 @dataclass(frozen=True)

@@ -4,21 +4,25 @@ Why not count messages: a queue of ten 2-hour files and one of ten 5-second clip
 messages and a thousand-fold different amount of work. The work is the audio, so the backlog is measured
 in audio-seconds (every job carries its duration) and divided by what one replica gets through:
 
-    needed = backlog_audio_seconds / (throughput_per_replica * drain_deadline_s)     (drain deadline), or
-    needed = backlog_audio_seconds / target_seconds_per_replica                       (fixed target)
+    capacity = throughput_per_replica * drain_deadline_s     (audio-seconds one replica finishes in time)
+    needed   = sum over jobs of min(job_audio_seconds, capacity) / capacity
 
-``throughput_per_replica`` (audio-seconds per second of one busy replica) is learned online from the
-workers' metrics (``throughput.py``), starting from the configured value. A job cannot be split, so the
-backlog never asks for more replicas than ``ceil(jobs / jobs_per_replica)``.
+or, with a fixed target, ``capacity = target_seconds_per_replica``. ``throughput_per_replica``
+(audio-seconds per second of one busy replica) is learned online from the workers' metrics
+(``throughput.py``), starting from the configured value. A job cannot be split, so one longer than
+``capacity`` still counts as one replica, not several, and the backlog never asks for more replicas than
+``ceil(jobs / jobs_per_replica)``.
 
-GPU utilization is a saturation guard, not a target. In a queue, busy GPUs are the goal, so utilization
-alone never adds replicas: when the GPUs are above target while jobs wait and the backlog does not already
-ask for fewer replicas (the learned throughput may be optimistic), it asks for ``ceil(ready * util /
-target)`` plus the pods still starting; when they are idle and the queue is empty, it lets the backlog
-scale down; in between it holds the replicas that are busy, so a shrinking backlog does not take GPUs
-away from the jobs they are running. Pods that are not
-ready yet count as capacity on the way: every comparison uses the replicas already asked for (the
-Deployment's ``spec.replicas``), and the guard adds starting pods on top of what the ready GPUs show.
+GPU utilization is a saturation guard, not a target: in a queue, busy GPUs are the goal, so utilization
+never adds replicas on its own. When the GPUs are above target (beyond the tolerance) while jobs wait,
+the backlog does not already ask for fewer replicas and no pod is still starting, it asks for
+``ceil(ready * util / target)``: this catches a learned throughput that is too optimistic. When they are
+below target and the queue is empty, it lets the backlog scale down; in between it holds the replicas
+that are busy, so a shrinking backlog does not take GPUs away from the jobs they run.
+
+Pods that are not ready yet count as capacity on the way: every comparison uses the replicas already
+asked for (the Deployment's ``spec.replicas``), utilization is averaged over ready pods only, and the
+guard adds nothing while pods are starting.
 
 A signal that is missing (consumer gone, empty query) or older than its ``staleAfterSeconds`` is replaced
 by its fallback (hold the current replicas, or a static count), never by ``maxReplicas``. Tolerance,
@@ -57,13 +61,15 @@ class Backlog:
     """The transcription queue as read from its consumer at ``observed_at``.
 
     ``waiting_jobs``: not delivered yet (``num_pending``); ``running_jobs``: delivered, not acknowledged
-    (``num_ack_pending``); ``seconds``: audio-seconds of both.
+    (``num_ack_pending``); ``seconds``: audio-seconds of both; ``durations``: the audio-seconds of each
+    job the reader knows individually (possibly fewer than ``jobs``: the rest count at their mean).
     """
 
     waiting_jobs: int
     running_jobs: int
     seconds: float
     observed_at: float
+    durations: tuple[float, ...] = ()
 
     @property
     def jobs(self) -> int:
@@ -213,12 +219,13 @@ def _backlog_recommendation(
         state = SignalState.MISSING if reading is None else SignalState.STALE
         return SignalVerdict(state, None, rec), rec, Limit.BACKLOG_FALLBACK
     if target.drain_deadline_s is not None:
-        needed = backlog.seconds / (max(speed, _EPSILON) * target.drain_deadline_s)
+        capacity = max(speed, _EPSILON) * target.drain_deadline_s
     else:
         assert target.seconds_per_replica is not None
-        needed = backlog.seconds / target.seconds_per_replica
+        capacity = target.seconds_per_replica
+    needed = _replicas_for(backlog, capacity)
+    limit = Limit.BACKLOG if needed >= backlog.seconds / capacity - _EPSILON else Limit.JOB_COUNT
     cap = math.ceil(backlog.jobs / target.jobs_per_replica)
-    limit = Limit.BACKLOG
     if needed > cap:
         needed, limit = float(cap), Limit.JOB_COUNT
     if current == 0:
@@ -229,6 +236,21 @@ def _backlog_recommendation(
     else:
         rec = math.ceil(needed - _EPSILON)
     return SignalVerdict(SignalState.FRESH, backlog.seconds, rec), rec, limit
+
+
+def _replicas_for(backlog: Backlog, capacity: float) -> float:
+    """Replicas to get through the backlog: its audio over one replica's ``capacity`` (audio-seconds within
+    the deadline), except that a job longer than that still occupies only one replica: it cannot be split.
+    """
+    if backlog.jobs <= 0 or backlog.seconds <= 0:
+        return 0.0
+    known = backlog.durations[: backlog.jobs]
+    clipped = sum(min(d, capacity) for d in known)
+    rest = backlog.jobs - len(known)
+    if rest > 0:
+        mean = max(backlog.seconds - sum(known), 0.0) / rest
+        clipped += rest * min(mean, capacity)
+    return clipped / capacity
 
 
 def _gpu_recommendation(
@@ -250,7 +272,7 @@ def _gpu_recommendation(
     proportional = math.ceil(ready * ratio - _EPSILON) + starting
     waiting = backlog is not None and backlog.waiting_jobs > 0
     empty = backlog is not None and backlog.jobs == 0
-    if ratio > 1 + tolerance and waiting and backlog_rec >= current:
+    if ratio > 1 + tolerance and waiting and backlog_rec >= current and starting == 0:
         rec = proportional
     elif ratio < 1 - tolerance and empty:
         rec = 0

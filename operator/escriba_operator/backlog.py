@@ -168,7 +168,10 @@ class BacklogIndex:
         else:
             mean = known / indexed if indexed else self._assumed
             seconds = known + (jobs - indexed) * mean
-        return Backlog(waiting_jobs=waiting, running_jobs=running, seconds=seconds, observed_at=now)
+        durations = tuple(self._seconds.values()) if indexed <= jobs else ()
+        return Backlog(
+            waiting_jobs=waiting, running_jobs=running, seconds=seconds, observed_at=now, durations=durations
+        )
 
     async def _walk(
         self, nc: NATS, subjects: list[str], start: int, end: int, *, budget: int

@@ -145,6 +145,7 @@ async def test_backlog_sums_the_audio_seconds_of_pending_jobs_only_on_the_consum
 
     assert (backlog.waiting_jobs, backlog.running_jobs) == (4, 0)
     assert backlog.seconds == pytest.approx(7200.0 + 5.5 + 600.0 + 60.0)
+    assert sorted(backlog.durations) == [5.5, 60.0, 600.0, 7200.0]  # each job's, for the per-job cap
     assert backlog.observed_at == 100.0
 
 

@@ -505,3 +505,34 @@ async def test_a_higher_priority_peer_keeps_this_operator_from_acting(
         rsp = await cluster.patch("/apis/kopf.dev/v1/clusterkopfpeerings/escriba-operator", json=gone)
         assert rsp.status == 200
         await eventually(lambda: scale_patches(cluster) == [2], "scaling once the other peer is gone")
+
+
+@pytest.mark.timeout(90)
+async def test_deleting_an_autoscaler_stops_it_and_drops_its_metrics(
+    cluster: kmock.KubernetesEmulator, queue: JobQueue, nats_url: str, prometheus: Prometheus
+) -> None:
+    await queue.create()
+    prometheus.series = {"gpu": [50.0], "throughput": [10.0]}
+    add_deployment(cluster, replicas=1)
+    add_autoscaler(cluster, autoscaler_spec(nats_url, prometheus))
+    series = 'escriba_autoscaler_desired_replicas{name="transcription"'
+
+    async with operator(cluster) as options, aiohttp.ClientSession() as http:
+        url = f"http://127.0.0.1:{options.metrics_port}/metrics"
+
+        async def metrics() -> str:
+            async with http.get(url) as rsp:
+                return await rsp.text()
+
+        await eventually(lambda: status_of(cluster).get("desiredReplicas") == 1, "a first evaluation")
+        assert series in await metrics()
+        rsp = await cluster.delete(
+            f"/apis/escriba.io/v1alpha1/namespaces/{NS}/transcriptionautoscalers/transcription"
+        )
+        assert rsp.status == 200
+        await eventually(lambda: cluster.objects[TAS, NS, "transcription"].deleted, "the finalizer released")
+        for _ in range(100):
+            if series not in await metrics():
+                break
+            await asyncio.sleep(0.05)
+        assert series not in await metrics()

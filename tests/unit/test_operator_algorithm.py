@@ -62,6 +62,7 @@ class Tick:
     ready: int | None = None  # default: every replica is ready
     gpu: float | None = None
     throughput: float | None = None
+    durations: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,13 @@ def drive(policy: Policy, start: int, ticks: Sequence[Tick], state: State | None
         backlog = None
         if tick.seconds is not None:
             waiting = tick.jobs if tick.waiting is None else tick.waiting
-            backlog = Backlog(waiting, tick.jobs - waiting, tick.seconds, observed_at=tick.t - tick.age)
+            backlog = Backlog(
+                waiting,
+                tick.jobs - waiting,
+                tick.seconds,
+                observed_at=tick.t - tick.age,
+                durations=tick.durations,
+            )
         obs = Observation(
             now=tick.t,
             current_replicas=current,
@@ -239,12 +246,31 @@ SCENARIOS = [
         last_limit=Limit.TOO_FEW_REPLICAS,
     ),
     Scenario(
-        name="GPUs above target with jobs waiting add replicas; starting pods count as capacity, not load",
+        name="GPUs above target while jobs wait add replicas the backlog alone would not",
         policy=dataclasses.replace(FAST, gpu=GpuGuard(80.0)),
-        start=5,
-        ticks=[Tick(0.0, seconds=3000.0, jobs=8, ready=2, gpu=100.0)],
-        expected=[6],  # ceil(2 ready * 100/80) + 3 starting
+        start=4,
+        ticks=[Tick(0.0, seconds=2400.0, jobs=8, gpu=100.0)],
+        expected=[5],  # the backlog asks for 4; ceil(4 ready * 100 / 80)
         last_limit=Limit.GPU_SATURATION,
+    ),
+    Scenario(
+        name="pods still starting count as capacity on the way: the guard waits for them",
+        policy=dataclasses.replace(FAST, gpu=GpuGuard(80.0)),
+        start=4,
+        ticks=[
+            Tick(0.0, seconds=2400.0, jobs=8, ready=2, gpu=100.0),
+            Tick(15.0, seconds=2400.0, jobs=8, gpu=100.0),
+        ],
+        expected=[4, 5],
+        last_limit=Limit.GPU_SATURATION,
+    ),
+    Scenario(
+        name="a job longer than one replica's share counts as one replica",
+        policy=FAST,
+        start=1,
+        ticks=[Tick(0.0, seconds=7200.0 + 20 * 30.0, jobs=21, durations=(7200.0,) + (30.0,) * 20)],
+        expected=[2],  # 600 audio-s per replica: the lecture takes one, the 20 clips fit in another
+        last_limit=Limit.JOB_COUNT,
     ),
     Scenario(
         name="busy GPUs hold their replicas while a shrinking backlog asks for fewer",
