@@ -93,9 +93,13 @@ class BatchedResults(Generic[R]):
 
 @dataclass(frozen=True, slots=True)
 class BatcherStats:
+    """Counts since start, read together: ``items`` went through ``batches`` calls (the largest had
+    ``largest``), ``queued`` wait for one."""
+
     batches: int
     items: int
     largest: int
+    queued: int = 0
 
 
 class Slot(Generic[K, I, R]):
@@ -164,9 +168,15 @@ class CrossTaskBatcher(Generic[K, I, R]):
             thread.join()
 
     @property
+    def queued(self) -> int:
+        """Items waiting for a batch."""
+        return self.stats.queued
+
+    @property
     def stats(self) -> BatcherStats:
         with self._cond:
-            return BatcherStats(self._batches, self._items, self._largest)
+            queued = sum(self._waiting(queue) for queue in self._queues.values())
+            return BatcherStats(self._batches, self._items, self._largest, queued)
 
     # Submission ----------------------------------------------------------------------------------
 
