@@ -155,3 +155,28 @@ def test_the_schema_rejects_a_bad_queue(
         _validator(schema).validate(bad)
     with pytest.raises(spec_module.InvalidSpecError):
         spec_module.parse(bad["spec"])
+
+
+def test_the_rbac_manifest_is_valid_and_covers_the_api_calls() -> None:
+    documents = list(yaml.safe_load_all((OPERATOR / "rbac.yaml").read_text()))
+    for document in documents:
+        kubernetes_validate.validate(document, K8S_VERSION, strict=True)
+    [role] = [d for d in documents if d["kind"] == "ClusterRole"]
+    granted = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    needed = {
+        ("escriba.io", "transcriptionautoscalers", "watch"),
+        ("escriba.io", "transcriptionautoscalers/status", "patch"),
+        ("apps", "deployments", "get"),
+        ("apps", "deployments/scale", "patch"),
+        ("autoscaling", "horizontalpodautoscalers", "list"),
+        ("", "secrets", "get"),
+        ("", "events", "create"),
+        ("kopf.dev", "clusterkopfpeerings", "patch"),
+    }
+    assert needed <= granted
