@@ -69,6 +69,7 @@ def test_token_files_in_each_accepted_shape(tmp_path: Path, text: str) -> None:
         (f"{ALICE}:\n", "line 1: no owner"),
         (f"{ALICE}:alice\n{ALICE}:bob\n", "line 2: the same token is given to two owners"),
         ('{"unterminated": ', "Expecting value"),
+        (f'{{"{ALICE}": null}}', "entry 1: the owner must be a string"),
     ],
 )
 def test_bad_token_files_fail_fast_without_quoting_tokens(tmp_path: Path, text: str, problem: str) -> None:

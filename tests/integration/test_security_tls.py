@@ -16,7 +16,9 @@ from escriba.common.security import (
     SecuritySettings,
     bearer_metadata,
     channel_credentials,
+    client_credentials,
     open_channel,
+    service_metadata,
 )
 from escriba.common.settings import SettingsError, load
 from escriba.correction.server import CorrectionComponent
@@ -213,6 +215,24 @@ async def test_health_and_reflection_need_no_credentials(pki: LocalSecurity) -> 
         call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
         services = {s.name async for reply in call for s in reply.list_services_response.service}
         assert component.service_names[0] in services
+
+
+async def test_a_platform_service_calls_stage_services_with_its_own_settings(pki: LocalSecurity) -> None:
+    """What another Escriba service uses: ESCRIBA_TLS_CLIENT_* and ESCRIBA_SERVICE_TOKEN_FILE."""
+    caller = security(
+        ESCRIBA_TLS_CA_FILE=str(pki.ca),
+        ESCRIBA_TLS_CLIENT_CERT_FILE=str(pki.client.cert),
+        ESCRIBA_TLS_CLIENT_KEY_FILE=str(pki.client.key),
+        ESCRIBA_SERVICE_TOKEN_FILE=str(pki.service_token_file),
+        **tls_env(pki),
+    )
+    mtls = security(**tls_env(pki), ESCRIBA_TLS_CA_FILE=str(pki.ca), ESCRIBA_AUTH_ENABLED="true")
+    async with served([correction()], mtls) as running:
+        assert (await correct(running.port, client_credentials(caller))).text == "Hello world."
+    async with served([correction()], security(**token_env(pki))) as running:
+        response = await correct(running.port, client_credentials(caller), service_metadata(caller))
+        assert response.text == "Hello world."
+    assert service_metadata(security()) == ()
 
 
 # Fail fast --------------------------------------------------------------------------------------

@@ -83,7 +83,10 @@ class StaticTokens:
             data = json.loads(stripped)
             if not isinstance(data, dict):
                 raise ValueError("expected a JSON object of token -> owner")
-            pairs = [(f"entry {i + 1}", str(t), str(o)) for i, (t, o) in enumerate(data.items())]
+            for number, (token, owner) in enumerate(data.items(), start=1):
+                if not isinstance(owner, str):
+                    raise ValueError(f"entry {number}: the owner must be a string")
+                pairs.append((f"entry {number}", token, owner.strip()))
         else:
             for number, line in enumerate(text.splitlines(), start=1):
                 line = line.strip()
