@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 #: Services every caller may reach: probes and debugging tools carry no credentials.
 OPEN_METHOD_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 AUTHORIZATION = "authorization"
+#: Shorter secrets can be guessed online; generated tokens are far longer.
+MIN_TOKEN_CHARS = 16
 
 
 class AuthenticationError(PermanentError):
@@ -165,14 +167,13 @@ def read_secret(variable: str, path: str) -> bytes:
 
 def read_token(variable: str, path: str) -> str:
     """A token file's single token (Secrets often end with a newline)."""
-    token = read_secret(variable, path).decode("utf-8", errors="strict").strip()
+    try:
+        token = read_secret(variable, path).decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise SettingsError(variable, f"{path} is not UTF-8 text") from exc
     if len(token) < MIN_TOKEN_CHARS:
         raise SettingsError(variable, f"the token in {path} is shorter than {MIN_TOKEN_CHARS} characters")
     return token
-
-
-#: Shorter secrets can be guessed online; generated tokens are far longer.
-MIN_TOKEN_CHARS = 16
 
 
 # Credentials ------------------------------------------------------------------------------------
