@@ -77,3 +77,7 @@ helm-lint: $(STAMP) $(HELM) ## helm lint --strict, render with every values file
 .PHONY: test-faults
 test-faults: $(STAMP) ## Fault suite (killed/stopped services, NATS and PostgreSQL restarts, a poison job); prints `faults: ... lost=0 duplicated=0`
 	$(PY) -m tests.faults $(PYTEST_ARGS)
+
+.PHONY: bench-autoscaler
+bench-autoscaler: $(STAMP) ## Replay a bursty day through the operator's algorithm and the message-count rule (bench/results/autoscaler.json)
+	$(PY) -m bench.autoscaler_sim --out bench/results/autoscaler.json
