@@ -75,6 +75,22 @@ def _otlp_exporter(environ: Mapping[str, str]) -> SpanExporter:
     return OTLPSpanExporter()
 
 
+def _default_resource(service: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """Escriba's resource attributes, for those OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES leave unset.
+
+    (``Resource.create`` lets explicit attributes win over the environment, so they are left out here.)
+    """
+    given = {
+        pair.partition("=")[0].strip()
+        for pair in environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(",")
+        if "=" in pair
+    }
+    if environ.get("OTEL_SERVICE_NAME", "").strip():
+        given.add("service.name")
+    defaults = {"service.name": f"escriba-{service}", "service.namespace": "escriba"}
+    return {key: value for key, value in defaults.items() if key not in given}
+
+
 def configure_tracing(
     service: str,
     environ: Mapping[str, str] | None = None,
@@ -94,8 +110,7 @@ def configure_tracing(
     exporters: list[SpanExporter] = []
     for name in names:
         exporters.append(_otlp_exporter(env) if name == "otlp" else ConsoleSpanExporter())
-    # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are read by Resource.create and win over this default.
-    resource = Resource.create({"service.name": f"escriba-{service}", "service.namespace": "escriba"})
+    resource = Resource.create(_default_resource(service, env))
     if exporters or processors:
         # Sampled as OTEL_TRACES_SAMPLER says (by default: every root, and as the caller decided).
         provider = SdkTracerProvider(resource=resource, shutdown_on_exit=False)
