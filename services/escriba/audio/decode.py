@@ -40,6 +40,7 @@ from escriba.audio.errors import (
     NoAudioStreamError,
     NotAudioError,
     UnsupportedCodecError,
+    UnsupportedFormatError,
     ZeroDurationError,
 )
 from escriba.audio.pcm import SAMPLE_RATE_HZ
@@ -255,13 +256,25 @@ class _Decoder:
             if not self.source_rate:
                 self.source_rate = frame.sample_rate
                 self.source_channels = frame.layout.nb_channels
-        self._append(resampler.resample(frame))
+        self._append(self._convert(resampler, frame))
 
     def _flush_resampler(self) -> None:
         if self.resampler is not None:
-            self._append(self.resampler.resample(None))
+            self._append(self._convert(self.resampler, None))
             self.resampler = None
             self.resampler_key = None
+
+    def _convert(self, resampler: av.AudioResampler, frame: av.AudioFrame | None) -> list[av.AudioFrame]:
+        # The header decides the rate and layout, so a hostile one (a WAV claiming 2^31 Hz) reaches
+        # FFmpeg's resampler, which then fails to allocate: that is the file's fault, not a crash.
+        try:
+            return resampler.resample(frame)
+        except av.error.FFmpegError as exc:
+            _, layout, rate = self.resampler_key or ("", "unknown layout", 0)
+            raise UnsupportedFormatError(
+                f"{self.label}: its audio ({rate} Hz, {layout}) cannot be converted to {self.rate} Hz "
+                f"mono ({_describe(exc)}); re-encode it at a common sample rate"
+            ) from exc
 
     def _append(self, frames: list[av.AudioFrame]) -> None:
         for frame in frames:

@@ -36,6 +36,12 @@ class UnsupportedCodecError(InvalidInputError):
     reason = "unsupported_codec"
 
 
+class UnsupportedFormatError(InvalidInputError):
+    """The audio's sample rate or channel layout cannot be converted (e.g. a header claiming 2 GHz)."""
+
+    reason = "unsupported_audio_format"
+
+
 class CorruptAudioError(InvalidInputError):
     """A media file whose header or audio data cannot be read: truncated or damaged."""
 

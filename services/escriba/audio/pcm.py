@@ -20,7 +20,7 @@ import av.error
 import numpy as np
 import numpy.typing as npt
 
-from escriba.audio.errors import CorruptAudioError, NotAudioError
+from escriba.audio.errors import AudioTooLongError, CorruptAudioError, NotAudioError
 
 SAMPLE_RATE_HZ: Final = 16000
 Encoding = Literal["flac", "wav"]
@@ -59,16 +59,21 @@ def encode_pcm(
     raise ValueError(f"unknown encoding {encoding!r}; expected one of {', '.join(ENCODINGS)}")
 
 
-def decode_pcm(data: bytes, *, expected_rate_hz: int | None = SAMPLE_RATE_HZ) -> npt.NDArray[np.float32]:
+def decode_pcm(
+    data: bytes, *, expected_rate_hz: int | None = SAMPLE_RATE_HZ, max_duration_s: float | None = None
+) -> npt.NDArray[np.float32]:
     """Read canonical audio (16-bit mono FLAC or WAV) back to float32 samples.
 
     Anything else (another sample rate, stereo, another bit depth, another format) is refused:
     canonical audio is produced by preprocessing, and a mismatch means a caller skipped it.
+    ``max_duration_s`` bounds what is decoded when the bytes come from a caller rather than from
+    preprocessing: a few hundred kB of FLAC can hold hours of silence, so it is enforced while
+    decoding (:class:`AudioTooLongError`), never after the samples are in memory.
     """
     if data.startswith(b"RIFF"):
-        pcm, rate = _decode_wav(data)
+        pcm, rate = _decode_wav(data, max_duration_s)
     elif data.startswith(b"fLaC"):
-        pcm, rate = _decode_flac(data)
+        pcm, rate = _decode_flac(data, max_duration_s)
     else:
         raise NotAudioError("canonical audio must be 16-bit mono FLAC or WAV; got neither")
     if expected_rate_hz is not None and rate != expected_rate_hz:
@@ -86,7 +91,7 @@ def _encode_wav(pcm: npt.NDArray[np.int16], rate: int) -> bytes:
     return buf.getvalue()
 
 
-def _decode_wav(data: bytes) -> tuple[npt.NDArray[np.int16], int]:
+def _decode_wav(data: bytes, max_duration_s: float | None) -> tuple[npt.NDArray[np.int16], int]:
     try:
         with wave.open(io.BytesIO(data), "rb") as src:
             channels, width, rate = src.getnchannels(), src.getsampwidth(), src.getframerate()
@@ -98,6 +103,9 @@ def _decode_wav(data: bytes) -> tuple[npt.NDArray[np.int16], int]:
             f"canonical WAV audio must be mono 16-bit; got {channels} channel(s), {8 * width}-bit"
         )
     usable = len(raw) - len(raw) % 2
+    # WAV is not compressed, so its bytes (bounded by the upload limit) bound its length; checked
+    # on what is there, not on the header's claim.
+    _check_duration(usable // 2, rate, max_duration_s)
     return np.frombuffer(raw[:usable], dtype="<i2").astype(np.int16), rate
 
 
@@ -120,8 +128,9 @@ def _encode_flac(pcm: npt.NDArray[np.int16], rate: int) -> bytes:
     return buf.getvalue()
 
 
-def _decode_flac(data: bytes) -> tuple[npt.NDArray[np.int16], int]:
+def _decode_flac(data: bytes, max_duration_s: float | None) -> tuple[npt.NDArray[np.int16], int]:
     chunks: list[npt.NDArray[np.int16]] = []
+    decoded = 0
     try:
         with av.open(io.BytesIO(data), mode="r", format="flac") as src:
             stream = src.streams.audio[0]
@@ -133,7 +142,20 @@ def _decode_flac(data: bytes) -> tuple[npt.NDArray[np.int16], int]:
                 if frame.format.name not in ("s16", "s16p"):
                     raise CorruptAudioError(f"canonical FLAC audio must be 16-bit; got {frame.format.name}")
                 chunks.append(np.asarray(frame.to_ndarray(), dtype=np.int16).reshape(-1))
+                decoded += chunks[-1].size
+                _check_duration(decoded, rate, max_duration_s)
     except av.error.FFmpegError as exc:
         raise CorruptAudioError(f"canonical FLAC audio cannot be read: {exc}") from exc
     pcm = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
     return pcm.astype(np.int16, copy=False), rate
+
+
+def _check_duration(samples: int, rate: int, max_duration_s: float | None) -> None:
+    if max_duration_s is None or rate <= 0 or samples <= max_duration_s * rate:
+        return
+    raise AudioTooLongError(
+        f"the audio is longer than the limit of {max_duration_s:g} s (at least {samples / rate:.1f} s): "
+        "split the recording or trim it",
+        limit_s=max_duration_s,
+        decoded_s=samples / rate,
+    )

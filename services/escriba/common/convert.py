@@ -39,7 +39,15 @@ def segment_to_pb(s: Segment) -> common_pb2.Segment:
     )
 
 
+#: Edits name their segment with an int32 (-1: the full text), so a segment id must fit in one.
+MAX_SEGMENT_ID = 2**31 - 1
+
+
 def segment_from_pb(s: common_pb2.Segment) -> Segment:
+    if s.id > MAX_SEGMENT_ID:
+        raise InvalidInputError(
+            f"segment id {s.id} is out of range (at most {MAX_SEGMENT_ID})", reason="invalid_segment"
+        )
     return Segment(
         id=s.id,
         start_s=s.start_s,

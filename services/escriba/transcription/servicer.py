@@ -36,7 +36,7 @@ def load_samples(data: bytes, *, filename: str, max_duration_s: float) -> npt.ND
     """Canonical audio fast; anything else through the full decoder (limits enforced)."""
     if data.startswith((b"RIFF", b"fLaC")):
         try:
-            return decode_pcm(data)
+            return decode_pcm(data, max_duration_s=max_duration_s)
         except InvalidInputError:
             pass  # a WAV/FLAC that is not canonical (rate, channels, depth): decode it fully
     return decode_audio(data, max_duration_s=max_duration_s, filename=filename).samples
