@@ -23,7 +23,6 @@ import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
@@ -91,17 +90,11 @@ def _default_resource(service: str, environ: Mapping[str, str]) -> dict[str, str
     return {key: value for key, value in defaults.items() if key not in given}
 
 
-def configure_tracing(
-    service: str,
-    environ: Mapping[str, str] | None = None,
-    *,
-    processors: tuple[SpanProcessor, ...] = (),
-) -> SdkTracerProvider | None:
+def configure_tracing(service: str, environ: Mapping[str, str] | None = None) -> SdkTracerProvider | None:
     """Set the process-wide tracer provider from the ``OTEL_*`` variables, once, at start-up.
 
     Returns the provider (shut it down on exit so buffered spans are flushed), or None when
     ``OTEL_SDK_DISABLED=true``: then nothing is created and incoming trace context only passes through.
-    ``processors`` are added beside the configured exporters (an in-memory exporter in tests).
     """
     env = os.environ if environ is None else environ
     if sdk_disabled(env):
@@ -111,15 +104,13 @@ def configure_tracing(
     for name in names:
         exporters.append(_otlp_exporter(env) if name == "otlp" else ConsoleSpanExporter())
     resource = Resource.create(_default_resource(service, env))
-    if exporters or processors:
+    if exporters:
         # Sampled as OTEL_TRACES_SAMPLER says (by default: every root, and as the caller decided).
         provider = SdkTracerProvider(resource=resource, shutdown_on_exit=False)
     else:
         provider = SdkTracerProvider(resource=resource, sampler=ALWAYS_OFF, shutdown_on_exit=False)
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
-    for processor in processors:
-        provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
     use_tracer_provider(provider)
     return provider
@@ -395,7 +386,12 @@ class _StreamStream(_ClientSpans, grpc.aio.StreamStreamClientInterceptor):  # ty
 
 
 def _schedule_client_finish(span: Span, call: Any) -> None:
-    task = asyncio.get_running_loop().create_task(_finish_client_span(span, call))
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # the call ended as its loop went away: no status to read any more
+        span.end()
+        return
+    task = loop.create_task(_finish_client_span(span, call))
     _finishing.add(task)
     task.add_done_callback(_finishing.discard)
 
