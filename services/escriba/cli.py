@@ -13,8 +13,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -263,7 +263,21 @@ async def _transcribe(args: argparse.Namespace) -> int:
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    return asyncio.run(_transcribe(args))
+    with _tracing("escriba-cli"):
+        return asyncio.run(_transcribe(args))
+
+
+@contextmanager
+def _tracing(service: str) -> Iterator[None]:
+    """OTEL_* tracing for commands that run services in this process (embedded stack, CLI client)."""
+    from escriba.common.tracing import configure_tracing
+
+    provider = configure_tracing(service)
+    try:
+        yield
+    finally:
+        if provider is not None:
+            provider.shutdown()
 
 
 # tasks ----------------------------------------------------------------------------------------------

@@ -165,10 +165,6 @@ async def test_one_task_moves_every_stages_metrics(stack: LocalStack, metrics_po
     assert load.value > 0 and load.labels["device"] in ("cpu", "cuda")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="escriba.preprocess.worker observes no real-time factor for pipeline jobs yet (RPCs only)",
-)
 async def test_preprocess_jobs_observe_their_real_time_factor(
     stack: LocalStack, metrics_ports: dict[str, int], tmp_path: Path
 ) -> None:
