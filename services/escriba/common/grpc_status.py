@@ -48,6 +48,19 @@ def status_code_for(error: EscribaError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+#: Longest status message sent (percent-encoded UTF-8, still under 12 KiB). Details travel as trailing
+#: metadata, which clients cap (16 KiB by default): a message quoting a hostile 10 MB field would
+#: otherwise replace the real status with an unrelated "metadata size exceeds hard limit" error.
+MAX_DETAILS_CHARS = 1000
+
+
+def status_details(error: EscribaError) -> str:
+    details = f"{error.reason}: {error.message}"
+    if len(details) > MAX_DETAILS_CHARS:
+        details = details[: MAX_DETAILS_CHARS - 1] + "…"
+    return details
+
+
 @asynccontextmanager
 async def grpc_errors(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
     """Abort the RPC with the right status for an :class:`EscribaError`; log anything unexpected."""
@@ -57,7 +70,7 @@ async def grpc_errors(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
         code = status_code_for(exc)
         if code == grpc.StatusCode.INTERNAL:
             log.exception("internal error")
-        await context.abort(code, f"{exc.reason}: {exc.message}")
+        await context.abort(code, status_details(exc))
 
 
 def translate_errors(

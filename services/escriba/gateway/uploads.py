@@ -23,6 +23,8 @@ from escriba.transcription.options import TranscriptionOptions
 from escriba.v1 import tasks_pb2
 
 MAX_FILENAME_CHARS = 255
+#: Longest name accepted as sent (a full path included): longer is not a file name but a misuse.
+MAX_RAW_FILENAME_CHARS = 4096
 _FORMATS = {tasks_pb2.OUTPUT_FORMAT_SRT: "srt", tasks_pb2.OUTPUT_FORMAT_VTT: "vtt"}
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -53,6 +55,12 @@ def output_formats(spec: tasks_pb2.TaskSpec) -> list[str]:
 
 def validate_spec(spec: tasks_pb2.TaskSpec) -> tasks_pb2.TaskSpec:
     """Raise InvalidInputError for options no stage would accept; return the spec with a clean filename."""
+    if len(spec.filename) > MAX_RAW_FILENAME_CHARS:
+        raise InvalidInputError(
+            f"the filename is {len(spec.filename)} characters long; "
+            f"at most {MAX_RAW_FILENAME_CHARS} are allowed",
+            reason="invalid_filename",
+        )
     convert.transcription_options_from_pb(spec.transcription, TranscriptionOptions())
     Corrector(CorrectionSettings()).resolve(convert.correction_options_from_pb(spec.correction))
     output_formats(spec)
