@@ -58,8 +58,7 @@ def engine() -> Iterator[WhisperEngine]:
 
 @pytest.fixture
 def counting(engine: WhisperEngine) -> Iterator[CountingModel]:
-    model = engine._model
-    assert model is not None
+    model = engine.model
     counter = CountingModel(model.model)
     model.model = counter
     try:

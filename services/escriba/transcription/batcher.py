@@ -147,6 +147,7 @@ class CrossTaskBatcher(Generic[K, I, R]):
         self._batches = 0
         self._items = 0
         self._largest = 0
+        self._idle_since = time.monotonic()
 
     # Lifecycle -----------------------------------------------------------------------------------
 
@@ -248,6 +249,7 @@ class CrossTaskBatcher(Generic[K, I, R]):
                 self._finish(taken, None, cap, exc)
             else:
                 self._finish(taken, results, cap, None)
+            self._idle_since = time.monotonic()
 
     def _next_batch(self) -> tuple[K, int, list[tuple[_Request[I, R], int]]] | None:
         """Under the lock: wait for work, then take one batch (``None`` once closed and drained)."""
@@ -257,7 +259,10 @@ class CrossTaskBatcher(Generic[K, I, R]):
             self._cond.wait()
         key = next(iter(self._queues))
         queue = self._queues[key]
-        deadline = queue[0].arrived + self._max_wait_s
+        # Requests still preparing get up to max_wait to join, counted from when the oldest item came or
+        # the model went idle, whichever is later: after a long model call, the ones that prepared
+        # during it are already queued, and those just behind them get the same short grace.
+        deadline = max(queue[0].arrived, self._idle_since) + self._max_wait_s
         cap = self._cap(queue)
         while self._preparing > 0 and not self._closed and self._waiting(queue) < cap:
             left = deadline - time.monotonic()
@@ -483,15 +488,27 @@ def prepare_request(
         audio_chunks = [audio[c["start"] : c["end"]] for c in clips]
         metadata = [{"offset": c["start"] / rate, "duration": (c["end"] - c["start"]) / rate} for c in clips]
     speech_duration = sum(c["end"] - c["start"] for c in clips) / rate
-    features = [model.feature_extractor(chunk)[..., :-1] for chunk in audio_chunks] if speech_duration else []
+    # Window by window, letting go of each stretch of audio once its features exist: on hours of audio
+    # a list of every window's samples and another of every window's unpadded features add up.
+    windows: list[Window] = []
+    lead: list[npt.NDArray[np.float32]] = []  # the first 30 s of features, for language detection
+    lead_frames = 0
+    audio_chunks.reverse()
+    for meta in metadata if speech_duration else ():
+        features = model.feature_extractor(audio_chunks.pop())[..., :-1]
+        if lead_frames < model.feature_extractor.nb_max_frames:
+            lead.append(features)
+            lead_frames += features.shape[-1]
+        windows.append(Window(pad_or_trim(features), float(meta["offset"]), float(meta["duration"])))
     if language is None:
         if not model.model.is_multilingual:
             language, probability = "en", 1.0
         else:
-            # As the pipeline does: on the first window, with a dummy frame so no speech still works.
+            # As the pipeline does: on the first 30 s of features (it concatenates them all and keeps
+            # those), with a dummy frame so that no speech still works.
             dummy = np.full((model.model.n_mels, 1), -1.5, dtype="float32")
             language, probability, _ = model.detect_language(
-                features=np.concatenate([*features, dummy], axis=1),
+                features=np.concatenate([*lead, dummy], axis=1),
                 language_detection_segments=1,
                 language_detection_threshold=0.5,
             )
@@ -507,10 +524,6 @@ def prepare_request(
         hotwords=hotwords,
     )
     key = DecodeKey(language, tuple(prompt), beam_size, float(temperature), word_timestamps)
-    windows = [
-        Window(pad_or_trim(f), float(m["offset"]), float(m["duration"]))
-        for f, m in zip(features, metadata, strict=False)
-    ]
     return PreparedRequest(
         key, windows, tokenizer, speech_chunks, float(probability), duration, speech_duration
     )

@@ -272,6 +272,11 @@ class WhisperEngine:
         return tuple(self._require_model().supported_languages)
 
     @property
+    def model(self) -> WhisperModel:
+        """The loaded faster-whisper model (benchmarks and tests observe its calls)."""
+        return self._require_model()
+
+    @property
     def request_slots(self) -> int:
         """Requests transcribed at once: ``max_concurrency``, raised to the largest batch size when
         batches are shared across requests. A job worker keeps one more than this in flight."""
