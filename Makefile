@@ -81,3 +81,8 @@ test-faults: $(STAMP) ## Fault suite (killed/stopped services, NATS and PostgreS
 .PHONY: bench-autoscaler
 bench-autoscaler: $(STAMP) ## Replay a bursty day through the operator's algorithm and the message-count rule (bench/results/autoscaler.json)
 	$(PY) -m bench.autoscaler_sim --out bench/results/autoscaler.json
+
+BENCH_ARGS ?=
+.PHONY: bench
+bench: $(STAMP) ## Side-by-side benchmarks on this machine (several minutes); table + bench/results/latest.json
+	$(PY) -m bench.run $(BENCH_ARGS)
