@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = tasks_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
 DEFAULT_PAGE_SIZE = 50
+UNAUTHENTICATED_DRAIN_BYTES = 16 * 1024 * 1024
 
 
 class TaskStateError(PermanentError):
@@ -80,13 +81,19 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
     async def _create(
         self, requests: AsyncIterator[tasks_pb2.CreateTaskRequest], context: grpc.aio.ServicerContext
     ) -> TaskRecord:
-        # An unknown caller is refused at once; its upload is not read (see _check_queue_limit).
-        owner = self.auth.owner(context)
+        stream = UploadStream(requests, self.settings.max_upload_bytes)
+        try:
+            owner = self.auth.owner(context)
+        except EscribaError:
+            # Nothing is stored for an unknown caller. A little of its upload is read and discarded so
+            # that an honest client with a bad token reads UNAUTHENTICATED rather than the INTERNAL
+            # error grpc's asyncio client reports when refused while writing (escriba.common.upload).
+            await stream.drain(UNAUTHENTICATED_DRAIN_BYTES)
+            raise
         pipeline = self.pipeline
         task_id = str(uuid.uuid4())
         object_name = f"uploads/{task_id}"
         started = time.perf_counter()
-        stream = UploadStream(requests, self.settings.max_upload_bytes)
         try:
             await self._check_queue_limit(owner)
             spec = await read_spec(requests)
