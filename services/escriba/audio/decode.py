@@ -21,6 +21,7 @@ Damaged input policy, chosen to match what a media player does:
 
 from __future__ import annotations
 
+import errno
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ _MAGIC_PREFIXES = (
 _ISO_BOX_TYPES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")  # MP4, M4A, MOV, 3GP
 _IMAGE_FORMATS = frozenset({"image2", "gif", "apng", "webp", "ico"})
 _HEAD_BYTES = 16
+_FILE_SYSTEM_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR})
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +150,9 @@ def _open(source: bytes | Path, label: str) -> av.container.InputContainer:
     try:
         return av.open(_media_input(source), mode="r", metadata_errors="replace")
     except av.error.FFmpegError as exc:
-        if isinstance(exc, OSError):  # the file system, not the content (a missing or unreadable path)
+        # The file system, not the content (a missing or unreadable path). FFmpeg also reports damaged
+        # content as an I/O error (EIO from a demuxer reading bytes in memory): that is the file's fault.
+        if isinstance(exc, OSError) and isinstance(source, Path) and exc.errno in _FILE_SYSTEM_ERRNOS:
             raise
         detail = exc.strerror or type(exc).__name__
         if looks_like_media(_head(source)):

@@ -11,6 +11,7 @@ of the FLAC header), so the hash of the bytes can serve as a cache key.
 from __future__ import annotations
 
 import io
+import struct
 import wave
 from fractions import Fraction
 from typing import Final, Literal, get_args
@@ -96,8 +97,12 @@ def _decode_wav(data: bytes, max_duration_s: float | None) -> tuple[npt.NDArray[
         with wave.open(io.BytesIO(data), "rb") as src:
             channels, width, rate = src.getnchannels(), src.getsampwidth(), src.getframerate()
             raw = src.readframes(src.getnframes())
-    except (wave.Error, EOFError) as exc:
-        raise CorruptAudioError(f"canonical WAV audio cannot be read: {exc}") from exc
+    except (wave.Error, EOFError, RuntimeError, ValueError, OverflowError, struct.error) as exc:
+        # The standard library's parser of untrusted bytes: besides wave.Error, a chunk size past the
+        # end makes it seek out of its chunk (RuntimeError), and odd fields fail to unpack.
+        raise CorruptAudioError(
+            f"canonical WAV audio cannot be read: {str(exc) or type(exc).__name__}"
+        ) from exc
     if channels != 1 or width != 2:
         raise CorruptAudioError(
             f"canonical WAV audio must be mono 16-bit; got {channels} channel(s), {8 * width}-bit"
@@ -132,7 +137,7 @@ def _decode_flac(data: bytes, max_duration_s: float | None) -> tuple[npt.NDArray
     chunks: list[npt.NDArray[np.int16]] = []
     decoded = 0
     try:
-        with av.open(io.BytesIO(data), mode="r", format="flac") as src:
+        with av.open(io.BytesIO(data), mode="r", format="flac", metadata_errors="replace") as src:
             stream = src.streams.audio[0]
             ctx = stream.codec_context
             if ctx.channels != 1:
