@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from escriba.db.states import ACTIVE, TERMINAL, Stage, TaskStatus, allowed_sources, archivable, can_transition
+from escriba.db.states import (
+    ACTIVE,
+    TERMINAL,
+    Stage,
+    TaskStatus,
+    allowed_sources,
+    archivable,
+    can_transition,
+    stage_status,
+)
 
 Q, P, T, C = TaskStatus.QUEUED, TaskStatus.PREPROCESSING, TaskStatus.TRANSCRIBING, TaskStatus.CORRECTING
 DONE, FAILED, CANCELLED = TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED
@@ -36,7 +45,7 @@ def test_nothing_returns_to_queued() -> None:
 
 
 def test_stages_map_to_their_running_status() -> None:
-    assert [s.status for s in Stage] == [P, T, C]
+    assert [stage_status(s) for s in Stage] == [P, T, C]
     assert [s.value for s in Stage] == ["preprocess", "transcription", "correction"]
 
 

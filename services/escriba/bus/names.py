@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import StrEnum
+
+from escriba.stages import Stage
+
+__all__ = ["DEFAULT_PREFIX", "BusNames", "Stage", "prefix_problem"]
 
 DEFAULT_PREFIX = "escriba"
 
@@ -18,14 +21,6 @@ DEFAULT_PREFIX = "escriba"
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 # A subject token: no separators, wildcards or whitespace.
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_=:-]+$")
-
-
-class Stage(StrEnum):
-    """A pipeline stage; its value is the name of its durable consumer."""
-
-    PREPROCESS = "preprocess"
-    TRANSCRIPTION = "transcription"
-    CORRECTION = "correction"
 
 
 # The last subject token of each stage's work queue (a verb, as in the design's subject names).

@@ -15,9 +15,9 @@ from escriba.bus import Job
 from escriba.common import convert, metrics
 from escriba.correction.corrector import Corrector
 from escriba.db.models import TaskResult
-from escriba.db.states import Stage
 from escriba.pipeline.runtime import PipelineRuntime
 from escriba.pipeline.stage import StageHandler
+from escriba.stages import Stage
 from escriba.subtitles import to_srt, to_vtt
 from escriba.v1 import correction_pb2, jobs_pb2
 

@@ -14,6 +14,19 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from escriba.stages import Stage
+
+__all__ = [
+    "ACTIVE",
+    "TERMINAL",
+    "Stage",
+    "TaskStatus",
+    "allowed_sources",
+    "archivable",
+    "can_transition",
+    "stage_status",
+]
+
 
 class TaskStatus(StrEnum):
     QUEUED = "queued"
@@ -29,16 +42,9 @@ class TaskStatus(StrEnum):
         return self in TERMINAL
 
 
-class Stage(StrEnum):
-    """A pipeline stage, named like its durable consumer; a task is in :attr:`status` while it runs."""
-
-    PREPROCESS = "preprocess"
-    TRANSCRIPTION = "transcription"
-    CORRECTION = "correction"
-
-    @property
-    def status(self) -> TaskStatus:
-        return _STAGE_STATUS[self]
+def stage_status(stage: Stage) -> TaskStatus:
+    """The status a task is in while ``stage`` runs."""
+    return _STAGE_STATUS[stage]
 
 
 _STAGE_STATUS = {

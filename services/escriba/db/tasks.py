@@ -47,7 +47,7 @@ from escriba.db.models import (
     TaskResult,
     Transition,
 )
-from escriba.db.states import ACTIVE, TERMINAL, Stage, TaskStatus, allowed_sources
+from escriba.db.states import ACTIVE, TERMINAL, Stage, TaskStatus, allowed_sources, stage_status
 
 ALL_COLUMNS = f"{SUMMARY_COLUMNS}, {RESULT_COLUMNS}"
 DEFAULT_PAGE_SIZE = 50
@@ -182,10 +182,10 @@ class TaskRepository:
         """
         return await self._transition(
             task_id,
-            allowed_sources(stage.status),
+            allowed_sources(stage_status(stage)),
             "status = $3, started_at = COALESCE(started_at, now()),"
             " queue_ms = COALESCE(queue_ms, extract(epoch FROM now() - created_at) * 1000)",
-            [stage.status.value],
+            [stage_status(stage).value],
         )
 
     async def complete(self, task_id: str, result: TaskResult) -> Transition:

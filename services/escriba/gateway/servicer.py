@@ -18,7 +18,6 @@ import grpc
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from escriba.bus import publish_job
-from escriba.bus.names import Stage as BusStage
 from escriba.common.errors import (
     EscribaError,
     InvalidInputError,
@@ -36,6 +35,7 @@ from escriba.gateway.uploads import EmptyUploadError, UploadStream, output_forma
 from escriba.pipeline import codec
 from escriba.pipeline.runtime import Pipeline, PipelineRuntime
 from escriba.pipeline.taskpb import spec_to_dict, status_from_pb, status_to_pb, task_to_pb
+from escriba.stages import Stage
 from escriba.v1 import jobs_pb2, tasks_pb2, tasks_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -134,10 +134,10 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
                 # whose jobs carry the exact duration.
                 await publish_job(
                     pipeline.js,
-                    pipeline.names.job_subject(BusStage.PREPROCESS),
+                    pipeline.names.job_subject(Stage.PREPROCESS),
                     body,
                     task_id=task_id,
-                    stage=BusStage.PREPROCESS.value,
+                    stage=Stage.PREPROCESS.value,
                     audio_duration_s=0.0,
                     headers=headers,
                 )

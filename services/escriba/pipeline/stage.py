@@ -17,23 +17,16 @@ import grpc
 from google.protobuf.message import Message
 
 from escriba.bus import DeliveriesExhaustedError, Job, JobWorker, publish_job
-from escriba.bus.names import Stage as BusStage
 from escriba.common import metrics
 from escriba.common.errors import EscribaError
 from escriba.common.logging import task_context
-from escriba.db.states import Stage
 from escriba.pipeline import codec
 from escriba.pipeline.runtime import Pipeline, PipelineRuntime
+from escriba.stages import Stage
 
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
-
-_METRIC_STAGE = {
-    Stage.PREPROCESS: "preprocess",
-    Stage.TRANSCRIPTION: "transcription",
-    Stage.CORRECTION: "correction",
-}
 
 
 class StageHandler(Generic[M]):
@@ -51,7 +44,7 @@ class StageHandler(Generic[M]):
         waited = job.meta.waited_s()
         if waited is not None and job.meta.delivery_count == 1:
             # Only the first delivery measures the queue: a redelivery's age includes failed attempts.
-            metrics.QUEUE_WAIT.labels(_METRIC_STAGE[self.stage]).observe(waited)
+            metrics.QUEUE_WAIT.labels(self.stage.value).observe(waited)
         message = codec.decode(self.job_type, job.data, job.headers)
         task_id: str = message.task_id  # type: ignore[attr-defined]
         with task_context(task_id):
@@ -65,7 +58,7 @@ class StageHandler(Generic[M]):
                 return
             await self.pipeline.events.publish(transition.task)
             await repo.record_attempt(task_id, self.stage)
-            stage = _METRIC_STAGE[self.stage]
+            stage = self.stage.value
             started = time.perf_counter()
             with metrics.IN_FLIGHT.labels(stage).track_inprogress():
                 await self.process(message, job)
@@ -89,7 +82,7 @@ class StageHandler(Generic[M]):
         attempts = job.meta.delivery_count
         if attempts > 1:
             message = f"{message} (after {attempts} attempts)"
-        metrics.ERRORS.labels(_METRIC_STAGE[self.stage], reason).inc()
+        metrics.ERRORS.labels(self.stage.value, reason).inc()
         with task_context(task_id):
             transition = await self.pipeline.repo.fail(task_id, reason, f"{self.stage.value}: {message}")
             if transition.applied:
@@ -97,7 +90,7 @@ class StageHandler(Generic[M]):
                 await self.pipeline.events.publish(transition.task, message)
 
     async def hand_on(
-        self, next_stage: BusStage, message: Message, *, task_id: str, audio_duration_s: float
+        self, next_stage: Stage, message: Message, *, task_id: str, audio_duration_s: float
     ) -> None:
         """Publish the next stage's job (deduplicated by task and stage, so a retry publishes once)."""
         body, headers = codec.encode(message)
@@ -136,7 +129,7 @@ class StageWorkerComponent:
 
     async def start(self) -> None:
         pipeline = self.runtime.pipeline
-        stage = BusStage(self.handler.stage.value)
+        stage = self.handler.stage
         self._worker = JobWorker(
             pipeline.nc,
             stream=pipeline.names.jobs_stream,

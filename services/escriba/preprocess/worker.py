@@ -13,13 +13,12 @@ import logging
 import time
 
 from escriba.bus import Job
-from escriba.bus.names import Stage as BusStage
 from escriba.common import convert, metrics
-from escriba.db.states import Stage
 from escriba.pipeline.runtime import PipelineRuntime
 from escriba.pipeline.stage import StageHandler
 from escriba.pipeline.taskpb import audio_to_dict
 from escriba.preprocess.engine import Preprocessor
+from escriba.stages import Stage
 from escriba.v1 import common_pb2, jobs_pb2
 
 log = logging.getLogger(__name__)
@@ -64,7 +63,7 @@ class PreprocessStage(StageHandler[jobs_pb2.PreprocessJob]):
         if not write.applied and write.stored is None:
             return  # cancelled or failed meanwhile: no next stage
         await self.hand_on(
-            BusStage.TRANSCRIPTION,
+            Stage.TRANSCRIPTION,
             jobs_pb2.TranscribeJob(
                 task_id=task_id,
                 audio_object=key,

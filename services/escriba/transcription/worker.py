@@ -14,11 +14,10 @@ import zlib
 
 from escriba.audio.pcm import decode_pcm
 from escriba.bus import Job
-from escriba.bus.names import Stage as BusStage
 from escriba.common import convert, metrics
-from escriba.db.states import Stage
 from escriba.pipeline.runtime import PipelineRuntime
 from escriba.pipeline.stage import StageHandler
+from escriba.stages import Stage
 from escriba.transcription.engine import WhisperEngine
 from escriba.transcription.options import TranscriptionOptions
 from escriba.transcription.servicer import UnknownModelError
@@ -95,7 +94,7 @@ class TranscriptionStage(StageHandler[jobs_pb2.TranscribeJob]):
         if not write.applied and write.stored is None:
             return
         await self.hand_on(
-            BusStage.CORRECTION,
+            Stage.CORRECTION,
             jobs_pb2.CorrectJob(
                 task_id=task_id,
                 audio=message.audio,
