@@ -1,0 +1,357 @@
+"""``make bench``: Escriba against the tools it replaces, side by side on this machine, in one run.
+
+Every headline number is a ratio of two things measured in the same run on the same machine (or a
+latency), so a slow or busy machine moves both sides. Prints a table and writes
+``bench/results/latest.json``; see ``bench/README.md`` for what each key means.
+
+    python -m bench.run                       # everything (several minutes on 2 CPU cores)
+    python -m bench.run --only preprocess     # one part; merged into the existing results file
+    python -m bench.run --device cuda --compute-type int8_float16 --only transcription \\
+        --out bench/results/gpu-latest.json   # the GPU run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import inspect
+import json
+import logging
+import math
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import audio
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+PARTS = ("transcription", "preprocess", "listing", "rss")
+
+#: key -> (target, "min" when the value must reach it, "max" when it must stay under it, or None).
+TARGETS: dict[str, tuple[float | None, str | None]] = {
+    "pipeline_vs_plain_ratio": (0.9, "min"),
+    "short_clips_throughput_ratio": (2.0, "min"),
+    "preprocess_vs_ffmpeg_loudnorm_ratio": (10.0, "min"),
+    "cache_hit_speedup": (100.0, "min"),
+    "list_tasks_p99_ms": (None, None),
+    "list_tasks_index_speedup": (None, None),
+    "transcription_peak_rss_mb_60min": (None, None),
+    "create_task_p99_ms": (None, None),
+}
+
+log = logging.getLogger("bench")
+
+
+def _say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# Transcription, caching and CreateTask: one local stack ----------------------------------------
+
+
+async def _transcription(args: argparse.Namespace, keys: dict[str, Any], details: dict[str, Any]) -> None:
+    from bench import transcription as tr
+    from escriba.client import EscribaClient
+    from escriba.common.settings import load
+    from escriba.local.stack import LocalStack, StackConfig
+    from escriba.transcription.settings import TranscriptionSettings
+
+    env = _engine_env(args)
+    settings = load(TranscriptionSettings, {**os.environ, **env})
+    with tempfile.TemporaryDirectory(prefix="escriba-bench-") as tmp:
+        folder = Path(tmp)
+        _say("building recordings from tests/data (5-minute files and 100 short clips, MP3)")
+        long_files: list[tuple[Path, float]] = []
+        for seed in (1, 2):
+            samples = audio.joined_speech(args.long_s, seed=seed)
+            path = folder / f"long-{seed}.mp3"
+            await asyncio.to_thread(path.write_bytes, audio.encode_mp3(samples))
+            long_files.append((path, audio.duration_s(samples)))
+        clips = audio.short_clips(args.clips, seed=3)
+        clip_files: list[tuple[Path, float]] = []
+        for index, clip in enumerate(clips):
+            path = folder / f"clip-{index:03d}.mp3"
+            await asyncio.to_thread(path.write_bytes, audio.encode_mp3(clip))
+            clip_files.append((path, audio.duration_s(clip)))
+        from faster_whisper import decode_audio
+
+        clip_samples = [np.asarray(decode_audio(str(p)), dtype=np.float32) for p, _ in clip_files]
+
+        _say("loading plain faster-whisper and starting the local stack")
+        plain = await asyncio.to_thread(tr.PlainWhisper, settings)
+        config = StackConfig(port=0, env={"ESCRIBA_LOG_LEVEL": "WARNING", **env})
+        async with LocalStack(config) as stack, EscribaClient(stack.address) as client:
+            engine = stack.transcription_engine
+            assert engine is not None
+            details["engine"] = {
+                "device": engine.device,
+                "compute_type": engine.compute_type,
+                "model": engine.model_name,
+                "cpu_threads": engine.cpu_threads,
+                "request_slots": engine.request_slots,
+                "cross_task_batching": engine.batcher is not None,
+            }
+            # Warm both sides (first calls initialise thread pools, VAD sessions, caches).
+            warm = audio.DATA_DIR / "jfk.flac"
+            await asyncio.to_thread(plain.transcribe, str(warm), 11.0)
+            await tr.through_pipeline(client, warm)
+
+            _say(f"long recordings, plain faster-whisper vs pipeline: {len(long_files)} x {args.long_s:g}+ s")
+            long = await tr.compare_long(client, plain, long_files)
+            keys["pipeline_vs_plain_ratio"] = long.ratio
+            details["pipeline_vs_plain"] = {
+                "audio_s": long.audio_s,
+                "plain_s": long.plain_s,
+                "pipeline_s": long.pipeline_s,
+                "plain_rtfx": long.plain_rtfx,
+                "pipeline_rtfx": long.pipeline_rtfx,
+                "pipeline_stage_timings_ms": long.pipeline_timings_ms,
+            }
+
+            _say("the same upload again (caches)")
+            # compare_long ran long_files[0] through the pipeline first of its recordings.
+            hit = await tr.cache_hit(client, long_files[0][0], long.pipeline_s[0])
+            keys["cache_hit_speedup"] = hit.speedup
+            details["cache_hit"] = {
+                "first_s": hit.first_s,
+                "second_s": hit.second_s,
+                "transcript_from_cache": hit.from_cache,
+                "upload_bytes": long_files[0][0].stat().st_size,
+            }
+
+            _say(f"{len(clip_files)} short clips: plain loop vs all at once through the pipeline")
+            short = await tr.compare_short_clips(client, plain, engine, clip_files, clip_samples)
+            keys["short_clips_throughput_ratio"] = short.ratio
+            keys["short_clips_engine_throughput_ratio"] = short.engine_ratio
+            details["short_clips"] = {
+                "clips": short.clips,
+                "audio_s": short.audio_s,
+                "plain_s": short.plain_s,
+                "pipeline_s": short.pipeline_s,
+                "plain_rtfx": short.audio_s / short.plain_s,
+                "pipeline_rtfx": short.audio_s / short.pipeline_s,
+                "pipeline_mean_stage_timings_ms": short.mean_timings_ms,
+                "pipeline_batches": short.batches,
+                "engine_plain_s": short.engine_plain_s,
+                "engine_shared_s": short.engine_shared_s,
+                "profile_plain_loop": short.profile_plain,
+                "profile_shared_batches": short.profile_shared,
+            }
+
+            _say("CreateTask latency")
+            keys["create_task_p99_ms"], details["create_task"] = await _create_task_p99(
+                client, stack.address, clip_files[0][0]
+            )
+
+
+def _engine_env(args: argparse.Namespace) -> dict[str, str]:
+    env = {}
+    if args.device:
+        env["ESCRIBA_TRANSCRIPTION_DEVICE"] = args.device
+    if args.compute_type:
+        env["ESCRIBA_TRANSCRIPTION_COMPUTE_TYPE"] = args.compute_type
+    if args.model:
+        env["ESCRIBA_TRANSCRIPTION_MODEL"] = args.model
+    return env
+
+
+async def _create_task_p99(client: Any, address: str, clip: Path) -> tuple[float, dict[str, Any]]:
+    """``bench.load``'s measurement when that module offers one (``create_task_p99_ms(address)``),
+    else a simple one: CreateTask calls of a short clip, 4 at a time, latency of each call."""
+    with contextlib.suppress(ImportError):
+        load_module = importlib.import_module("bench.load")
+        measure: Callable[..., Any] | None = getattr(load_module, "create_task_p99_ms", None)
+        if measure is not None:
+            value = measure(address)
+            if inspect.isawaitable(value):
+                value = await value
+            return float(value), {"source": "bench.load.create_task_p99_ms"}
+    from escriba.client import make_spec
+
+    latencies: list[float] = []
+    slots = asyncio.Semaphore(4)
+
+    async def one() -> None:
+        async with slots:
+            started = time.perf_counter()
+            await client.create_task(clip, make_spec(clip.name))
+            latencies.append((time.perf_counter() - started) * 1000.0)
+
+    await asyncio.gather(*(one() for _ in range(100)))
+    return float(np.percentile(latencies, 99)), {
+        "source": "bench.run (100 CreateTask calls of a short MP3, 4 at a time, pipeline running)",
+        "calls": len(latencies),
+        "p50_ms": float(np.percentile(latencies, 50)),
+        "upload_bytes": len(await asyncio.to_thread(clip.read_bytes)),
+    }
+
+
+# The other parts ----------------------------------------------------------------------------------
+
+
+async def _preprocess(args: argparse.Namespace, keys: dict[str, Any], details: dict[str, Any]) -> None:
+    from bench import preprocess
+
+    samples = audio.joined_speech(args.long_s, seed=1)
+    data = audio.encode_mp3(samples)
+    _say("preprocess vs ffmpeg loudnorm (5-minute MP3)")
+    result = await asyncio.to_thread(preprocess.compare, data, audio.duration_s(samples))
+    keys["preprocess_vs_ffmpeg_loudnorm_ratio"] = result.speed_ratio("command")
+    keys["preprocess_vs_ffmpeg_loudnorm_mono_first_ratio"] = result.speed_ratio("mono_first")
+    details["preprocess"] = {
+        "audio_s": result.audio_s,
+        "escriba_s": result.escriba_s,
+        "escriba_lufs": result.escriba_lufs,
+        "ffmpeg_s": result.ffmpeg_s,
+        "ffmpeg_lufs": result.ffmpeg_lufs,
+        "loudness_gap_lu": {chain: result.loudness_gap_lu(chain) for chain in result.ffmpeg_s},
+        "escriba_profile_s": result.profile,
+    }
+
+
+async def _listing(args: argparse.Namespace, keys: dict[str, Any], details: dict[str, Any]) -> None:
+    from bench import listing
+
+    _say(f"ListTasks on {args.rows:,} tasks, with and without the indexes")
+    result = await listing.run(rows=args.rows)
+    keys["list_tasks_p99_ms"] = result.p99_ms
+    keys["list_tasks_index_speedup"] = result.speedup
+    details["list_tasks"] = {
+        "rows": result.rows,
+        "fill_s": result.fill_s,
+        "indexed_p50_ms": result.p(result.indexed_ms, 50),
+        "indexed_p99_ms": result.p99_ms,
+        "no_indexes_p50_ms": result.p(result.plain_ms, 50),
+        "no_indexes_p99_ms": result.p(result.plain_ms, 99),
+        "calls": {"indexed": len(result.indexed_ms), "no_indexes": len(result.plain_ms)},
+        "median_ms_by_listing": {
+            k: {"indexed": v[0], "no_indexes": v[1]} for k, v in result.per_filter_median_ms.items()
+        },
+    }
+
+
+async def _rss(args: argparse.Namespace, keys: dict[str, Any], details: dict[str, Any]) -> None:
+    from bench import rss
+
+    minutes = args.rss_s / 60
+    _say(f"peak memory of a transcription worker on {minutes:g} minutes (limit {args.rss_timeout_s:g} s)")
+    env = {**os.environ, "ESCRIBA_LOG_LEVEL": "WARNING", **_engine_env(args)}
+    result = await asyncio.to_thread(rss.measure, args.rss_s, args.rss_timeout_s, env)
+    keys["transcription_peak_rss_mb_60min"] = result.peak_rss_mb
+    details["transcription_rss"] = {
+        "audio_s": result.audio_s,
+        "speech_s": result.speech_s,
+        "words": result.words,
+        "peak_rss_mb": result.peak_rss_mb,
+        "rss_after_model_load_mb": result.model_rss_mb,
+        "wall_s": result.wall_s,
+        "complete": result.complete,
+    }
+
+
+# Report -----------------------------------------------------------------------------------------
+
+
+def _machine() -> dict[str, Any]:
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "load_average_1m": os.getloadavg()[0],
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def _met(key: str, value: float) -> bool | None:
+    target, sense = TARGETS.get(key, (None, None))
+    if target is None or not math.isfinite(value):
+        return None
+    return value >= target if sense == "min" else value <= target
+
+
+def _table(keys: dict[str, Any]) -> str:
+    lines = [f"{'key':<48} {'value':>12} {'target':>8}  met", "-" * 76]
+    for key, value in keys.items():
+        target, sense = TARGETS.get(key, (None, None))
+        met = _met(key, value)
+        shown = "" if target is None else (">= " if sense == "min" else "<= ") + f"{target:g}"
+        mark = {True: "yes", False: "NO", None: ""}[met]
+        lines.append(f"{key:<48} {value:>12.3f} {shown:>8}  {mark}")
+    return "\n".join(lines)
+
+
+async def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--only", action="append", choices=PARTS, help="run only these parts (repeatable)")
+    parser.add_argument("--skip", action="append", choices=PARTS, default=[], help="leave these parts out")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results file (JSON)")
+    parser.add_argument("--device", default="", help="transcription device (cpu, cuda); default: the setting")
+    parser.add_argument("--compute-type", default="", help="CTranslate2 precision; default: the setting")
+    parser.add_argument("--model", default="", help="model directory or name; default: the bundled tiny.en")
+    parser.add_argument("--long-s", type=float, default=300.0, help="length of the long recordings (s)")
+    parser.add_argument("--clips", type=int, default=100, help="short clips submitted at once")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="tasks in the ListTasks table")
+    parser.add_argument("--rss-s", type=float, default=3600.0, help="memory test recording length (s)")
+    parser.add_argument("--rss-timeout-s", type=float, default=900.0, help="memory test time limit (s)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    parts = [p for p in (args.only or PARTS) if p not in args.skip]
+    runners: dict[str, Callable[[argparse.Namespace, dict[str, Any], dict[str, Any]], Awaitable[None]]] = {
+        "transcription": _transcription,
+        "preprocess": _preprocess,
+        "listing": _listing,
+        "rss": _rss,
+    }
+    keys: dict[str, Any] = {}
+    details: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    for part in parts:
+        started = time.perf_counter()
+        await runners[part](args, keys, details)
+        seconds[part] = time.perf_counter() - started
+
+    previous: dict[str, Any] = {}
+    if set(parts) != set(PARTS) and args.out.exists():
+        previous = json.loads(args.out.read_text())
+    merged_keys = {**previous.get("keys", {}), **keys}
+    order = [*TARGETS, *sorted(set(merged_keys) - set(TARGETS))]
+    ordered_keys = {k: merged_keys[k] for k in order if k in merged_keys}
+    report = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "parts_run": parts,
+        "machine": _machine(),
+        "keys": ordered_keys,
+        "targets": {
+            k: {"target": TARGETS[k][0], "sense": TARGETS[k][1], "met": _met(k, merged_keys[k])}
+            for k in TARGETS
+            if k in merged_keys and TARGETS[k][0] is not None
+        },
+        "seconds_by_part": {**previous.get("seconds_by_part", {}), **seconds},
+        "details": {**previous.get("details", {}), **details},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+    print()
+    print(_table(ordered_keys))
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
