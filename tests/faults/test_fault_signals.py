@@ -57,13 +57,22 @@ async def status_of(run: FaultRun, task_id: str) -> tuple[str, dict[str, int]]:
     return row["status"], json.loads(row["stage_attempts"])
 
 
-async def any_in_status(run: FaultRun, status: str) -> bool:
+async def reached(run: FaultRun, service: str) -> bool:
+    """Some task got to ``service``'s stage (or past it): the stage has work from this run now.
+
+    A task in the stage's own status is the signal to aim for, but a fast stage (correction takes
+    milliseconds) may be passed between two polls, so a task beyond it counts too: the other tasks,
+    still behind it, keep the stage busy.
+    """
+    statuses = ["preprocessing", "transcribing", "correcting", "completed", "failed"]
+    later = statuses[statuses.index(STAGE_STATUS[service]) :]
     conn = await connect_db(run.dsn, run.schema)
     try:
         found = await conn.fetchval(
-            "SELECT count(*) FROM transcription_tasks WHERE id = ANY($1::uuid[]) AND status = $2",
+            "SELECT count(*) FROM transcription_tasks"
+            " WHERE id = ANY($1::uuid[]) AND status = ANY($2::text[])",
             [uuid.UUID(t) for t in run.ids],
-            status,
+            later,
         )
     finally:
         await conn.close()
@@ -123,7 +132,7 @@ async def test_sigterm_during_work(
             await run.submit_all(client, paths)
 
             async def busy() -> bool:
-                return await any_in_status(run, STAGE_STATUS[service])
+                return await reached(run, service)
 
             await poll_until(busy, timeout_s=120, interval_s=0.02, what=f"work in {service}")
             victim.send_signal(signal.SIGTERM)
