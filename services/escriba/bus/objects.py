@@ -25,6 +25,8 @@ from nats.js.object_store import ObjectStore
 from escriba.bus.errors import BusUnavailableError, ObjectMissingError, ObjectReadError, TopologyError
 
 DEFAULT_CHUNK_BYTES = 256 * 1024
+#: Longest one object read may take (a 1 GiB upload at a slow 10 MB/s is under two minutes).
+READ_TIMEOUT_S = 600.0
 # Uploads up to this size are spooled in memory, larger ones in a temporary file.
 SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
 
@@ -117,7 +119,10 @@ class AudioStore:
 
     async def _get(self, name: str, sink: IO[bytes]) -> StoredObject:
         try:
-            result = await self._store.get(name, writeinto=sink)  # type: ignore[arg-type]
+            # nats-py waits for an object's chunks without a deadline: an object whose chunks are gone
+            # would hang its job forever (kept alive by heartbeats). Bound it; a timeout is retried.
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                result = await self._store.get(name, writeinto=sink)  # type: ignore[arg-type]
         except ObjectNotFoundError as exc:
             raise ObjectMissingError(
                 f"object {name} is not in {self.bucket} (expired or never stored)"
