@@ -151,11 +151,10 @@ def test_services_run_the_cli_with_native_grpc_probes_on_the_configured_port(nam
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         assert ports["grpc"] == int(env["ESCRIBA_GRPC_PORT"])
         assert ports["metrics"] == int(env["ESCRIBA_METRICS_PORT"])
-        # Kubelet probes cannot speak TLS: under TLS they use the plaintext health-only port.
-        tls = bool(env.get("ESCRIBA_TLS_CERT_FILE"))
-        assert ("health" in ports) == tls
-        probe_port = int(env["ESCRIBA_GRPC_HEALTH_PORT"]) if tls else ports["grpc"]
-        assert probe_port == ports["health" if tls else "grpc"]
+        # Probes use the plaintext health-only port: kubelet cannot speak TLS, and a saturated gRPC
+        # port (ESCRIBA_GRPC_MAX_CONCURRENT_RPCS) must not fail liveness.
+        probe_port = int(env["ESCRIBA_GRPC_HEALTH_PORT"])
+        assert probe_port == ports["health"] != ports["grpc"]
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert c[probe]["grpc"]["port"] == probe_port, (component, probe)
         assert c["readinessProbe"]["grpc"]["service"] == HEALTH_NAMES[component]
@@ -385,8 +384,9 @@ def test_helm_test_pod_checks_the_gateway_health() -> None:
     pods = [o for o in objects("default", "Pod") if "test" in hooks(o)]
     assert len(pods) == 1
     args = pods[0]["spec"]["containers"][0]["args"]
-    gateway_port = deployment("default", "gateway")["spec"]["template"]["spec"]["containers"][0]["ports"][0]
-    assert args[1] == f"{helm.RELEASE}-gateway.{helm.NAMESPACE}.svc:{gateway_port['containerPort']}"
+    ports = deployment("default", "gateway")["spec"]["template"]["spec"]["containers"][0]["ports"]
+    health_port = next(p["containerPort"] for p in ports if p["name"] == "health")
+    assert args[1] == f"{helm.RELEASE}-gateway.{helm.NAMESPACE}.svc:{health_port}"
     assert args[2] == HEALTH_NAMES["gateway"]
     assert "Check(" in args[0]
     assert [o for o in objects("autoscaling-off", "Pod")] == []  # tests.enabled=false there

@@ -28,12 +28,12 @@ dict so a key given in `config` replaces the chart's own instead of duplicating 
   "ESCRIBA_DATABASE_SCHEMA" (toString $v.database.schema)
   "ESCRIBA_DATABASE_POOL_MAX_SIZE" (include "escriba.envValue" $v.database.poolMaxSize)
 -}}
+{{- $_ := set $data "ESCRIBA_GRPC_HEALTH_PORT" (include "escriba.envValue" $v.grpc.healthPort) }}
 {{- if $v.grpcTls.enabled }}
 {{- $dir := "/var/run/escriba/grpc-tls" }}
 {{- $_ := required "grpcTls.secretName is required when grpcTls.enabled" $v.grpcTls.secretName }}
 {{- $_ = set $data "ESCRIBA_TLS_CERT_FILE" (printf "%s/tls.crt" $dir) }}
 {{- $_ = set $data "ESCRIBA_TLS_KEY_FILE" (printf "%s/tls.key" $dir) }}
-{{- $_ = set $data "ESCRIBA_GRPC_HEALTH_PORT" (include "escriba.envValue" $v.grpcTls.healthPort) }}
 {{- if $v.grpcTls.mutual }}
 {{- $_ = set $data "ESCRIBA_TLS_CA_FILE" (printf "%s/ca.crt" $dir) }}
 {{- $_ = set $data "ESCRIBA_TLS_CLIENT_CERT_FILE" (printf "%s/tls.crt" $dir) }}

@@ -370,9 +370,9 @@ auth files (the gateway's tokens and JWT keys only on the gateway). Call with (d
 {{- end }}
 {{- end }}
 
-{{/* The port kubelet probes and `helm test` use: the gRPC port, or the plaintext health port under TLS. */}}
+{{/* The port kubelet probes and `helm test` use: the plaintext health-only port. */}}
 {{- define "escriba.probePort" -}}
-{{- if .Values.grpcTls.enabled }}{{ .Values.grpcTls.healthPort }}{{ else }}{{ .Values.grpc.port }}{{ end }}
+{{ .Values.grpc.healthPort }}
 {{- end }}
 
 {{/* The gRPC health service name each service reports (grpc.health.v1, per-service status). */}}
