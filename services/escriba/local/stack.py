@@ -186,7 +186,11 @@ class LocalStack:
             ),
             StageWorkerComponent(
                 runtime,
-                TranscriptionStage(runtime, transcription.engine),
+                TranscriptionStage(
+                    runtime,
+                    transcription.engine,
+                    max_audio_in_flight_s=transcription_settings.max_audio_in_flight_s,
+                ),
                 max_in_flight=transcription.engine.request_slots + 1,
             ),
             StageWorkerComponent(runtime, CorrectionStage(runtime, correction.corrector), max_in_flight=4),

@@ -55,7 +55,9 @@ async def serve(port: int | None = None) -> None:
     component = TranscriptionComponent(settings)
     components = stage_components(
         component,
-        lambda runtime: TranscriptionStage(runtime, component.engine),
+        lambda runtime: TranscriptionStage(
+            runtime, component.engine, max_audio_in_flight_s=settings.max_audio_in_flight_s
+        ),
         name="transcription",
         # One more job than requests run at once (enough to fill shared batches when they are on), so the
         # next one is fetched while the others decode.

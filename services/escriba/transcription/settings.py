@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from escriba.common.settings import at_least, between, setting, settings_class
+from escriba.common.settings import at_least, between, positive, setting, settings_class
 from escriba.transcription.batching import BatchTable, check_batch_table
 from escriba.transcription.devices import COMPUTE_TYPES, DEVICES
 from escriba.transcription.options import (
@@ -100,6 +100,13 @@ class TranscriptionSettings:
         DEFAULT_BATCH_SIZES_CUDA,
         "batch size by audio length on CUDA: SECONDS:BATCH pairs, e.g. '600:16,inf:32'",
         check=check_batch_table,
+    )
+    max_audio_in_flight_s: float = setting(
+        "ESCRIBA_TRANSCRIPTION_MAX_AUDIO_IN_FLIGHT_S",
+        4 * 3600.0,
+        "seconds of audio one worker holds decoded at once across its pipeline jobs (about 230 MB of "
+        "host memory an hour); a longer single job still runs alone",
+        check=positive,
     )
     cross_task_batching: bool = setting(
         "ESCRIBA_TRANSCRIPTION_CROSS_TASK_BATCHING",

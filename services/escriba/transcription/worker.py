@@ -15,6 +15,7 @@ import zlib
 from escriba.audio.pcm import decode_pcm
 from escriba.bus import Job
 from escriba.common import convert, metrics
+from escriba.pipeline.budget import AudioBudget
 from escriba.pipeline.runtime import PipelineRuntime
 from escriba.pipeline.stage import StageHandler
 from escriba.stages import Stage
@@ -47,9 +48,12 @@ class TranscriptionStage(StageHandler[jobs_pb2.TranscribeJob]):
     stage = Stage.TRANSCRIPTION
     job_type = jobs_pb2.TranscribeJob
 
-    def __init__(self, runtime: PipelineRuntime, engine: WhisperEngine) -> None:
+    def __init__(
+        self, runtime: PipelineRuntime, engine: WhisperEngine, *, max_audio_in_flight_s: float
+    ) -> None:
         super().__init__(runtime)
         self.engine = engine
+        self.budget = AudioBudget(max_audio_in_flight_s)
 
     async def process(self, message: jobs_pb2.TranscribeJob, job: Job) -> None:
         pipeline = self.pipeline
@@ -72,9 +76,12 @@ class TranscriptionStage(StageHandler[jobs_pb2.TranscribeJob]):
             duration_ms = 0.0
         else:
             metrics.CACHE_REQUESTS.labels("transcript", "miss").inc()
-            data = await pipeline.normalized.get_bytes(message.audio_object)
-            samples = await asyncio.to_thread(decode_pcm, data)
-            result = await self.engine.transcribe_async(samples, options)
+            async with self.budget.hold(message.audio.duration_s):
+                data = await pipeline.normalized.get_bytes(message.audio_object)
+                samples = await asyncio.to_thread(decode_pcm, data)
+                del data
+                result = await self.engine.transcribe_async(samples, options)
+                del samples
             duration_ms = result.inference_ms
             metrics.AUDIO_SECONDS.labels("transcription").inc(result.duration_s)
             if result.batch_size:

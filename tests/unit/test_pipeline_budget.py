@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from escriba.pipeline.budget import AudioBudget
+
+pytestmark = pytest.mark.timeout(10)
+
+
+async def test_jobs_wait_for_room_and_a_large_job_runs_alone() -> None:
+    budget = AudioBudget(100.0)
+    order: list[str] = []
+    release_a = asyncio.Event()
+
+    async def job(name: str, seconds: float, gate: asyncio.Event | None = None) -> None:
+        async with budget.hold(seconds):
+            order.append(f"start {name}")
+            if gate is not None:
+                await gate.wait()
+        order.append(f"end {name}")
+
+    a = asyncio.create_task(job("a", 80.0, release_a))
+    await asyncio.sleep(0)
+    b = asyncio.create_task(job("b", 30.0))  # 80 + 30 > 100: waits for a
+    big = asyncio.create_task(job("big", 500.0))  # over the whole budget: runs only alone
+    await asyncio.sleep(0.05)
+    assert order == ["start a"] and budget.used_s == 80.0
+    release_a.set()
+    await asyncio.gather(a, b, big)
+    assert order.index("end a") < order.index("start b")
+    assert order.index("end a") < order.index("start big")
+    assert budget.used_s == 0.0
+
+
+async def test_small_jobs_share_the_budget() -> None:
+    budget = AudioBudget(100.0)
+    inside = 0
+    peak = 0
+
+    async def job() -> None:
+        nonlocal inside, peak
+        async with budget.hold(25.0):
+            inside += 1
+            peak = max(peak, inside)
+            await asyncio.sleep(0.01)
+            inside -= 1
+
+    await asyncio.gather(*(job() for _ in range(10)))
+    assert peak == 4
+
+
+def test_budget_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        AudioBudget(0)
