@@ -123,3 +123,24 @@ def test_every_variable_is_documented_with_the_prefix() -> None:
         documented
     )
     assert all(doc.strip() for doc in documented.values())
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [("max 100000", None), ("150000 100000", 2), ("100000 100000", 1), ("50000 100000", 1), ("junk", None)],
+)
+def test_cgroup_cpu_limit(tmp_path, content: str, expected: int | None) -> None:
+    from escriba.transcription.devices import cgroup_cpu_limit, resolve_cpu_threads
+
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text(content + "\n")
+    assert cgroup_cpu_limit(cpu_max) == expected
+    threads = resolve_cpu_threads(0, cpu_max)
+    assert 1 <= threads <= (expected or threads)
+    assert resolve_cpu_threads(3, cpu_max) == 3
+
+
+def test_no_cgroup_file_means_no_limit(tmp_path) -> None:
+    from escriba.transcription.devices import cgroup_cpu_limit
+
+    assert cgroup_cpu_limit(tmp_path / "missing") is None

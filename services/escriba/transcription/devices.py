@@ -6,7 +6,9 @@ container image serves GPU and CPU nodes alike without per-node configuration.
 
 from __future__ import annotations
 
+import math
 import os
+from pathlib import Path
 
 import ctranslate2
 
@@ -52,11 +54,31 @@ def resolve_compute_type(requested: str, device: str) -> str:
     return "int8_float16" if device == "cuda" else "int8"
 
 
-def resolve_cpu_threads(requested: int) -> int:
-    """0 means every CPU this process may run on, rather than CTranslate2's fixed default of 4, which
-    oversubscribes a small node and under-uses a large one."""
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def cgroup_cpu_limit(cpu_max: Path = CGROUP_CPU_MAX) -> int | None:
+    """The container's CPU limit (cgroup v2 ``cpu.max``: "QUOTA PERIOD" or "max PERIOD"), rounded up."""
+    try:
+        quota, _, period = cpu_max.read_text().strip().partition(" ")
+    except OSError:
+        return None
+    if quota == "max" or not period:
+        return None
+    try:
+        return max(1, math.ceil(int(quota) / int(period)))
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def resolve_cpu_threads(requested: int, cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """0 means every CPU this process may use: its affinity, capped by a container CPU limit (a pod
+    limited to 2 CPUs on a 64-core node must not start 64 threads), rather than CTranslate2's fixed
+    default of 4, which oversubscribes a small node and under-uses a large one."""
     if requested < 0:
         raise ValueError(f"CPU threads must be >= 0, got {requested}")
     if requested:
         return requested
-    return len(os.sched_getaffinity(0)) or 1
+    available = len(os.sched_getaffinity(0)) or 1
+    limit = cgroup_cpu_limit(cpu_max)
+    return min(available, limit) if limit else available
