@@ -27,6 +27,8 @@ from escriba.common.tracing import TracingInterceptor
 log = logging.getLogger(__name__)
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
+#: Least time each component gets to stop after the grace period is spent (close connections cleanly).
+COMPONENT_STOP_FLOOR_S = 2.0
 
 
 @settings_class
@@ -121,14 +123,22 @@ class RunningServer:
                 await self.health.set(name, status)
 
     async def shutdown(self) -> None:
-        """Health NOT_SERVING, stop accepting, let in-flight RPCs finish (bounded), then stop components."""
+        """Health NOT_SERVING, stop accepting, let in-flight RPCs finish, then stop components.
+
+        One deadline covers it all: the components (workers handing back jobs, NATS drain, pool close)
+        share what the RPC drain left of the grace period, each with a short floor to close cleanly, so
+        the whole shutdown takes at most the grace period plus a few seconds per component.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.grace_s
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.grace_s)
         if self.health_server is not None:
             await self.health_server.stop(0)
         for component in reversed(self.components):
+            remaining = max(deadline - loop.time(), COMPONENT_STOP_FLOOR_S)
             try:
-                await asyncio.wait_for(component.stop(), timeout=max(self.grace_s, 1.0))
+                await asyncio.wait_for(component.stop(), timeout=remaining)
             except Exception:
                 log.exception("component stop failed")
 
