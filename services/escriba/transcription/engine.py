@@ -409,6 +409,21 @@ class WhisperEngine:
             speech_pad_ms=opts.vad.speech_pad_ms,
         )
 
+    @classmethod
+    def _decoding_kwargs(cls, opts: TranscriptionOptions) -> dict[str, Any]:
+        """The options both faster-whisper entry points (batched and sequential) take alike."""
+        return {
+            "language": opts.language,
+            "beam_size": opts.beam_size,
+            "temperature": opts.temperature,
+            "initial_prompt": opts.initial_prompt,
+            "hotwords": opts.hotwords,
+            "word_timestamps": opts.word_timestamps,
+            "without_timestamps": not opts.segment_timestamps,
+            "vad_filter": opts.vad.enabled,
+            "vad_parameters": cls._vad_options(opts) if opts.vad.enabled else None,
+        }
+
     def _batched(
         self,
         model: WhisperModel,
@@ -420,15 +435,7 @@ class WhisperEngine:
         pipeline = BatchedInferencePipeline(model)
         return pipeline.transcribe(  # type: ignore[no-any-return]
             audio,
-            language=opts.language,
-            beam_size=opts.beam_size,
-            temperature=opts.temperature,
-            initial_prompt=opts.initial_prompt,
-            hotwords=opts.hotwords,
-            word_timestamps=opts.word_timestamps,
-            without_timestamps=not opts.segment_timestamps,
-            vad_filter=opts.vad.enabled,
-            vad_parameters=self._vad_options(opts) if opts.vad.enabled else None,
+            **self._decoding_kwargs(opts),
             clip_timestamps=None if opts.vad.enabled else _fixed_windows(duration_s),
             batch_size=batch_size,
         )
@@ -472,15 +479,5 @@ class WhisperEngine:
         self, model: WhisperModel, audio: npt.NDArray[np.float32], opts: TranscriptionOptions
     ) -> tuple[Iterable[Any], Any]:
         return model.transcribe(  # type: ignore[no-any-return]
-            audio,
-            language=opts.language,
-            beam_size=opts.beam_size,
-            temperature=opts.temperature,
-            initial_prompt=opts.initial_prompt,
-            hotwords=opts.hotwords,
-            word_timestamps=opts.word_timestamps,
-            without_timestamps=not opts.segment_timestamps,
-            condition_on_previous_text=True,
-            vad_filter=opts.vad.enabled,
-            vad_parameters=self._vad_options(opts) if opts.vad.enabled else None,
+            audio, **self._decoding_kwargs(opts), condition_on_previous_text=True
         )
