@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 import pytest_asyncio
 
-from escriba.common.client import byte_chunks, write_all
 from escriba.common.grpc_server import Component
 from escriba.common.settings import load
 from escriba.preprocess.server import PreprocessComponent
@@ -19,13 +17,10 @@ from escriba.transcription.server import TranscriptionComponent
 from escriba.transcription.settings import TranscriptionSettings
 from escriba.v1 import (
     common_pb2,
-    preprocess_pb2,
-    preprocess_pb2_grpc,
-    transcription_pb2,
-    transcription_pb2_grpc,
 )
 from tests.support import media
 from tests.support.grpc_servers import serving
+from tests.support.stage_clients import preprocess, transcribe
 from tests.support.text import JFK_REFERENCE, normalize, wer
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(300)]
@@ -41,44 +36,8 @@ async def channel() -> AsyncIterator[grpc.aio.Channel]:
         yield ch
 
 
-async def preprocess(channel: grpc.aio.Channel, data: bytes) -> bytes:
-    stub = preprocess_pb2_grpc.PreprocessServiceStub(channel)
-
-    def requests() -> Iterator[preprocess_pb2.PreprocessRequest]:
-        yield preprocess_pb2.PreprocessRequest(config=preprocess_pb2.PreprocessConfig())
-        for chunk in byte_chunks(data):
-            yield preprocess_pb2.PreprocessRequest(chunk=chunk)
-
-    call = stub.Preprocess()
-    writer = asyncio.create_task(write_all(call, requests()))
-    audio = bytearray()
-    async for response in call:
-        if response.WhichOneof("payload") == "chunk":
-            audio += response.chunk
-    await writer
-    return bytes(audio)
-
-
-async def transcribe(
-    channel: grpc.aio.Channel, audio: bytes, options: common_pb2.TranscriptionOptions | None = None
-) -> transcription_pb2.Transcript:
-    stub = transcription_pb2_grpc.TranscriptionServiceStub(channel)
-
-    def requests() -> Iterator[transcription_pb2.TranscribeRequest]:
-        config = transcription_pb2.TranscribeConfig(options=options or common_pb2.TranscriptionOptions())
-        yield transcription_pb2.TranscribeRequest(config=config)
-        for chunk in byte_chunks(audio):
-            yield transcription_pb2.TranscribeRequest(chunk=chunk)
-
-    call = stub.Transcribe()
-    writer = asyncio.create_task(write_all(call, requests()))
-    response: transcription_pb2.TranscribeResponse = await call
-    await writer
-    return response.transcript
-
-
 async def test_preprocess_then_transcribe_jfk(channel: grpc.aio.Channel) -> None:
-    canonical = await preprocess(channel, media.JFK.read_bytes())
+    _, canonical = await preprocess(channel, media.JFK.read_bytes())
     transcript = await transcribe(channel, canonical)
     assert wer(JFK_REFERENCE, transcript.text) <= 0.10, transcript.text
     assert transcript.language == "en"
@@ -90,8 +49,8 @@ async def test_preprocess_then_transcribe_jfk(channel: grpc.aio.Channel) -> None
 async def test_reencoded_speech_gives_the_same_text(channel: grpc.aio.Channel, encoder: str) -> None:
     samples, rate = media.speech("jfk.flac")
     data = getattr(media, encoder)(samples, rate)
-    reference = await transcribe(channel, await preprocess(channel, media.JFK.read_bytes()))
-    other = await transcribe(channel, await preprocess(channel, data))
+    reference = await transcribe(channel, (await preprocess(channel, media.JFK.read_bytes()))[1])
+    other = await transcribe(channel, (await preprocess(channel, data))[1])
     assert normalize(other.text) == normalize(reference.text) or wer(reference.text, other.text) <= 0.05
 
 
@@ -102,7 +61,7 @@ async def test_unprocessed_audio_is_decoded_by_the_transcription_service(channel
 
 
 async def test_hotword_brings_the_product_name(channel: grpc.aio.Channel) -> None:
-    canonical = await preprocess(channel, media.HOTWORDS.read_bytes())
+    _, canonical = await preprocess(channel, media.HOTWORDS.read_bytes())
     transcript = await transcribe(channel, canonical, common_pb2.TranscriptionOptions(hotwords="ComfyUI"))
     assert "ComfyUI" in transcript.text
 
