@@ -15,4 +15,8 @@ def data_dir() -> Path:
 
 
 # Fixture modules shared across suites (real servers started on free ports with temporary storage).
-pytest_plugins: list[str] = ["tests.support.postgres_fixtures", "tests.support.nats_fixtures"]
+pytest_plugins: list[str] = [
+    "tests.support.postgres_fixtures",
+    "tests.support.nats_fixtures",
+    "tests.support.stack_fixtures",
+]

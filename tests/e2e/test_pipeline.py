@@ -3,34 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from escriba.client import EscribaClient, make_spec
-from escriba.local.nats import EmbeddedNats
 from escriba.local.stack import LocalStack
 from escriba.pipeline.taskpb import status_from_pb
 from escriba.v1 import tasks_pb2
 from tests.support import media
-from tests.support.stack import run_task, run_tasks, stack_config, status_name
+from tests.support.stack import run_task, run_tasks, status_name
 from tests.support.text import JFK_REFERENCE, wer
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(600)]
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def stack(nats_server: EmbeddedNats, postgres_dsn: str) -> AsyncIterator[LocalStack]:
-    async with LocalStack(stack_config(nats_server.url, postgres_dsn)) as running:
-        yield running
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def client(stack: LocalStack) -> AsyncIterator[EscribaClient]:
-    async with EscribaClient(stack.address) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

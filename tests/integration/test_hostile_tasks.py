@@ -43,12 +43,6 @@ async def stack(nats_server: EmbeddedNats, postgres_dsn: str) -> AsyncIterator[L
         yield running
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def client(stack: LocalStack) -> AsyncIterator[EscribaClient]:
-    async with EscribaClient(stack.address) as c:
-        yield c
-
-
 async def task_rows(stack: LocalStack) -> int:
     assert stack.runtime is not None
     count = await stack.runtime.pipeline.pool.fetchval("SELECT count(*) FROM transcription_tasks")

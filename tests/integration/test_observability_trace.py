@@ -9,12 +9,11 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -24,27 +23,13 @@ from opentelemetry.trace import SpanKind, StatusCode
 from escriba.client import EscribaClient
 from escriba.common import tracing
 from escriba.common.logging import JsonFormatter
-from escriba.local.nats import EmbeddedNats
-from escriba.local.stack import LocalStack
 from tests.support import media
-from tests.support.stack import run_task, stack_config, status_name
+from tests.support.stack import run_task, status_name
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(300)]
 
 CREATE = "escriba.v1.TaskService/CreateTask"
 STAGES = ("preprocess", "transcription", "correction")
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def stack(nats_server: EmbeddedNats, postgres_dsn: str) -> AsyncIterator[LocalStack]:
-    async with LocalStack(stack_config(nats_server.url, postgres_dsn)) as running:
-        yield running
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def client(stack: LocalStack) -> AsyncIterator[EscribaClient]:
-    async with EscribaClient(stack.address) as c:
-        yield c
 
 
 @contextmanager
