@@ -9,8 +9,7 @@ leaving the block settles it with a short deadline, so its tasks are still count
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -23,6 +22,7 @@ from escriba.local.stack import LocalStack, StackConfig
 from tests.faults.ledger import Audit, Ledger, audit, existing_ids, terminal_event_statuses, wait_terminal
 from tests.support import media
 from tests.support.stack import stack_config
+from tests.support.waiting import poll_until
 
 #: Timings for fault runs: FAST_PIPELINE's short ack wait and heartbeats, with the production number of
 #: deliveries and a backoff long enough (7.5 s over five deliveries) to ride out a server restart.
@@ -33,22 +33,6 @@ FAULT_ENV = {
     "ESCRIBA_DATABASE_CONNECT_ATTEMPTS": "5",
 }
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
-
-
-async def poll_until(
-    condition: Callable[[], Awaitable[bool] | bool], *, timeout_s: float, interval_s: float = 0.1, what: str
-) -> None:
-    """Wait until ``condition()`` holds; raise TimeoutError naming ``what`` when it never does."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:g} s waiting for {what}")
-        await asyncio.sleep(interval_s)
 
 
 def fault_config(

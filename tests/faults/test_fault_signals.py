@@ -29,10 +29,10 @@ from tests.faults.scenario import (
     assert_clean,
     distinct_clips,
     fault_config,
-    poll_until,
     write_clips,
 )
 from tests.support import media
+from tests.support.waiting import poll_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(300)]
 

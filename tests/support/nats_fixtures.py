@@ -8,9 +8,7 @@ kills the server takes ``nats_server_private`` instead of the shared one.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from nats.js.client import JetStreamContext
 
 from escriba.bus import BusNames, NatsSettings, connect, delete_topology, ensure_topology
 from escriba.local.nats import EmbeddedNats
+from tests.support.waiting import poll_until
 
 #: Short enough that redelivery paths run in seconds, long enough for a loaded 2-core machine.
 TEST_SETTINGS: dict[str, Any] = {
@@ -72,16 +71,10 @@ async def eventually(
     condition: Callable[[], bool | Awaitable[bool]], *, timeout_s: float = 15.0, what: str = "condition"
 ) -> None:
     """Wait until ``condition()`` holds; fail the test (not hang it) when it never does."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:g}s waiting for {what}")
-        await asyncio.sleep(0.02)
+    try:
+        await poll_until(condition, timeout_s=timeout_s, interval_s=0.02, what=what)
+    except TimeoutError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")
