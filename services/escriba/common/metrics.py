@@ -21,6 +21,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from escriba.common.rpc_handlers import Behavior, wrap_handler
 from escriba.common.tracing import escriba_cause
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -211,7 +212,6 @@ def register_gpu_metrics(registry: CollectorRegistry = REGISTRY, nvml: Any = Non
 
 # gRPC -----------------------------------------------------------------------------------------------
 
-Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
 #: How an RPC ends when its caller goes away: counted as CANCELLED, not as an error of the service.
 _GONE = (asyncio.CancelledError, GeneratorExit)
 
@@ -228,21 +228,11 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method = handler_call_details.method
         if handler is None or method.startswith(("/grpc.health", "/grpc.reflection")):
             return handler
-        kinds = (
-            ("unary_unary", grpc.unary_unary_rpc_method_handler, _timed),
-            ("stream_unary", grpc.stream_unary_rpc_method_handler, _timed),
-            ("unary_stream", grpc.unary_stream_rpc_method_handler, _timed_stream),
-            ("stream_stream", grpc.stream_stream_rpc_method_handler, _timed_stream),
+        return wrap_handler(
+            handler,
+            unary=lambda behavior: _timed(behavior, method),
+            streaming=lambda behavior: _timed_stream(behavior, method),
         )
-        for attr, make, wrap in kinds:
-            behavior = getattr(handler, attr)
-            if behavior is not None:
-                return make(
-                    wrap(behavior, method),
-                    request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer,
-                )
-        return handler
 
 
 def rpc_stage(method: str) -> str:

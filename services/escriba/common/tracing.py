@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from escriba.common.errors import EscribaError
+from escriba.common.rpc_handlers import Behavior, wrap_handler
 from escriba.common.settings import SettingsError
 
 TRACER_NAME = "escriba"
@@ -192,7 +193,6 @@ def producer_span(name: str, attributes: Mapping[str, Any]) -> Iterator[Span]:
 
 # gRPC server --------------------------------------------------------------------------------------
 
-Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
 _UNTRACED = ("/grpc.health", "/grpc.reflection")
 
 
@@ -266,23 +266,11 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         }
         name = method.lstrip("/")
         attributes = _rpc_attributes(method)
-        kinds = (
-            ("unary_unary", grpc.unary_unary_rpc_method_handler, False),
-            ("stream_unary", grpc.stream_unary_rpc_method_handler, False),
-            ("unary_stream", grpc.unary_stream_rpc_method_handler, True),
-            ("stream_stream", grpc.stream_stream_rpc_method_handler, True),
+        return wrap_handler(
+            handler,
+            unary=lambda behavior: _traced(behavior, name, metadata, attributes),
+            streaming=lambda behavior: _traced_stream(behavior, name, metadata, attributes),
         )
-        for attr, make, streaming in kinds:
-            behavior = getattr(handler, attr)
-            if behavior is None:
-                continue
-            wrap = _traced_stream if streaming else _traced
-            return make(
-                wrap(behavior, name, metadata, attributes),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
 
 
 def _traced(
