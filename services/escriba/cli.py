@@ -35,7 +35,6 @@ SERVICES = {
 }
 
 
-TERMINAL = {"completed", "failed", "cancelled"}
 __all__ = ["SERVICES", "SETTINGS_MODULES", "build_parser", "main"]
 
 

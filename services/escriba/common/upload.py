@@ -53,11 +53,12 @@ async def receive_upload(
     try:
         return await _collect(iterator, max_bytes, config_field, chunk_field)
     except (UploadTooLargeError, MalformedUploadError):
-        await _drain(iterator, drain_limit_bytes)
+        await drain(iterator, drain_limit_bytes)
         raise
 
 
-async def _drain(requests: AsyncIterator[Any], limit: int) -> None:
+async def drain(requests: AsyncIterator[Any], limit: int = DRAIN_LIMIT_BYTES) -> None:
+    """Read and discard what the client still sends, up to ``limit`` bytes of messages."""
     drained = 0
     async for request in requests:
         drained += request.ByteSize()

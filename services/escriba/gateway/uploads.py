@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from escriba.common import convert
 from escriba.common.errors import InvalidInputError
-from escriba.common.upload import MalformedUploadError, UploadTooLargeError
+from escriba.common.upload import DRAIN_LIMIT_BYTES, MalformedUploadError, UploadTooLargeError, drain
 from escriba.correction.corrector import Corrector
 from escriba.correction.settings import CorrectionSettings
 from escriba.transcription.options import TranscriptionOptions
@@ -93,13 +93,9 @@ class UploadStream:
             self._digest.update(request.chunk)
             yield request.chunk
 
-    async def drain(self, limit: int = 256 * 1024 * 1024) -> None:
+    async def drain(self, limit: int = DRAIN_LIMIT_BYTES) -> None:
         """Read what the client still sends (see escriba.common.upload for why)."""
-        drained = 0
-        async for request in self.requests:
-            drained += request.ByteSize()
-            if drained > limit:
-                return
+        await drain(self.requests, limit)
 
 
 async def read_spec(requests: AsyncIterator[tasks_pb2.CreateTaskRequest]) -> tasks_pb2.TaskSpec:
