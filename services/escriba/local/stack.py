@@ -98,9 +98,8 @@ class LocalStack:
         return f"{self.config.host}:{self.port}"
 
     def environment(self) -> dict[str, str]:
-        """The ESCRIBA_* variables every service of this stack runs with."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ESCRIBA_")}
-        env.update({k: v for k, v in os.environ.items() if k.startswith("ESCRIBA_")})
+        """The environment every service of this stack runs with: this process's, then the stack's."""
+        env = dict(os.environ)
         if self.security is not None:
             env.update(self.security.environment())
         env.update(self.config.env)
