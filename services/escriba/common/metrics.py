@@ -98,6 +98,15 @@ _SERVICE_STAGE = {
 }
 
 
+def record_work(stage: str, *, audio_s: float, elapsed_s: float, batch_size: int = 0) -> None:
+    """Audio-seconds processed, real-time factor and (for transcription) batch size of one input."""
+    AUDIO_SECONDS.labels(stage).inc(audio_s)
+    if audio_s > 0:
+        REAL_TIME_FACTOR.labels(stage).observe(elapsed_s / audio_s)
+    if batch_size:
+        BATCH_SIZE.observe(batch_size)
+
+
 def start_metrics_server(port: int) -> None:
     """Serve /metrics on ``port`` (0: metrics stay in-process, e.g. in tests)."""
     if port:

@@ -51,9 +51,7 @@ class PreprocessServicer(preprocess_pb2_grpc.PreprocessServiceServicer):
                 )
         elapsed = time.perf_counter() - started
         metrics.STAGE_LATENCY.labels(STAGE).observe(elapsed)
-        metrics.AUDIO_SECONDS.labels(STAGE).inc(result.info.duration_s)
-        if result.info.duration_s > 0:
-            metrics.REAL_TIME_FACTOR.labels(STAGE).observe(elapsed / result.info.duration_s)
+        metrics.record_work(STAGE, audio_s=result.info.duration_s, elapsed_s=elapsed)
         yield preprocess_pb2.PreprocessResponse(info=convert.audio_info_to_pb(result.info))
         audio = result.audio
         for offset in range(0, len(audio), OUTPUT_CHUNK_BYTES):

@@ -45,14 +45,11 @@ class PreprocessStage(StageHandler[jobs_pb2.PreprocessJob]):
             data = await pipeline.uploads.get_bytes(message.audio_object)
             work_started = time.perf_counter()
             result = await asyncio.to_thread(self.engine.run, data, filename=message.filename)
-            if result.info.duration_s > 0:
-                metrics.REAL_TIME_FACTOR.labels("preprocess").observe(
-                    (time.perf_counter() - work_started) / result.info.duration_s
-                )
+            work_s = time.perf_counter() - work_started
             info = convert.audio_info_to_pb(result.info)
             header = base64.b64encode(info.SerializeToString()).decode()
             await pipeline.normalized.put_bytes(key, result.audio, headers={AUDIO_INFO_HEADER: header})
-            metrics.AUDIO_SECONDS.labels("preprocess").inc(info.duration_s)
+            metrics.record_work("preprocess", audio_s=info.duration_s, elapsed_s=work_s)
         else:
             metrics.CACHE_REQUESTS.labels("normalized_audio", "hit").inc()
         duration_ms = (time.perf_counter() - started) * 1000

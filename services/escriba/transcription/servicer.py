@@ -72,9 +72,7 @@ class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServiceServicer)
             transcript = await self.engine.transcribe_async(samples, options)
         elapsed = time.perf_counter() - started
         metrics.STAGE_LATENCY.labels(STAGE).observe(elapsed)
-        metrics.AUDIO_SECONDS.labels(STAGE).inc(transcript.duration_s)
-        if transcript.batch_size:
-            metrics.BATCH_SIZE.observe(transcript.batch_size)
-        if transcript.duration_s > 0:
-            metrics.REAL_TIME_FACTOR.labels(STAGE).observe(elapsed / transcript.duration_s)
+        metrics.record_work(
+            STAGE, audio_s=transcript.duration_s, elapsed_s=elapsed, batch_size=transcript.batch_size
+        )
         return transcription_pb2.TranscribeResponse(transcript=convert.transcript_to_pb(transcript))

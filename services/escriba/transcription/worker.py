@@ -83,13 +83,12 @@ class TranscriptionStage(StageHandler[jobs_pb2.TranscribeJob]):
                 result = await self.engine.transcribe_async(samples, options)
                 del samples
             duration_ms = result.inference_ms
-            metrics.AUDIO_SECONDS.labels("transcription").inc(result.duration_s)
-            if result.batch_size:
-                metrics.BATCH_SIZE.observe(result.batch_size)
-            if result.duration_s > 0:
-                metrics.REAL_TIME_FACTOR.labels("transcription").observe(
-                    result.inference_ms / 1000 / result.duration_s
-                )
+            metrics.record_work(
+                "transcription",
+                audio_s=result.duration_s,
+                elapsed_s=result.inference_ms / 1000,
+                batch_size=result.batch_size,
+            )
             transcript = convert.transcript_to_pb(result)
             await pipeline.transcripts.put(key, zlib.compress(transcript.SerializeToString(), 6))
         write = await pipeline.repo.record_stage_result(
