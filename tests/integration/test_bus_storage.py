@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -58,6 +59,33 @@ async def test_a_missing_object_is_a_permanent_error(bus: Bus) -> None:
     await store.delete("gone")
     await store.delete("gone")  # twice is fine
     assert not await store.exists("gone")
+
+
+@pytest.mark.timeout(60)
+async def test_many_concurrent_reads_finish_without_a_consumer(bus: Bus) -> None:
+    """Reads are bounded direct gets: no push consumer that could miss a chunk and wait forever (a
+    task once stayed in ``transcribing`` that way), and nothing left on the stream afterwards."""
+    store = await AudioStore.open(bus.js, bus.names.normalized_bucket, chunk_bytes=16 * 1024)
+    blobs = {f"obj-{i}": os.urandom(50_000 + 7_919 * i) for i in range(12)}
+    for name, data in blobs.items():
+        await store.put_bytes(name, data)
+    names = [name for name in blobs for _ in range(3)]
+    got = await asyncio.gather(*(store.get_bytes(n) for n in names))
+    assert all(data == blobs[n] for n, data in zip(names, got, strict=True))
+    info = await bus.js.stream_info(f"OBJ_{bus.names.normalized_bucket}")
+    assert info.state.consumer_count == 0
+
+
+@pytest.mark.timeout(60)
+async def test_chunks_lost_under_their_metadata_fail_fast(bus: Bus) -> None:
+    """Metadata still there, chunks gone (purged or expired mid-read): a permanent error, not a hang."""
+    store = await AudioStore.open(bus.js, bus.names.audio_bucket, chunk_bytes=16 * 1024)
+    await store.put_bytes("half", os.urandom(100_000))
+    raw = await store._store.get_info("half")
+    stream = f"OBJ_{bus.names.audio_bucket}"
+    await bus.js.purge_stream(stream, subject=f"$O.{bus.names.audio_bucket}.C.{raw.nuid}")
+    with pytest.raises(ObjectMissingError, match="lost its data"):
+        await store.get_bytes("half")
 
 
 async def test_an_empty_object_round_trips(bus: Bus) -> None:

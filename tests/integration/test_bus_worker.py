@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass, field
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from escriba.bus import (
     DeliveriesExhaustedError,
     Job,
+    JobTimeoutError,
     JobWorker,
     Stage,
     TopologyError,
@@ -175,6 +177,58 @@ async def test_a_permanent_error_gives_up_at_once(bus: Bus) -> None:
     assert isinstance(error, InvalidInputError) and error.reason == "invalid_input"
     assert job.meta.delivery_count == 1
     assert await stream_messages(bus) == 0
+
+
+@pytest.mark.timeout(30)
+async def test_a_hung_job_is_cancelled_at_its_time_limit_retried_and_then_failed(bus: Bus) -> None:
+    """Heartbeats keep a running job alive, so a handler that never returns would hold its task
+    forever; the time limit (base plus per audio-second) turns it into retries and a failed task."""
+    recorder = Recorder()
+    cancelled: list[int] = []
+
+    async def handler(job: Job) -> None:
+        recorder.deliveries.append((job.task_id, job.meta.delivery_count))
+        try:
+            await asyncio.Event().wait()  # never set: an await that never returns
+        except asyncio.CancelledError:
+            cancelled.append(job.meta.delivery_count)
+            raise
+
+    settings = dataclasses.replace(bus.settings, job_timeout_s=0.5, job_timeout_per_audio_s=0.04)
+    assert settings.job_time_limit_s(12.5) == pytest.approx(1.0)
+    worker = JobWorker(
+        bus.nc,
+        stream=bus.names.jobs_stream,
+        consumer=bus.names.consumer(STAGE),
+        handler=handler,
+        on_give_up=recorder.on_give_up,
+        settings=settings,
+    )
+    await publish(bus, "task-hung")
+    async with worker:
+        await eventually(lambda: len(recorder.gave_up) == 1, what="the give-up after the last timeout")
+    max_deliver = bus.settings.max_deliver
+    assert recorder.deliveries == [("task-hung", n) for n in range(1, max_deliver + 1)]
+    assert cancelled == list(range(1, max_deliver + 1))
+    job, error = recorder.gave_up[0]
+    assert isinstance(error, JobTimeoutError) and error.reason == "job_timeout" and error.transient
+    assert "limit of 1 s" in str(error) and job.meta.last_attempt
+    assert await stream_messages(bus) == 0
+
+
+@pytest.mark.timeout(30)
+async def test_a_handlers_own_timeout_is_not_taken_for_the_job_limit(bus: Bus) -> None:
+    recorder = Recorder()
+
+    async def handler(job: Job) -> None:
+        recorder.deliveries.append((job.task_id, job.meta.delivery_count))
+        raise TimeoutError("the model server did not answer")
+
+    await publish(bus, "task-own-timeout")
+    async with make_worker(bus, handler, recorder):
+        await eventually(lambda: len(recorder.gave_up) == 1, what="the give-up")
+    error = recorder.gave_up[0][1]
+    assert type(error) is TimeoutError and str(error) == "the model server did not answer"
 
 
 @pytest.mark.timeout(30)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -11,6 +12,10 @@ from escriba.client import EscribaClient, make_spec
 from escriba.local.stack import StackConfig
 from escriba.pipeline.taskpb import status_from_pb
 from escriba.v1 import tasks_pb2
+
+#: How long a batch of e2e tasks may take: below the e2e tests' own 600 s timeout, so a stuck task is
+#: reported by id and status.
+TASKS_TIMEOUT_S = float(os.environ.get("TEST_TASKS_TIMEOUT_S", "420"))
 
 #: Short timings so retries and redeliveries happen within a test's time.
 FAST_PIPELINE = {
@@ -51,15 +56,22 @@ async def run_task(
 ) -> tasks_pb2.Task:
     """Create a task and follow it to its terminal state."""
     task = await client.create_task(path, spec or make_spec(path.name))
-    async with asyncio.timeout(timeout_s):
-        async for event in client.watch(task.id):
-            if event.HasField("task"):
-                return event.task
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for event in client.watch(task.id):
+                if event.HasField("task"):
+                    return event.task
+    except TimeoutError:
+        # Say which task is stuck and where, instead of letting the test's own timeout hide it.
+        stuck = await client.get(task.id)
+        raise AssertionError(
+            f"task {task.id} ({path.name}) still {status_name(stuck)} after {timeout_s:.0f} s"
+        ) from None
     return await client.get(task.id)
 
 
 async def run_tasks(
-    client: EscribaClient, paths: Iterable[Path], timeout_s: float = 600
+    client: EscribaClient, paths: Iterable[Path], timeout_s: float = TASKS_TIMEOUT_S
 ) -> list[tasks_pb2.Task]:
     return list(await asyncio.gather(*(run_task(client, p, timeout_s=timeout_s) for p in paths)))
 

@@ -7,6 +7,7 @@ from escriba.bus.connection import connect
 from escriba.bus.errors import (
     BusUnavailableError,
     DeliveriesExhaustedError,
+    JobTimeoutError,
     ObjectMissingError,
     ObjectReadError,
     TopologyError,
@@ -42,6 +43,7 @@ __all__ = [
     "Handler",
     "Job",
     "JobMeta",
+    "JobTimeoutError",
     "JobWorker",
     "KvCache",
     "NatsSettings",

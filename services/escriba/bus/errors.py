@@ -33,3 +33,10 @@ class ObjectReadError(TransientError):
     """An object could not be read whole (it changed while being read, or NATS dropped out)."""
 
     reason = "object_read_failed"
+
+
+class JobTimeoutError(TransientError):
+    """A job ran past its time limit and was cancelled; another attempt (maybe on another replica) may
+    finish, and the last one fails the task with this reason."""
+
+    reason = "job_timeout"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import io
 import tempfile
 from collections.abc import AsyncIterable, Mapping
@@ -19,14 +20,12 @@ from typing import IO
 import nats.errors
 from nats.js import api
 from nats.js.client import JetStreamContext
-from nats.js.errors import BucketNotFoundError, DigestMismatchError, ObjectNotFoundError
-from nats.js.object_store import ObjectStore
+from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
+from nats.js.object_store import OBJ_CHUNKS_PRE_TEMPLATE, OBJ_STREAM_TEMPLATE, ObjectStore
 
 from escriba.bus.errors import BusUnavailableError, ObjectMissingError, ObjectReadError, TopologyError
 
 DEFAULT_CHUNK_BYTES = 256 * 1024
-#: Longest one object read may take (a 1 GiB upload at a slow 10 MB/s is under two minutes).
-READ_TIMEOUT_S = 600.0
 # Uploads up to this size are spooled in memory, larger ones in a temporary file.
 SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
 
@@ -45,10 +44,19 @@ class StoredObject:
 class AudioStore:
     """Put and get audio objects by name in one object store bucket."""
 
-    def __init__(self, store: ObjectStore, bucket: str, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        store: ObjectStore,
+        bucket: str,
+        *,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    ) -> None:
         if not 1024 <= chunk_bytes <= 1024 * 1024 - 4096:
             raise ValueError(f"chunk_bytes must be between 1 KiB and 1 MiB - 4 KiB, got {chunk_bytes}")
         self._store = store
+        self._js = js
+        self._stream = OBJ_STREAM_TEMPLATE.format(bucket=bucket)
         self.bucket = bucket
         self._chunk_bytes = chunk_bytes
 
@@ -62,7 +70,7 @@ class AudioStore:
             raise TopologyError(f"object store {bucket} does not exist; run ensure_topology first") from exc
         except TimeoutError as exc:
             raise BusUnavailableError(f"JetStream did not answer opening object store {bucket}") from exc
-        return cls(store, bucket, chunk_bytes=chunk_bytes)
+        return cls(js, store, bucket, chunk_bytes=chunk_bytes)
 
     # Writing ------------------------------------------------------------------------------------
 
@@ -118,30 +126,72 @@ class AudioStore:
             return await self._get(name, writer)
 
     async def _get(self, name: str, sink: IO[bytes]) -> StoredObject:
+        """Read the object's chunks one direct get at a time and verify its size and hash.
+
+        nats-py's ``ObjectStore.get`` streams chunks through a push ordered consumer and waits for them
+        without a deadline; under load it was seen to miss the last chunk and wait forever, keeping its
+        job alive through in-progress heartbeats (a task stuck in ``transcribing``). Each direct get here
+        is one bounded request (``next_by_subj`` from the last sequence read), so a read either finishes,
+        fails as missing, or fails as transient: never hangs. No server-side consumer is created either.
+        """
+        info = await self._info_or_missing(name)
+        size = info.size or 0
+        if size == 0:
+            return self._stored(info)
+        subject = OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=self.bucket, obj=info.nuid)
+        digest = hashlib.sha256()
+        received = 0
+        next_seq = 1
+        write = sink.write
+        spill = not isinstance(sink, io.BytesIO)  # files are written off the event loop
         try:
-            # nats-py waits for an object's chunks without a deadline: an object whose chunks are gone
-            # would hang its job forever (kept alive by heartbeats). Bound it; a timeout is retried.
-            async with asyncio.timeout(READ_TIMEOUT_S):
-                result = await self._store.get(name, writeinto=sink)  # type: ignore[arg-type]
+            while received < size:
+                raw = await self._js.get_msg(
+                    self._stream, seq=next_seq, subject=subject, next=True, direct=True
+                )
+                chunk = raw.data or b""
+                if raw.seq is None or not chunk:
+                    raise ObjectReadError(f"object {name} in {self.bucket} returned an empty chunk")
+                if spill:
+                    await asyncio.to_thread(write, chunk)
+                else:
+                    write(chunk)
+                digest.update(chunk)
+                received += len(chunk)
+                next_seq = raw.seq + 1
+        except NotFoundError as exc:
+            # The metadata is there but chunks are gone: it expired or was deleted while being read.
+            raise ObjectMissingError(
+                f"object {name} in {self.bucket} lost its data after {received} of {size} bytes"
+            ) from exc
+        except (TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError) as exc:
+            raise BusUnavailableError(f"JetStream did not return object {name} from {self.bucket}") from exc
+        stored = self._stored(info)
+        if received != size or digest.hexdigest() != stored.sha256_hex:
+            raise ObjectReadError(
+                f"object {name} in {self.bucket} read back {received} of {size} bytes or a different hash"
+            )
+        return stored
+
+    async def _info_or_missing(self, name: str) -> api.ObjectInfo:
+        try:
+            info = await self._store.get_info(name)
         except ObjectNotFoundError as exc:
             raise ObjectMissingError(
                 f"object {name} is not in {self.bucket} (expired or never stored)"
             ) from exc
-        except DigestMismatchError as exc:
-            raise ObjectReadError(f"object {name} in {self.bucket} changed while it was read") from exc
         except (TimeoutError, nats.errors.NoRespondersError) as exc:
-            raise BusUnavailableError(f"JetStream did not return object {name} from {self.bucket}") from exc
-        return self._stored(result.info)
+            raise BusUnavailableError(f"JetStream did not describe object {name} in {self.bucket}") from exc
+        if not info.nuid:
+            raise ObjectReadError(f"object {name} in {self.bucket} has no chunk id in its metadata")
+        return info
 
     async def info(self, name: str) -> StoredObject | None:
         """The object's size and hash, or None when it is not stored."""
         try:
-            info = await self._store.get_info(name)
-        except ObjectNotFoundError:
+            return self._stored(await self._info_or_missing(name))
+        except ObjectMissingError:
             return None
-        except TimeoutError as exc:
-            raise BusUnavailableError(f"JetStream did not describe object {name} in {self.bucket}") from exc
-        return self._stored(info)
 
     async def exists(self, name: str) -> bool:
         return await self.info(name) is not None

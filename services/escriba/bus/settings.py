@@ -114,6 +114,19 @@ class NatsSettings:
         "seconds between in-progress heartbeats of a running job (below ESCRIBA_NATS_ACK_WAIT_S)",
         check=positive,
     )
+    job_timeout_s: float = setting(
+        "ESCRIBA_NATS_JOB_TIMEOUT_S",
+        900.0,
+        "seconds a job may run (plus ESCRIBA_NATS_JOB_TIMEOUT_PER_AUDIO_S per second of its audio) before"
+        " it is cancelled and retried: heartbeats keep a hung job alive otherwise; 0 = no limit",
+        check=at_least(0),
+    )
+    job_timeout_per_audio_s: float = setting(
+        "ESCRIBA_NATS_JOB_TIMEOUT_PER_AUDIO_S",
+        3.0,
+        "extra seconds of run time a job gets per second of audio it carries",
+        check=at_least(0),
+    )
     max_ack_pending: int = setting(
         "ESCRIBA_NATS_MAX_ACK_PENDING",
         1000,
@@ -193,6 +206,12 @@ class NatsSettings:
     def backoff(self) -> tuple[float, ...]:
         """Retry delays in seconds: delay ``i`` precedes delivery ``i + 2``; the last one repeats."""
         return _parse_backoff(self.backoff_s)
+
+    def job_time_limit_s(self, audio_duration_s: float | None) -> float | None:
+        """How long one job may run, or None for no limit: long audio legitimately takes longer."""
+        if self.job_timeout_s <= 0:
+            return None
+        return self.job_timeout_s + self.job_timeout_per_audio_s * max(0.0, audio_duration_s or 0.0)
 
     @property
     def servers(self) -> list[str]:

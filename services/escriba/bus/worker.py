@@ -30,7 +30,7 @@ from nats.aio.subscription import Subscription
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from escriba.bus.errors import DeliveriesExhaustedError, TopologyError
+from escriba.bus.errors import DeliveriesExhaustedError, JobTimeoutError, TopologyError
 from escriba.bus.publish import (
     MSG_ID_HEADER,
     STAGE_HEADER,
@@ -297,10 +297,11 @@ class JobWorker:
                 await self._give_up(msg, job, error)
                 return
             started = time.perf_counter()
+            limit_s = self._settings.job_time_limit_s(job.audio_duration_s)
             heartbeat = asyncio.create_task(self._heartbeat(msg), name="in-progress heartbeat")
             try:
                 try:
-                    await self._handler(job)
+                    await self._run_handler(job, limit_s)
                 finally:
                     heartbeat.cancel()
             except asyncio.CancelledError:
@@ -321,6 +322,21 @@ class JobWorker:
                         "duration_s": round(time.perf_counter() - started, 3),
                     },
                 )
+
+    async def _run_handler(self, job: Job, limit_s: float | None) -> None:
+        """The handler within the job's time limit: a hung handler is cancelled and the job retried,
+        instead of heartbeats keeping it (and its task) in flight forever."""
+        timeout = asyncio.timeout(limit_s)
+        try:
+            async with timeout:
+                await self._handler(job)
+        except TimeoutError as exc:
+            if not timeout.expired():
+                raise  # the handler's own timeout, not the job's limit
+            raise JobTimeoutError(
+                f"the {job.stage or self._consumer} job ran longer than its limit of {limit_s:.0f} s"
+                " and was cancelled"
+            ) from exc
 
     async def _heartbeat(self, msg: Msg) -> None:
         while True:
