@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 
+from escriba.bus.worker import JobClock
 from escriba.pipeline.budget import AudioBudget
 
 pytestmark = pytest.mark.timeout(10)
@@ -54,3 +55,23 @@ async def test_small_jobs_share_the_budget() -> None:
 def test_budget_must_be_positive() -> None:
     with pytest.raises(ValueError):
         AudioBudget(0)
+
+
+async def test_the_wait_for_room_does_not_count_against_a_jobs_time_limit() -> None:
+    """A job queued behind others' audio is not hung: its time limit stops while it waits."""
+    budget = AudioBudget(100.0)
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with budget.hold(100.0):
+            await release.wait()
+
+    first = asyncio.create_task(holder())
+    await asyncio.sleep(0)
+    asyncio.get_running_loop().call_later(0.3, release.set)
+    async with asyncio.timeout(0.2) as limit:
+        clock = JobClock(limit)
+        async with budget.hold(10.0, while_waiting=clock.paused()):
+            pass  # got room after 0.3 s, past the 0.2 s limit: only the wait was that long
+    await first
+    assert budget.used_s == 0.0

@@ -116,15 +116,17 @@ class NatsSettings:
     )
     job_timeout_s: float = setting(
         "ESCRIBA_NATS_JOB_TIMEOUT_S",
-        900.0,
-        "seconds a job may run (plus ESCRIBA_NATS_JOB_TIMEOUT_PER_AUDIO_S per second of its audio) before"
-        " it is cancelled and retried: heartbeats keep a hung job alive otherwise; 0 = no limit",
+        1800.0,
+        "seconds a job may run (plus ESCRIBA_NATS_JOB_TIMEOUT_PER_AUDIO_S per second of its audio, not"
+        " counting waits behind other jobs) before it is cancelled and retried: heartbeats keep a hung"
+        " job alive otherwise; 0 = no limit",
         check=at_least(0),
     )
     job_timeout_per_audio_s: float = setting(
         "ESCRIBA_NATS_JOB_TIMEOUT_PER_AUDIO_S",
-        3.0,
-        "extra seconds of run time a job gets per second of audio it carries",
+        10.0,
+        "extra seconds of run time a job gets per second of audio it carries (room for a slow model"
+        " shared by several jobs at once)",
         check=at_least(0),
     )
     max_ack_pending: int = setting(

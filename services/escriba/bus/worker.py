@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -76,6 +77,32 @@ class JobMeta:
         return max(0.0, (now - self.timestamp).total_seconds())
 
 
+class JobClock:
+    """The running job's time limit, which its handler stops while it waits on other jobs' work.
+
+    The limit is there to catch a hung handler, and it scales with the job's own audio; time spent
+    queued behind other jobs (the worker's audio budget) is not this job's work, so it is not counted.
+    """
+
+    def __init__(self, timeout: asyncio.Timeout | None = None) -> None:
+        self._timeout = timeout
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        timeout = self._timeout
+        when = timeout.when() if timeout is not None else None
+        if timeout is None or when is None or timeout.expired():
+            yield  # no limit, or already paused by an outer block
+            return
+        loop = asyncio.get_running_loop()
+        remaining = when - loop.time()
+        timeout.reschedule(None)
+        try:
+            yield
+        finally:
+            timeout.reschedule(loop.time() + max(0.0, remaining))
+
+
 @dataclass(frozen=True)
 class Job:
     """One delivered job: its payload, headers and delivery metadata."""
@@ -84,6 +111,7 @@ class Job:
     data: bytes
     headers: Mapping[str, str]
     meta: JobMeta
+    clock: JobClock = field(default_factory=JobClock, compare=False, repr=False)
 
     @property
     def task_id(self) -> str | None:
@@ -329,7 +357,7 @@ class JobWorker:
         timeout = asyncio.timeout(limit_s)
         try:
             async with timeout:
-                await self._handler(job)
+                await self._handler(dataclasses.replace(job, clock=JobClock(timeout)))
         except TimeoutError as exc:
             if not timeout.expired():
                 raise  # the handler's own timeout, not the job's limit

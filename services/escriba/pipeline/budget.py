@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 
 
 class AudioBudget:
@@ -25,10 +25,15 @@ class AudioBudget:
         return self.used_s == 0 or self.used_s + seconds <= self.capacity_s
 
     @asynccontextmanager
-    async def hold(self, seconds: float) -> AsyncIterator[None]:
+    async def hold(
+        self, seconds: float, *, while_waiting: AbstractContextManager[object] | None = None
+    ) -> AsyncIterator[None]:
+        """Hold ``seconds`` of the budget; ``while_waiting`` is entered around the wait for room
+        (a job stops its time limit there: it is waiting on other jobs' work)."""
         seconds = max(0.0, seconds)
         async with self._changed:
-            await self._changed.wait_for(lambda: self._fits(seconds))
+            with while_waiting or nullcontext():
+                await self._changed.wait_for(lambda: self._fits(seconds))
             self.used_s += seconds
         try:
             yield

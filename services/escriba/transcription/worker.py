@@ -76,7 +76,7 @@ class TranscriptionStage(StageHandler[jobs_pb2.TranscribeJob]):
             duration_ms = 0.0
         else:
             metrics.CACHE_REQUESTS.labels("transcript", "miss").inc()
-            async with self.budget.hold(message.audio.duration_s):
+            async with self.budget.hold(message.audio.duration_s, while_waiting=job.clock.paused()):
                 data = await pipeline.normalized.get_bytes(message.audio_object)
                 samples = await asyncio.to_thread(decode_pcm, data)
                 del data
