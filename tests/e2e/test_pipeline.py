@@ -47,15 +47,22 @@ async def test_jfk_through_the_whole_pipeline(client: EscribaClient, audio_files
     assert timings.preprocess_ms > 0 and timings.transcription_ms > 0 and timings.total_ms > 0
 
 
-async def test_watch_streams_every_stage(client: EscribaClient, audio_files: dict[str, Path]) -> None:
+async def test_watch_streams_every_stage(
+    client: EscribaClient, stack: LocalStack, audio_files: dict[str, Path]
+) -> None:
     spec = make_spec("jfk.mp3", output_formats=["srt", "vtt"])
     created = await client.create_task(audio_files["jfk.mp3"], spec)
+    pipeline = stack.runtime.pipeline  # type: ignore[union-attr]
     statuses = []
     final = None
     async for event in client.watch(created.id):
         status = status_from_pb(event.status)
         assert status is not None
         statuses.append(status.value)
+        if len(statuses) == 1:
+            # A watcher is a plain subscription: no JetStream consumer per watcher.
+            events = await pipeline.js.stream_info(pipeline.names.events_stream)
+            assert events.state.consumer_count == 0
         if event.HasField("task"):
             final = event.task
     # Watching starts at the current status: queued, or a stage if the worker already took the job.

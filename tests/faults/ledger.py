@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 import nats
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from escriba.bus.names import BusNames
 from escriba.db.pool import quote_ident
@@ -28,8 +28,6 @@ from escriba.pipeline.taskpb import status_from_pb
 from escriba.v1 import tasks_pb2
 
 _TERMINAL_VALUES = sorted(s.value for s in TERMINAL)
-#: How long one pass over the event history may wait for the next message before it is complete.
-_EVENT_IDLE_S = 2.0
 
 
 @dataclass
@@ -147,33 +145,30 @@ async def wait_terminal(
 
 
 async def terminal_event_statuses(nats_url: str, names: BusNames) -> dict[str, set[str]]:
-    """The terminal statuses published on each task's event subject (events of this prefix only)."""
+    """The terminal statuses published on each task's event subject (events of this prefix only).
+
+    Read message by message with direct gets (``next_by_subj``): each read is one bounded request and
+    the walk ends at the stream's last message, so the audit neither misses an event nor waits on an
+    idle timeout.
+    """
     found: dict[str, set[str]] = defaultdict(set)
     nc = await nats.connect(nats_url, name="escriba-fault-audit", connect_timeout=5)
     try:
         js = nc.jetstream(timeout=10)
         info = await js.stream_info(names.events_stream)
-        if not info.state.messages:
-            return found
-        sub = await js.subscribe(
-            names.events_wildcard,
-            ordered_consumer=True,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
-        )
-        try:
-            while True:
-                try:
-                    msg = await sub.next_msg(timeout=_EVENT_IDLE_S)
-                except TimeoutError:
-                    break
-                event = tasks_pb2.TaskEvent.FromString(msg.data)
-                status = status_from_pb(event.status)
-                if status is not None and status.terminal:
-                    found[event.task_id].add(status.value)
-                if msg.metadata.num_pending == 0:
-                    break
-        finally:
-            await sub.unsubscribe()
+        last = info.state.last_seq or 0
+        seq = info.state.first_seq or 1
+        while info.state.messages and seq <= last:
+            try:
+                raw = await js.get_msg(names.events_stream, seq=seq, subject=names.events_wildcard, next=True)
+            except NotFoundError:
+                break
+            assert raw.seq is not None
+            seq = raw.seq + 1
+            event = tasks_pb2.TaskEvent.FromString(raw.data or b"")
+            status = status_from_pb(event.status)
+            if status is not None and status.terminal:
+                found[event.task_id].add(status.value)
     finally:
         await nc.close()
     return found

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import grpc
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from google.protobuf.message import DecodeError
 
 from escriba.bus import publish_job
 from escriba.common.errors import (
@@ -227,18 +227,25 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
             yield event
 
     async def _watch(self, record: TaskRecord) -> AsyncIterator[tasks_pb2.TaskEvent]:
-        """The current state, then each later status, ending with the terminal one (full task)."""
+        """The current state, then each later status, ending with the terminal one (full task).
+
+        Events arrive on a plain NATS subscription to the task's event subject (the events stream
+        stores the same messages): a watcher needs no replay, because it subscribes first and then
+        re-reads the task, so a change between the two still arrives as an event. No JetStream
+        consumer per watcher: a thousand watchers cost the server a thousand interests, not a
+        thousand consumers, and nothing waits on consumer creation.
+        """
         pipeline = self.pipeline
-        yield _event(record)
         if record.status.terminal:
+            yield _event(record)
             return
-        last = _rank(record.status)
-        subscription = await pipeline.js.subscribe(
-            pipeline.names.event_subject(record.id),
-            ordered_consumer=True,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
-        )
+        subscription = await pipeline.nc.subscribe(pipeline.names.event_subject(record.id))
         try:
+            record = await pipeline.repo.get(record.id, owner_id=None)
+            yield _event(record)
+            if record.status.terminal:
+                return
+            last = _rank(record.status)
             while True:
                 status: TaskStatus | None = None
                 message = ""
@@ -246,8 +253,8 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
                     msg = await subscription.next_msg(timeout=self.settings.watch_poll_s)
                     event = tasks_pb2.TaskEvent.FromString(msg.data)
                     status, message = status_from_pb(event.status), event.message
-                except TimeoutError:
-                    pass
+                except (TimeoutError, DecodeError):
+                    pass  # nothing new, or not an event we can read: the re-read below decides
                 if status is None or status.terminal:
                     # Periodic re-read, and the full task for the terminal event.
                     current = await pipeline.repo.get(record.id, owner_id=None)
