@@ -1,7 +1,7 @@
 """TaskService: the public API over the pipeline.
 
 CreateTask stores the audio, records a ``queued`` task and publishes the preprocess job; the stages do
-the rest. WatchTask follows the task's events on JetStream and re-reads PostgreSQL (the record of truth)
+the rest. WatchTask follows the task's events over NATS and re-reads PostgreSQL (the record of truth)
 periodically and on every terminal event, so progress is streamed without polling and nothing is missed
 if an event is.
 """
