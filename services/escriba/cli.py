@@ -50,14 +50,29 @@ class CliSettings:
 
 
 def _connection(args: argparse.Namespace) -> dict[str, Any]:
-    """EscribaClient's credentials from ``--token/--tls/--ca`` (the token also from ESCRIBA_TOKEN)."""
-    return {"token": args.token or load(CliSettings).token or None, "tls": args.tls, "ca_file": args.ca}
+    """EscribaClient's credentials from the connection options (the token also from ESCRIBA_TOKEN)."""
+    return {
+        "token": args.token or load(CliSettings).token or None,
+        "tls": args.tls,
+        "ca_file": args.ca,
+        "cert_file": args.cert,
+        "key_file": args.key,
+        "server_name": args.tls_server_name,
+    }
 
 
 def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", default=None, help="bearer token (default: ESCRIBA_TOKEN)")
     parser.add_argument("--tls", action="store_true", help="TLS, verifying the server with the system CAs")
     parser.add_argument("--ca", default=None, metavar="FILE", help="TLS, verifying the server with this CA")
+    parser.add_argument("--cert", default=None, metavar="FILE", help="client certificate for mutual TLS")
+    parser.add_argument("--key", default=None, metavar="FILE", help="the client certificate's key")
+    parser.add_argument(
+        "--tls-server-name",
+        default=None,
+        metavar="NAME",
+        help="name the server's certificate must carry when --server is another address (implies TLS)",
+    )
 
 
 # serve / migrate / settings -------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from escriba.common.client import file_chunks, write_all
 from escriba.common.security import bearer_metadata, channel_credentials, open_channel
@@ -53,8 +54,10 @@ def _requests(spec: tasks_pb2.TaskSpec, path: Path) -> Iterator[tasks_pb2.Create
 
 
 class EscribaClient:
-    """``token`` goes out as ``authorization: Bearer``; ``tls`` (implied by ``ca_file`` or a client
-    certificate) verifies the server against ``ca_file``, or against the system roots without one."""
+    """``token`` goes out as ``authorization: Bearer``; ``tls`` (implied by ``ca_file``, a client
+    certificate or ``server_name``) verifies the server against ``ca_file``, or against the system roots
+    without one. ``server_name`` is the name its certificate must carry when the address is another
+    one (a port-forward to ``localhost``, an IP address, a load balancer)."""
 
     def __init__(
         self,
@@ -66,18 +69,26 @@ class EscribaClient:
         ca_file: str | Path | None = None,
         cert_file: str | Path | None = None,
         key_file: str | Path | None = None,
+        server_name: str | None = None,
     ) -> None:
         self.address = address
         self.metadata = tuple(metadata) + (bearer_metadata(token) if token else ())
-        secure = tls or bool(ca_file) or bool(cert_file)
+        secure = tls or bool(ca_file) or bool(cert_file) or bool(server_name)
         credentials = channel_credentials(ca_file, cert_file, key_file) if secure else None
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ]
+        if server_name:
+            # Verify the certificate for this name and send it as the authority (SNI, :authority).
+            options += [
+                ("grpc.ssl_target_name_override", server_name),
+                ("grpc.default_authority", server_name),
+            ]
         self._channel = open_channel(
             address,
             credentials,
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ],
+            options=options,
             # Each call carries the caller's trace context, so a task's trace starts at the caller.
             interceptors=client_interceptors(),
         )
