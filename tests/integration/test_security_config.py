@@ -14,7 +14,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from escriba.common.security import AuthenticationError, SecuritySettings
 from escriba.common.settings import SettingsError, load
-from escriba.gateway.auth import AnonymousAuthenticator, JwtVerifier, StaticTokens, authenticator
+from escriba.gateway.auth import (
+    AnonymousAuthenticator,
+    JwtVerifier,
+    ReloadingTokens,
+    StaticTokens,
+    authenticator,
+)
 from escriba.local.secure import create_local_security
 
 pytestmark = pytest.mark.timeout(60)
@@ -58,6 +64,64 @@ def test_token_files_in_each_accepted_shape(tmp_path: Path, text: str) -> None:
     assert tokens.owner(ALICE) in ("alice", "team:alice")
     assert tokens.owner(BOB) == "bob"
     assert tokens.owner(ALICE + "x") is None and tokens.owner(ALICE[:-1]) is None and tokens.owner("") is None
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_rotated_tokens_file_is_picked_up_after_the_check_interval(tmp_path: Path) -> None:
+    """As Kubernetes rotates a mounted Secret: a new file swapped in behind a symlink."""
+    data = tmp_path / "..data"
+    first, second = tmp_path / "v1", tmp_path / "v2"
+    write(first, f"{ALICE}:alice\n")
+    data.symlink_to(first)
+    link = tmp_path / "tokens"
+    link.symlink_to(data)
+    clock = FakeClock()
+    tokens = ReloadingTokens(str(link), 10.0, clock=clock)
+    assert tokens.owner(ALICE) == "alice" and tokens.owner(BOB) is None
+
+    write(second, f"{BOB}:bob\n")
+    data.unlink()
+    data.symlink_to(second)
+    clock.now += 5
+    assert tokens.owner(BOB) is None, "checked before the interval passed"
+    clock.now += 5
+    assert tokens.owner(BOB) == "bob" and tokens.owner(ALICE) is None, "the revoked token still works"
+
+
+def test_a_broken_rotation_keeps_the_tokens_in_force(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "tokens"
+    write(path, f"{ALICE}:alice\n")
+    clock = FakeClock()
+    tokens = ReloadingTokens(str(path), 1.0, clock=clock)
+    write(path, "not a token line, and longer than before\n")
+    clock.now += 2
+    assert tokens.owner(ALICE) == "alice"
+    assert "refused" in caplog.text and ALICE not in caplog.text
+    path.unlink()  # gone for a moment (a symlink being swapped): keep going
+    clock.now += 2
+    assert tokens.owner(ALICE) == "alice"
+    write(path, f"{ALICE}:alice\n{BOB}:bob\n")
+    clock.now += 2
+    assert tokens.owner(BOB) == "bob"
+
+
+def test_zero_means_the_file_is_read_once(tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    write(path, f"{ALICE}:alice\n")
+    clock = FakeClock()
+    tokens = ReloadingTokens(str(path), 0.0, clock=clock)
+    write(path, f"{BOB}:bob\n")
+    clock.now += 3600
+    assert tokens.owner(ALICE) == "alice" and tokens.owner(BOB) is None
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from escriba.common.errors import PermanentError
-from escriba.common.settings import SettingsError, between, load, setting, settings_class
+from escriba.common.settings import SettingsError, at_least, between, load, setting, settings_class
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,13 @@ class SecuritySettings:
         "ESCRIBA_AUTH_TOKENS_FILE",
         "",
         "file of static TaskService tokens, one `TOKEN:OWNER` a line (or a JSON object token -> owner)",
+    )
+    auth_tokens_reload_s: float = setting(
+        "ESCRIBA_AUTH_TOKENS_RELOAD_S",
+        10.0,
+        "seconds between checks of ESCRIBA_AUTH_TOKENS_FILE for changes (a rotated Secret); a changed"
+        " file that does not parse is refused and the tokens in force stay; 0 = read at start-up only",
+        check=at_least(0),
     )
     jwt_public_key_file: str = setting(
         "ESCRIBA_AUTH_JWT_PUBLIC_KEY_FILE",

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+import os
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import grpc
@@ -117,6 +119,55 @@ class StaticTokens:
             return cls.parse(raw.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise SettingsError(TOKENS_VARIABLE, f"{path}: {exc}") from exc
+
+
+class ReloadingTokens:
+    """The static tokens of a file that may change while the gateway runs (a rotated Secret).
+
+    Kubernetes updates a mounted Secret by swapping a symlink, so the file's identity (inode, size,
+    modification time) is checked at most every ``interval_s`` on lookup, and the table is re-read
+    when it changed. A changed file that does not parse is refused (logged) and the tokens in force
+    stay: a half-written or broken Secret must not lock every caller out.
+    """
+
+    def __init__(self, path: str, interval_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._path = path
+        self._interval_s = interval_s
+        self._clock = clock
+        self._identity = self._stat()
+        self._tokens = StaticTokens.from_file(path)
+        self._checked = clock()
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def owner(self, token: str) -> str | None:
+        self._maybe_reload()
+        return self._tokens.owner(token)
+
+    def _stat(self) -> tuple[int, int, int, int] | None:
+        try:
+            st = os.stat(self._path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _maybe_reload(self) -> None:
+        now = self._clock()
+        if self._interval_s <= 0 or now - self._checked < self._interval_s:
+            return
+        self._checked = now
+        identity = self._stat()
+        if identity is None or identity == self._identity:
+            return  # unchanged, or gone for a moment while the Secret's symlink is swapped
+        try:
+            tokens = StaticTokens.from_file(self._path)
+        except SettingsError as exc:
+            log.error("the changed tokens file was refused; the previous tokens stay: %s", exc)
+            self._identity = identity  # do not re-read the same broken file on every check
+            return
+        self._tokens, self._identity = tokens, identity
+        log.info("tokens file reloaded", extra={"tokens": len(tokens)})
 
 
 # JWT --------------------------------------------------------------------------------------------
@@ -223,7 +274,9 @@ def public_key_algorithms(pem: bytes) -> tuple[Any, list[str]]:
 class TokenAuthenticator:
     """Bearer tokens: a static token first, then a JWT."""
 
-    def __init__(self, tokens: StaticTokens | None = None, verifier: JwtVerifier | None = None) -> None:
+    def __init__(
+        self, tokens: StaticTokens | ReloadingTokens | None = None, verifier: JwtVerifier | None = None
+    ) -> None:
         if tokens is None and verifier is None:
             raise ValueError("a token authenticator needs static tokens or a JWT key")
         self._tokens = tokens
@@ -243,7 +296,11 @@ class TokenAuthenticator:
 
     @classmethod
     def from_settings(cls, settings: SecuritySettings) -> TokenAuthenticator:
-        tokens = StaticTokens.from_file(settings.auth_tokens_file) if settings.auth_tokens_file else None
+        tokens = (
+            ReloadingTokens(settings.auth_tokens_file, settings.auth_tokens_reload_s)
+            if settings.auth_tokens_file
+            else None
+        )
         verifier = JwtVerifier.from_settings(settings)
         if tokens is None and verifier is None:
             raise SettingsError(
