@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Any
 
 import nats
@@ -27,7 +28,10 @@ async def connect(settings: NatsSettings, *, url: str | None = None, name: str =
     if not servers:
         raise SettingsError("ESCRIBA_NATS_URL", "is empty and no embedded server was started")
 
+    last_error: list[Exception] = []
+
     async def on_error(exc: Exception) -> None:
+        last_error[:] = [exc]
         log.warning("nats error: %s", exc, extra={"nats_client": name})
 
     opened: list[Client] = []
@@ -55,7 +59,11 @@ async def connect(settings: NatsSettings, *, url: str | None = None, name: str =
         "closed_cb": on_closed,
     }
     if settings.creds_file:
+        _require_readable("ESCRIBA_NATS_CREDS_FILE", settings.creds_file)
         options["user_credentials"] = settings.creds_file
+    context = tls_context(settings)
+    if context is not None:
+        options["tls"] = context
     if settings.user:
         options["user"] = settings.user
         options["password"] = settings.password
@@ -66,14 +74,48 @@ async def connect(settings: NatsSettings, *, url: str | None = None, name: str =
         async with asyncio.timeout(settings.startup_timeout_s):
             client: Client = await nats.connect(**options)
     except TimeoutError as exc:
+        # nats-py keeps retrying a refused login too: say why, or an auth problem reads as an outage.
+        why = f" (last error: {last_error[0]})" if last_error else ""
         raise BusUnavailableError(
-            f"NATS at {where} not reachable within {settings.startup_timeout_s:g}s"
+            f"NATS at {where} not reachable within {settings.startup_timeout_s:g}s{why}"
         ) from exc
     except (OSError, nats.errors.Error) as exc:
         raise BusUnavailableError(f"cannot connect to NATS at {where}: {exc}") from exc
     opened.append(client)
     log.info("nats connected", extra={"nats_client": name, "nats_server": _redact(client.connected_url)})
     return client
+
+
+def tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
+    """TLS to NATS with a private CA and/or a client certificate; None leaves it to the URL scheme
+    (tls:// verifies with the system CAs)."""
+    if not (settings.tls_ca_file or settings.tls_cert_file):
+        return None
+    for variable, path in (
+        ("ESCRIBA_NATS_TLS_CA_FILE", settings.tls_ca_file),
+        ("ESCRIBA_NATS_TLS_CERT_FILE", settings.tls_cert_file),
+        ("ESCRIBA_NATS_TLS_KEY_FILE", settings.tls_key_file),
+    ):
+        if path:
+            _require_readable(variable, path)
+    context = ssl.create_default_context(cafile=settings.tls_ca_file or None)
+    if settings.tls_cert_file:
+        try:
+            context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+        except (ssl.SSLError, OSError) as exc:
+            raise SettingsError(
+                "ESCRIBA_NATS_TLS_CERT_FILE", f"the certificate and key cannot be used together: {exc}"
+            ) from exc
+    return context
+
+
+def _require_readable(variable: str, path: str) -> None:
+    """Fail start-up naming the variable, rather than as a connection error later."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise SettingsError(variable, f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 def _redact(url: Any) -> str:

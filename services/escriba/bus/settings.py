@@ -57,6 +57,16 @@ class NatsSettings:
     creds_file: str = setting(
         "ESCRIBA_NATS_CREDS_FILE", "", "path of a NATS .creds file (JWT + NKey); empty = none"
     )
+    tls_ca_file: str = setting(
+        "ESCRIBA_NATS_TLS_CA_FILE",
+        "",
+        "CA bundle that signed the NATS servers' certificates (a private CA); implies TLS; empty = the"
+        " system CAs for tls:// URLs",
+    )
+    tls_cert_file: str = setting(
+        "ESCRIBA_NATS_TLS_CERT_FILE", "", "client certificate for NATS servers that verify clients (mTLS)"
+    )
+    tls_key_file: str = setting("ESCRIBA_NATS_TLS_KEY_FILE", "", "key of ESCRIBA_NATS_TLS_CERT_FILE")
     user: str = setting("ESCRIBA_NATS_USER", "", "NATS user name; empty = none")
     password: str = setting("ESCRIBA_NATS_PASSWORD", "", "NATS password (with ESCRIBA_NATS_USER)")
     token: str = setting("ESCRIBA_NATS_TOKEN", "", "NATS auth token; empty = none")
@@ -194,6 +204,9 @@ class NatsSettings:
             )
         if self.token and (self.user or self.creds_file):
             raise SettingsError("ESCRIBA_NATS_TOKEN", "cannot be combined with a user or a creds file")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            missing = "ESCRIBA_NATS_TLS_KEY_FILE" if self.tls_cert_file else "ESCRIBA_NATS_TLS_CERT_FILE"
+            raise SettingsError(missing, "a NATS client certificate needs both its certificate and key")
         if self.password and not self.user:
             raise SettingsError("ESCRIBA_NATS_USER", "is required when ESCRIBA_NATS_PASSWORD is set")
         problem = _check_backoff(self.backoff_s)
