@@ -110,3 +110,13 @@ def test_a_client_certificate_needs_its_key() -> None:
     with pytest.raises(SettingsError) as caught:
         bus_settings("tls://127.0.0.1:4222", tls_cert_file="/x/tls.crt")
     assert caught.value.variable == "ESCRIBA_NATS_TLS_KEY_FILE"
+
+
+async def test_a_file_that_is_not_a_creds_file_fails_instead_of_freezing(
+    jwt_nats: SecuredNats, tmp_path: Path
+) -> None:
+    wrong = tmp_path / "nats.creds"
+    wrong.write_text("user: escriba\npassword: secret\n")  # the wrong Secret key mounted
+    with pytest.raises(SettingsError, match=r"not a NATS \.creds file") as caught:
+        await use_jetstream(jwt_nats.url, creds_file=str(wrong))
+    assert caught.value.variable == "ESCRIBA_NATS_CREDS_FILE"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -17,6 +18,7 @@ from nats.aio.client import Client
 
 from escriba.bus.errors import BusUnavailableError
 from escriba.bus.settings import NatsSettings
+from escriba.common.creds import creds_problem
 from escriba.common.settings import SettingsError
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,7 @@ async def connect(settings: NatsSettings, *, url: str | None = None, name: str =
         "closed_cb": on_closed,
     }
     if settings.creds_file:
-        _require_readable("ESCRIBA_NATS_CREDS_FILE", settings.creds_file)
+        _check_creds_file(settings.creds_file)
         options["user_credentials"] = settings.creds_file
     context = tls_context(settings)
     if context is not None:
@@ -107,6 +109,17 @@ def tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
                 "ESCRIBA_NATS_TLS_CERT_FILE", f"the certificate and key cannot be used together: {exc}"
             ) from exc
     return context
+
+
+def _check_creds_file(path: str) -> None:
+    variable = "ESCRIBA_NATS_CREDS_FILE"
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise SettingsError(variable, f"cannot read {path}: {exc.strerror or exc}") from exc
+    problem = creds_problem(text)
+    if problem:
+        raise SettingsError(variable, f"{path} is not a NATS .creds file: {problem}")
 
 
 def _require_readable(variable: str, path: str) -> None:
