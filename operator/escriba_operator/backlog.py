@@ -29,18 +29,26 @@ import base64
 import json
 import logging
 import math
-from dataclasses import dataclass
+import ssl
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client as NATS
+from nats.aio.client import RawCredentials
 from nats.errors import Error as NatsError
 
+from escriba.common.creds import creds_problem
 from escriba_operator.algorithm import Backlog
 from escriba_operator.signals import SignalError, SignalMissingError
 
 log = logging.getLogger(__name__)
 
 DURATION_HEADER = "Escriba-Audio-Duration-S"
+#: The Secret key of a .creds file: the chart's default for the services' credentials, so one Secret
+#: serves both.
+CREDS_KEY = "nats.creds"
 _API = "$JS.API"
 _CONSUMER_NOT_FOUND = 10014
 _STREAM_NOT_FOUND = 10059
@@ -49,11 +57,51 @@ _NO_MESSAGE = 10037
 
 @dataclass(frozen=True)
 class Credentials:
-    """How the operator authenticates to NATS (from the Secret named in the spec)."""
+    """How the operator authenticates to NATS (from the Secret named in the spec): a user and
+    password, a token, or a ``.creds`` file's text (account JWTs); ``ca`` is the PEM of a private CA
+    that signed the servers' certificates, ``cert``/``key`` a client certificate for mTLS."""
 
     user: str | None = None
     password: str | None = None
     token: str | None = None
+    creds: str | None = field(default=None, repr=False)
+    ca: str | None = field(default=None, repr=False)
+    cert: str | None = field(default=None, repr=False)
+    key: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.creds is not None:
+            problem = creds_problem(self.creds)
+            if problem:
+                raise SignalError(
+                    f"the .creds in the Secret are not usable: {problem}", reason="SecretInvalid"
+                )
+        if bool(self.cert) != bool(self.key):
+            raise SignalError("a client certificate needs both tls.crt and tls.key", reason="SecretInvalid")
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """TLS with the Secret's CA and client certificate; None leaves it to the URL (tls://)."""
+        if not (self.ca or self.cert):
+            return None
+        try:
+            # The system CAs (SSL_CERT_FILE, which the chart points at tls.ca) plus the Secret's CA:
+            # cert-manager puts the issuer of the client certificate in ca.crt, not always the servers'.
+            context = ssl.create_default_context()
+            if self.ca:
+                context.load_verify_locations(cadata=self.ca)
+            if self.cert and self.key:
+                # ssl loads a certificate chain only from files: private ones, removed at once.
+                with tempfile.TemporaryDirectory(prefix="escriba-operator-tls-") as folder:
+                    cert, key = Path(folder, "tls.crt"), Path(folder, "tls.key")
+                    for path, text in ((cert, self.cert), (key, self.key)):
+                        path.touch(mode=0o600)
+                        path.write_text(text)
+                    context.load_cert_chain(cert, key)
+        except (ssl.SSLError, ValueError, OSError) as exc:
+            raise SignalError(
+                f"the TLS material in the Secret is not usable: {exc}", reason="SecretInvalid"
+            ) from exc
+        return context
 
 
 class NatsPool:
@@ -79,6 +127,8 @@ class NatsPool:
                     user=credentials.user,
                     password=credentials.password,
                     token=credentials.token,
+                    user_credentials=RawCredentials(credentials.creds) if credentials.creds else None,
+                    tls=credentials.tls_context(),
                     name="escriba-operator",
                     allow_reconnect=False,
                     max_reconnect_attempts=1,  # the next read reconnects; a dead address fails fast
@@ -102,11 +152,15 @@ class NatsPool:
             await _close(nc)
 
 
+#: Longest a close may take: nats-py's close() never returns after a failed TLS handshake.
+CLOSE_TIMEOUT_S = 2.0
+
+
 async def _close(nc: NATS) -> None:
     try:
-        await nc.close()
+        await asyncio.wait_for(nc.close(), CLOSE_TIMEOUT_S)
     except (NatsError, OSError, TimeoutError) as exc:  # closing a dead connection
-        log.debug("closing a NATS connection: %s", exc)
+        log.debug("closing a NATS connection: %s", exc or type(exc).__name__)
 
 
 async def _log_error(exc: Exception) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from escriba_operator import algorithm
 from escriba_operator.algorithm import Backlog, Observation, Sample
-from escriba_operator.backlog import BacklogIndex, Credentials, NatsPool
+from escriba_operator.backlog import CREDS_KEY, BacklogIndex, Credentials, NatsPool
 from escriba_operator.kube import KubeClient, KubeError, deployment_path
 from escriba_operator.metrics import Metrics
 from escriba_operator.signals import PrometheusReader, SignalError, SignalMissingError
@@ -194,7 +194,7 @@ class Controller:
                 queue.stream, queue.consumer, assumed_job_s=queue.assumed_job_s, timeout_s=self._timeout
             )
         try:
-            credentials = await self._credentials(who.namespace, queue.secret_name)
+            credentials = await self._credentials(who.namespace, queue.secret_name, queue.tls_secret_name)
             nc = await self._nats.connection(queue.nats_url, credentials)
             memory.backlog = await index.read(nc, now=now)
         except SignalMissingError as exc:
@@ -204,9 +204,26 @@ class Controller:
             return self._problem(who, "backlog", exc)
         return None
 
-    async def _credentials(self, namespace: str, secret_name: str | None) -> Credentials:
+    async def _credentials(
+        self, namespace: str, secret_name: str | None, tls_secret_name: str | None = None
+    ) -> Credentials:
+        """User/password, token or ``nats.creds`` from one Secret; ``ca.crt``/``tls.crt``/``tls.key``
+        from the TLS Secret (cert-manager's keys), or from the same Secret when none is named."""
+        values = await self._secret_values(namespace, secret_name)
+        tls = await self._secret_values(namespace, tls_secret_name) if tls_secret_name else values
+        return Credentials(
+            user=values.get("user"),
+            password=values.get("password"),
+            token=values.get("token"),
+            creds=values.get(CREDS_KEY),
+            ca=tls.get("ca.crt"),
+            cert=tls.get("tls.crt"),
+            key=tls.get("tls.key"),
+        )
+
+    async def _secret_values(self, namespace: str, secret_name: str | None) -> dict[str, str]:
         if secret_name is None:
-            return Credentials()
+            return {}
         try:
             secret = await self._kube.get(f"/api/v1/namespaces/{namespace}/secrets/{secret_name}")
         except KubeError as exc:
@@ -217,14 +234,11 @@ class Controller:
             raise SignalError(f"Secret {namespace}/{secret_name} not found", reason="SecretNotFound")
         data = secret.get("data") or {}
         try:
-            values = {
+            return {
                 key: base64.b64decode(value).decode() for key, value in data.items() if isinstance(value, str)
             }
         except (binascii.Error, UnicodeDecodeError) as exc:
             raise SignalError(f"Secret {secret_name} holds invalid base64", reason="SecretInvalid") from exc
-        return Credentials(
-            user=values.get("user"), password=values.get("password"), token=values.get("token")
-        )
 
     async def _read_query(
         self, who: Identity, signal: str, source: QuerySource | None, memory: Memory, now: float

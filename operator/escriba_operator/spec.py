@@ -108,6 +108,8 @@ class QueueSource:
     stream: str
     consumer: str
     assumed_job_s: float
+    #: A Secret with ``ca.crt`` (and ``tls.crt``/``tls.key`` for mTLS), as cert-manager writes them.
+    tls_secret_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -172,9 +174,12 @@ def parse(raw: Mapping[str, Any]) -> AutoscalerSpec:
         )
     secret = queue.get("credentialsSecretRef")
     secret_name = _str(secret, "name", "queue.credentialsSecretRef") if isinstance(secret, Mapping) else None
+    tls_secret = queue.get("tlsSecretRef")
+    tls_name = _str(tls_secret, "name", "queue.tlsSecretRef") if isinstance(tls_secret, Mapping) else None
     source = QueueSource(
         nats_url=_str(queue, "natsUrl", "queue"),
         secret_name=secret_name,
+        tls_secret_name=tls_name,
         stream=_str(queue, "stream", "queue"),
         consumer=_str(queue, "consumer", "queue"),
         assumed_job_s=_num(queue, "assumedJobSeconds", "queue", low=0.0),

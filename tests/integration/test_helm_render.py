@@ -517,7 +517,19 @@ def test_existing_secrets_are_referenced_and_no_secret_is_rendered() -> None:
         "name": "escriba-postgres",
         "key": "connection-url",
     }
-    assert env["ESCRIBA_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "escriba-nats"
+    # NATS with account JWTs (.creds from the existing Secret) and a client certificate for mTLS.
+    assert "ESCRIBA_NATS_PASSWORD" not in env
+    mounts = {m["name"]: m["mountPath"] for m in container(spec, "gateway")["volumeMounts"]}
+    volumes = {v["name"]: v.get("secret", {}) for v in spec["volumes"]}
+    assert env["ESCRIBA_NATS_CREDS_FILE"]["value"] == f"{mounts['nats-creds']}/nats.creds"
+    assert volumes["nats-creds"]["secretName"] == "escriba-nats"
+    assert env["ESCRIBA_NATS_TLS_CERT_FILE"]["value"] == f"{mounts['nats-tls']}/tls.crt"
+    assert env["ESCRIBA_NATS_TLS_KEY_FILE"]["value"] == f"{mounts['nats-tls']}/tls.key"
+    assert volumes["nats-tls"]["secretName"] == "escriba-nats-client-tls"
+    assert env["SSL_CERT_FILE"]["value"].startswith(mounts["tls-ca"])
+    (tas,) = objects("existing-secrets", "TranscriptionAutoscaler")
+    assert tas["spec"]["queue"]["credentialsSecretRef"] == {"name": "escriba-nats"}
+    assert tas["spec"]["queue"]["tlsSecretRef"] == {"name": "escriba-nats-client-tls"}
     assert spec["serviceAccountName"] == "escriba-workloads"
     assert spec["imagePullSecrets"] == [{"name": "registry-credentials"}]
     assert container(spec, "gateway")["image"].startswith("registry.example.com/escriba@sha256:")
@@ -563,11 +575,9 @@ def test_the_autoscaler_targets_transcription_and_its_queue(name: str) -> None:
     roles = [r for r in objects(name, "Role") if r["metadata"]["namespace"] == helm.NAMESPACE]
     rules = [rule for role in roles + objects(name, "ClusterRole") for rule in role["rules"]]
     readable = {n for rule in rules if "secrets" in rule["resources"] for n in rule["resourceNames"]}
-    secret_ref = spec["queue"].get("credentialsSecretRef")
-    if secret_ref:
-        assert secret_ref["name"] in readable
-    else:
-        assert readable == set()
+    queue = spec["queue"]
+    refs = {queue[key]["name"] for key in ("credentialsSecretRef", "tlsSecretRef") if key in queue}
+    assert refs <= readable if refs else readable == set()
 
 
 def test_autoscaler_uses_prometheus_for_gpu_only_when_given() -> None:

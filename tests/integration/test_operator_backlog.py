@@ -20,6 +20,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
 from escriba_operator.backlog import DURATION_HEADER, BacklogIndex, Credentials, NatsPool
 from escriba_operator.signals import SignalError, SignalMissingError
+from tests.support.nats_secure import SecuredNats, secured_nats
 
 USER, PASSWORD = "escriba-operator", "s3cret-pass"
 STREAM, CONSUMER, SUBJECT = "ESCRIBA_JOBS", "transcription", "escriba.jobs.transcribe"
@@ -241,3 +242,58 @@ async def test_wrong_credentials_or_no_server_fail_the_read(pool: NatsPool, nats
     assert denied.value.reason == "NATSUnavailable"
     with pytest.raises(SignalError):
         await pool.connection(f"nats://127.0.0.1:{free_port()}", Credentials())
+
+
+# NATS secured as platform teams run it -------------------------------------------------------------
+
+
+@pytest.fixture()
+def secured(tmp_path: Path) -> Iterator[SecuredNats]:
+    """Account JWTs (a .creds file), TLS from a private CA, client certificates required."""
+    with secured_nats(tmp_path / "nats", tls=True, verify_clients=True) as server:
+        yield server
+
+
+def tls_credentials(server: SecuredNats, **overrides: Any) -> Credentials:
+    pki = server.pki
+    assert pki is not None
+    values: dict[str, Any] = {
+        "creds": server.creds,
+        "ca": pki.ca.read_text(),
+        "cert": pki.client.cert.read_text(),
+        "key": pki.client.key.read_text(),
+        **overrides,
+    }
+    return Credentials(**values)
+
+
+@pytest.mark.timeout(60)
+async def test_a_creds_file_and_tls_from_a_private_ca_read_the_backlog(
+    secured: SecuredNats, pool: NatsPool
+) -> None:
+    nc = await pool.connection(secured.url, tls_credentials(secured))
+    queue = JobQueue(nc)
+    await queue.create()
+    await queue.publish([30.0, 90.0])
+    backlog = await index().read(nc, now=0.0)
+    assert backlog.seconds == 120.0 and backlog.waiting_jobs == 2
+
+
+@pytest.mark.timeout(60)
+async def test_without_the_ca_or_the_client_certificate_the_read_fails_cleanly(
+    secured: SecuredNats, pool: NatsPool
+) -> None:
+    for missing in ({"ca": None}, {"cert": None, "key": None}):
+        with pytest.raises(SignalError) as caught:
+            await pool.connection(secured.url, tls_credentials(secured, **missing))
+        assert caught.value.reason == "NATSUnavailable"
+
+
+def test_unusable_secret_contents_are_reported_not_attempted() -> None:
+    with pytest.raises(SignalError, match="no user JWT") as caught:
+        Credentials(creds="user: someone\n")  # nats-py would loop forever on this
+    assert caught.value.reason == "SecretInvalid"
+    with pytest.raises(SignalError, match=r"tls\.crt and tls\.key"):
+        Credentials(cert="-----BEGIN CERTIFICATE-----\n")
+    with pytest.raises(SignalError, match="TLS material"):
+        Credentials(ca="not a certificate").tls_context()

@@ -14,6 +14,7 @@ import datetime
 import itertools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,10 +23,12 @@ import kopf
 import pytest
 from aiohttp import web
 
+from escriba_operator.backlog import Credentials, NatsPool
 from escriba_operator.handlers import register
 from escriba_operator.settings import OperatorSettings
 from tests.integration import test_operator_backlog as nats_fixtures
 from tests.integration.test_operator_backlog import PASSWORD, USER, JobQueue, free_port
+from tests.support.nats_secure import secured_nats
 
 # The real nats-server and the job queue on it, shared with the backlog reader's tests.
 nats_url = nats_fixtures.nats_url
@@ -536,3 +539,56 @@ async def test_deleting_an_autoscaler_stops_it_and_drops_its_metrics(
                 break
             await asyncio.sleep(0.05)
         assert series not in await metrics()
+
+
+@pytest.mark.timeout(90)
+async def test_reads_the_backlog_with_a_creds_file_over_tls_from_a_private_ca(
+    cluster: kmock.KubernetesEmulator, tmp_path: Path, prometheus: Prometheus
+) -> None:
+    """A NATS with account JWTs and mTLS: `nats.creds` in the credentials Secret, `ca.crt`, `tls.crt`
+    and `tls.key` in a TLS Secret as cert-manager writes it. The operator reads the consumer with
+    them, over the client protocol."""
+    with secured_nats(tmp_path / "nats", tls=True, verify_clients=True) as secured:
+        pki = secured.pki
+        assert pki is not None
+        secrets = {
+            "nats-secure": {"nats.creds": secured.creds_file},
+            "nats-tls": {"ca.crt": pki.ca, "tls.crt": pki.client.cert, "tls.key": pki.client.key},
+        }
+        for name, files in secrets.items():
+            cluster.objects["v1/secrets", NS, name] = {
+                "metadata": {"name": name, "namespace": NS},
+                "data": {key: _b64(path.read_text()) for key, path in files.items()},
+            }
+        pool = NatsPool(timeout_s=5)
+        try:
+            nc = await pool.connection(
+                secured.url,
+                Credentials(
+                    creds=secured.creds,
+                    ca=pki.ca.read_text(),
+                    cert=pki.client.cert.read_text(),
+                    key=pki.client.key.read_text(),
+                ),
+            )
+            queue = JobQueue(nc)
+            await queue.create()
+            await queue.publish([300.0, 120.0, 60.0])
+            prometheus.series = {"gpu": [50.0], "throughput": [10.0]}
+            add_deployment(cluster, replicas=1)
+            spec = autoscaler_spec(
+                secured.url,
+                prometheus,
+                queue={
+                    "credentialsSecretRef": {"name": "nats-secure"},
+                    "tlsSecretRef": {"name": "nats-tls"},
+                },
+            )
+            add_autoscaler(cluster, spec)
+            async with operator(cluster):
+                await eventually(
+                    lambda: status_of(cluster).get("backlogSeconds") == 480.0, "the backlog in the status"
+                )
+            assert condition(cluster, "BacklogAvailable")["status"] == "True"
+        finally:
+            await pool.close()

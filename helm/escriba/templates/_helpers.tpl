@@ -221,6 +221,12 @@ from Secrets, and the TLS files. Call with the root context. */}}
 - name: ESCRIBA_NATS_CREDS_FILE
   value: /var/run/escriba/nats/{{ $keys.creds }}
 {{- end }}
+{{- if .Values.nats.tls.clientCertSecret }}
+- name: ESCRIBA_NATS_TLS_CERT_FILE
+  value: /var/run/escriba/nats-tls/tls.crt
+- name: ESCRIBA_NATS_TLS_KEY_FILE
+  value: /var/run/escriba/nats-tls/tls.key
+{{- end }}
 {{- include "escriba.tlsEnv" . }}
 {{- end }}
 
@@ -261,6 +267,11 @@ auth files (the gateway's tokens and JWT keys only on the gateway). Call with (d
 {{- if $auth.creds }}
 - name: nats-creds
   mountPath: /var/run/escriba/nats
+  readOnly: true
+{{- end }}
+{{- if $v.nats.tls.clientCertSecret }}
+- name: nats-tls
+  mountPath: /var/run/escriba/nats-tls
   readOnly: true
 {{- end }}
 {{- if $v.tls.ca.secretName }}
@@ -312,6 +323,17 @@ auth files (the gateway's tokens and JWT keys only on the gateway). Call with (d
     items:
       - key: {{ $v.nats.auth.secretKeys.creds }}
         path: {{ $v.nats.auth.secretKeys.creds }}
+{{- end }}
+{{- if $v.nats.tls.clientCertSecret }}
+- name: nats-tls
+  secret:
+    secretName: {{ $v.nats.tls.clientCertSecret }}
+    defaultMode: 0440
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
 {{- end }}
 {{- if $v.tls.ca.secretName }}
 - name: tls-ca

@@ -9,6 +9,9 @@
 {{- if include "escriba.natsHasSecret" . }}
 {{- $names = prepend $names (include "escriba.natsSecretName" .) }}
 {{- end }}
+{{- with .Values.nats.tls.clientCertSecret }}
+{{- $names = append $names . }}
+{{- end }}
 {{- $names | uniq | join "," }}
 {{- end }}
 
