@@ -8,6 +8,7 @@ async with EscribaClient("localhost:50051") as client:
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +20,29 @@ from escriba.common.tracing import client_interceptors
 from escriba.v1 import common_pb2, tasks_pb2, tasks_pb2_grpc
 
 FORMATS = {"srt": tasks_pb2.OUTPUT_FORMAT_SRT, "vtt": tasks_pb2.OUTPUT_FORMAT_VTT}
+
+#: Reads are retried by the channel when the gateway refuses them for load (RESOURCE_EXHAUSTED at its
+#: concurrent-RPC limit) or is briefly unreachable (UNAVAILABLE, e.g. a pod rolling): they change
+#: nothing, so a retry is always safe. Creating, cancelling and archiving are not retried.
+READ_RETRY_POLICY = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [
+                    {"service": "escriba.v1.TaskService", "method": method}
+                    for method in ("GetTask", "ListTasks", "WatchTask")
+                ],
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.2s",
+                    "maxBackoff": "3s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
+                },
+            }
+        ]
+    }
+)
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
@@ -78,6 +102,8 @@ class EscribaClient:
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", READ_RETRY_POLICY),
         ]
         if server_name:
             # Verify the certificate for this name and send it as the authority (SNI, :authority).
