@@ -34,7 +34,7 @@ import numpy as np
 from bench import audio
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-PARTS = ("transcription", "preprocess", "listing", "rss")
+PARTS = ("transcription", "preprocess", "listing", "rss", "objects")
 
 #: key -> (target, "min" when the value must reach it, "max" when it must stay under it, or None).
 TARGETS: dict[str, tuple[float | None, str | None]] = {
@@ -46,6 +46,7 @@ TARGETS: dict[str, tuple[float | None, str | None]] = {
     "list_tasks_index_speedup": (None, None),
     "transcription_peak_rss_mb_60min": (None, None),
     "create_task_p99_ms": (None, None),
+    "object_read_vs_nats_py_ratio": (None, None),
 }
 
 log = logging.getLogger("bench")
@@ -258,6 +259,19 @@ async def _rss(args: argparse.Namespace, keys: dict[str, Any], details: dict[str
     }
 
 
+async def _objects(args: argparse.Namespace, keys: dict[str, Any], details: dict[str, Any]) -> None:
+    from bench import objects
+
+    _say("object-store reads: direct gets against nats-py's ObjectStore.get (5 and 60 MiB)")
+    result = await objects.compare()
+    keys["object_read_vs_nats_py_ratio"] = result.ratio(60)
+    details["object_reads"] = {
+        "direct_s": result.direct_s,
+        "nats_py_s": result.nats_py_s,
+        "ratio_by_mib": {size: result.ratio(size) for size in result.direct_s},
+    }
+
+
 # Report -----------------------------------------------------------------------------------------
 
 
@@ -317,6 +331,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
         "preprocess": _preprocess,
         "listing": _listing,
         "rss": _rss,
+        "objects": _objects,
     }
     keys: dict[str, Any] = {}
     details: dict[str, Any] = {}
