@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
+import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import grpc
+
 from escriba.common.client import file_chunks, write_all
+from escriba.common.grpc_status import REASON_METADATA
 from escriba.common.security import bearer_metadata, channel_credentials, open_channel
 from escriba.common.tracing import client_interceptors
 from escriba.v1 import common_pb2, tasks_pb2, tasks_pb2_grpc
@@ -77,6 +82,22 @@ def _requests(spec: tasks_pb2.TaskSpec, path: Path) -> Iterator[tasks_pb2.Create
         yield tasks_pb2.CreateTaskRequest(chunk=chunk)
 
 
+#: Attempts of one upload refused by the transport, and the first delay between them (doubling).
+UPLOAD_ATTEMPTS = 4
+UPLOAD_BACKOFF_S = 0.25
+_RETRYABLE_UPLOAD_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL}
+)
+
+
+def _transport_refusal(error: grpc.aio.AioRpcError) -> bool:
+    """A refusal Escriba's code did not send (it names its reason in metadata): retrying may work."""
+    metadata = error.trailing_metadata() or ()
+    if any(key == REASON_METADATA for key, _ in metadata):
+        return False
+    return error.code() in _RETRYABLE_UPLOAD_CODES
+
+
 class EscribaClient:
     """``token`` goes out as ``authorization: Bearer``; ``tls`` (implied by ``ca_file``, a client
     certificate or ``server_name``) verifies the server against ``ca_file``, or against the system roots
@@ -132,13 +153,30 @@ class EscribaClient:
         await self._channel.close()
 
     async def _upload(self, method: str, path: Path, spec: tasks_pb2.TaskSpec) -> tasks_pb2.Task:
-        call = getattr(self.stub, method)(metadata=self.metadata)
-        writer = asyncio.create_task(write_all(call, _requests(spec, path)))
-        try:
-            task: tasks_pb2.Task = await call
-        finally:
-            await writer
-        return task
+        """Upload with an idempotency key, retrying refusals that came from the transport.
+
+        A gateway at its concurrent-RPC limit refuses before Escriba's code runs, and grpc's asyncio
+        client may report that as INTERNAL while it is still writing (grpc/grpc#36066). The key makes a
+        retry safe: were the first attempt stored after all, the gateway returns that task.
+        """
+        if not spec.idempotency_key:
+            keyed = tasks_pb2.TaskSpec()
+            keyed.CopyFrom(spec)
+            keyed.idempotency_key = uuid.uuid4().hex
+            spec = keyed
+        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+            call = getattr(self.stub, method)(metadata=self.metadata)
+            writer = asyncio.create_task(write_all(call, _requests(spec, path)))
+            try:
+                task: tasks_pb2.Task = await call
+                return task
+            except grpc.aio.AioRpcError as exc:
+                if attempt == UPLOAD_ATTEMPTS or not _transport_refusal(exc):
+                    raise
+            finally:
+                await writer
+            await asyncio.sleep(UPLOAD_BACKOFF_S * 2 ** (attempt - 1) * (0.5 + random.random()))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def create_task(self, path: Path, spec: tasks_pb2.TaskSpec | None = None) -> tasks_pb2.Task:
         return await self._upload("CreateTask", path, spec or make_spec(path.name))

@@ -46,7 +46,7 @@ class BusyTaskService(tasks_pb2_grpc.TaskServiceServicer):
 
 @pytest.fixture
 async def busy() -> AsyncIterator[tuple[str, BusyTaskService]]:
-    service = BusyTaskService()
+    service = BusyTaskService()  # type: ignore[abstract]  # the other methods answer UNIMPLEMENTED
     server = grpc.aio.server(maximum_concurrent_rpcs=1)
     tasks_pb2_grpc.add_TaskServiceServicer_to_server(service, server)
     port = server.add_insecure_port("127.0.0.1:0")

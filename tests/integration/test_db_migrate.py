@@ -27,6 +27,8 @@ from escriba.db.settings import CHECKOUT_MIGRATIONS_DIR
 pytestmark = pytest.mark.timeout(60)
 
 REPO_MIGRATIONS = load_migrations(CHECKOUT_MIGRATIONS_DIR)
+#: The version a new migration file would take after the repository's.
+NEXT = REPO_MIGRATIONS[-1].version + 1
 
 
 @pytest.fixture
@@ -142,29 +144,29 @@ async def test_edited_applied_file_is_refused(
     conn: asyncpg.Connection, schema: str, migrations_copy: Path
 ) -> None:
     await migrate(conn, schema, migrations_copy)
-    (migrations_copy / "0003_later.sql").write_text("CREATE TABLE later (id integer);\n")
+    (migrations_copy / f"{NEXT:04d}_later.sql").write_text("CREATE TABLE later (id integer);\n")
     first = migrations_copy / REPO_MIGRATIONS[0].path.name
     first.write_text(first.read_text() + "\n-- an innocent-looking edit\n")
     with pytest.raises(MigrationChecksumMismatch, match=re.escape(first.name)):
         await migrate(conn, schema, migrations_copy)
     # Refused before anything ran: the new file was not applied either.
     assert not await _table_exists(conn, schema, "later")
-    assert 3 not in await _versions(conn, schema)
+    assert NEXT not in await _versions(conn, schema)
 
 
 async def test_failing_file_is_rolled_back_and_retried(
     conn: asyncpg.Connection, schema: str, migrations_copy: Path
 ) -> None:
-    bad = migrations_copy / "0003_add_things.sql"
+    bad = migrations_copy / f"{NEXT:04d}_add_things.sql"
     bad.write_text("CREATE TABLE things (id integer);\nSELECT 1 / 0;\n")
-    with pytest.raises(MigrationError, match=r"0003_add_things\.sql"):
+    with pytest.raises(MigrationError, match=re.escape(bad.name)):
         await migrate(conn, schema, migrations_copy)
     assert await _versions(conn, schema) == [m.version for m in REPO_MIGRATIONS]
     assert not await _table_exists(conn, schema, "things")
 
     bad.write_text("CREATE TABLE things (id integer);\n")
     applied = await migrate(conn, schema, migrations_copy)
-    assert [m.version for m in applied] == [3]
+    assert [m.version for m in applied] == [NEXT]
     assert await _table_exists(conn, schema, "things")
 
 

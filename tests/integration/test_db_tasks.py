@@ -237,6 +237,30 @@ async def test_explicit_ids_and_bad_ids(task_repository: TaskRepository) -> None
         await task_repository.start_stage("00000000-0000-4000-8000-000000000000", Stage.PREPROCESS)
 
 
+async def test_an_idempotency_key_creates_one_task_per_owner(task_repository: TaskRepository) -> None:
+    first, created = await task_repository.create_once(NewTask(owner_id=OWNER, idempotency_key="upload-1"))
+    again, created_again = await task_repository.create_once(
+        NewTask(owner_id=OWNER, idempotency_key="upload-1", filename="retry.mp3")
+    )
+    assert created and not created_again and again.id == first.id and again.filename == first.filename
+    other, other_created = await task_repository.create_once(
+        NewTask(owner_id="bob", idempotency_key="upload-1")
+    )
+    assert other_created and other.id != first.id  # keys are per owner
+    assert await task_repository.find_by_idempotency_key(OWNER, "upload-1") == first
+    assert await task_repository.find_by_idempotency_key(OWNER, "upload-2") is None
+    plain = [await task_repository.create_once(NewTask(owner_id=OWNER)) for _ in range(2)]
+    assert all(created for _, created in plain) and plain[0][0].id != plain[1][0].id
+
+
+async def test_racing_creates_with_one_key_insert_one_row(task_repository: TaskRepository) -> None:
+    results = await asyncio.gather(
+        *(task_repository.create_once(NewTask(owner_id=OWNER, idempotency_key="race")) for _ in range(8))
+    )
+    assert len({task.id for task, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+
+
 async def test_owner_isolation(task_repository: TaskRepository) -> None:
     mine = await _bring_to(task_repository, TaskStatus.COMPLETED)
     theirs = await _new(task_repository, owner=OTHER)

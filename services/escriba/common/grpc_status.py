@@ -48,6 +48,9 @@ def status_code_for(error: EscribaError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+#: Trailing metadata key naming the reason of a status Escriba itself sent.
+REASON_METADATA = "escriba-reason"
+
 #: Longest status message sent (percent-encoded UTF-8, still under 12 KiB). Details travel as trailing
 #: metadata, which clients cap (16 KiB by default): a message quoting a hostile 10 MB field would
 #: otherwise replace the real status with an unrelated "metadata size exceeds hard limit" error.
@@ -70,7 +73,9 @@ async def grpc_errors(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
         code = status_code_for(exc)
         if code == grpc.StatusCode.INTERNAL:
             log.exception("internal error")
-        await context.abort(code, status_details(exc))
+        # The reason also as metadata: a refusal without it came from the transport (a server at its
+        # concurrent-RPC limit, grpc core), which a client may retry; Escriba's own may not be.
+        await context.abort(code, status_details(exc), trailing_metadata=((REASON_METADATA, exc.reason),))
 
 
 def translate_errors(

@@ -38,6 +38,8 @@ class NewTask:
     options: Mapping[str, Any] = field(default_factory=dict)
     upload_ms: float | None = None
     id: str | None = None
+    #: The caller's key for a safe retry (unique per owner); None: every create is a new task.
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

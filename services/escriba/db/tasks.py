@@ -175,6 +175,48 @@ class TaskRepository:
                 raise TaskAlreadyExists(f"task {tid} already exists") from exc
         return task_from_row(row, with_result=True)
 
+    async def create_once(self, task: NewTask) -> tuple[TaskRecord, bool]:
+        """Insert ``task`` unless its owner already has a task with its idempotency key; returns the
+        task and whether it was created now. Two concurrent creates with one key insert one row."""
+        if not task.idempotency_key:
+            return await self.create(task), True
+        tid = uuid.uuid4() if task.id is None else parse_task_id(task.id)
+        if tid is None:
+            raise InvalidInputError(f"task id {task.id!r} is not a UUID", reason="invalid_task_id")
+        if not task.owner_id:
+            raise InvalidInputError("a task needs an owner", reason="missing_owner")
+        with database_errors("creating a task"):
+            row = await self._pool.fetchrow(
+                "INSERT INTO transcription_tasks"
+                " (id, owner_id, filename, audio_object, audio_sha256, options, upload_ms, idempotency_key)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                " ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+                f" RETURNING {ALL_COLUMNS}",
+                tid,
+                task.owner_id,
+                task.filename,
+                task.audio_object,
+                task.audio_sha256,
+                dict(task.options),
+                task.upload_ms,
+                task.idempotency_key,
+            )
+        if row is not None:
+            return task_from_row(row, with_result=True), True
+        existing = await self.find_by_idempotency_key(task.owner_id, task.idempotency_key)
+        if existing is None:  # the first one was deleted (purged) between the two statements
+            raise TaskAlreadyExists("a task with this idempotency key was just removed; retry")
+        return existing, False
+
+    async def find_by_idempotency_key(self, owner_id: str, key: str) -> TaskRecord | None:
+        with database_errors("finding a task by idempotency key"):
+            row = await self._pool.fetchrow(
+                f"SELECT {ALL_COLUMNS} FROM transcription_tasks WHERE owner_id = $1 AND idempotency_key = $2",
+                owner_id,
+                key,
+            )
+        return None if row is None else task_from_row(row, with_result=True)
+
     async def start_stage(self, task_id: str, stage: Stage) -> Transition:
         """Move the task into ``stage`` (re-entering it is allowed: a redelivered job).
 

@@ -95,8 +95,16 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         object_name = f"uploads/{task_id}"
         started = time.perf_counter()
         try:
-            await self._check_queue_limit(owner)
             spec = await read_spec(requests)
+            key = spec.idempotency_key or None
+            if key is not None:
+                earlier = await pipeline.repo.find_by_idempotency_key(owner, key)
+                if earlier is not None:
+                    # A retry of a create that already happened: the same task, nothing stored again.
+                    await stream.drain()
+                    log.info("create replayed by its idempotency key", extra={"task_id": earlier.id})
+                    return earlier
+            await self._check_queue_limit(owner)
             await pipeline.uploads.put_chunks(object_name, stream.chunks())
         except EscribaError:
             await stream.drain()
@@ -106,7 +114,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
             await pipeline.uploads.delete(object_name)
             raise EmptyUploadError("the upload has no audio bytes")
         upload_ms = (time.perf_counter() - started) * 1000
-        record = await pipeline.repo.create(
+        record, created = await pipeline.repo.create_once(
             NewTask(
                 id=task_id,
                 owner_id=owner,
@@ -115,8 +123,13 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
                 audio_sha256=stream.sha256,
                 options=spec_to_dict(spec),
                 upload_ms=upload_ms,
+                idempotency_key=key,
             )
         )
+        if not created:
+            # The same key raced this create and won: keep its task, drop this copy of the audio.
+            await pipeline.uploads.delete(object_name)
+            return record
         with task_context(task_id):
             await pipeline.events.publish(record)
             job = jobs_pb2.PreprocessJob(

@@ -53,6 +53,10 @@ def output_formats(spec: tasks_pb2.TaskSpec) -> list[str]:
     return out
 
 
+#: As the database column allows.
+MAX_IDEMPOTENCY_KEY_CHARS = 128
+
+
 def validate_spec(spec: tasks_pb2.TaskSpec) -> tasks_pb2.TaskSpec:
     """Raise InvalidInputError for options no stage would accept; return the spec with a clean filename."""
     if len(spec.filename) > MAX_RAW_FILENAME_CHARS:
@@ -64,6 +68,12 @@ def validate_spec(spec: tasks_pb2.TaskSpec) -> tasks_pb2.TaskSpec:
     convert.transcription_options_from_pb(spec.transcription, TranscriptionOptions())
     Corrector(CorrectionSettings()).resolve(convert.correction_options_from_pb(spec.correction))
     output_formats(spec)
+    key = spec.idempotency_key
+    if key and (len(key) > MAX_IDEMPOTENCY_KEY_CHARS or not key.isascii() or not key.isprintable()):
+        raise InvalidInputError(
+            f"the idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters",
+            reason="invalid_idempotency_key",
+        )
     cleaned = tasks_pb2.TaskSpec()
     cleaned.CopyFrom(spec)
     cleaned.filename = clean_filename(spec.filename)

@@ -73,8 +73,14 @@ class TaskSpec(_message.Message):
     TRANSCRIPTION_FIELD_NUMBER: _builtins.int
     CORRECTION_FIELD_NUMBER: _builtins.int
     OUTPUT_FORMATS_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     filename: _builtins.str
     """shown in listings; a hint for the decoder"""
+    idempotency_key: _builtins.str
+    """Chosen by the caller (at most 128 printable ASCII characters) to make CreateTask safe to retry:
+    a second CreateTask of the same owner with the same key returns the first task and stores
+    nothing. EscribaClient sets one per upload and retries refused uploads with it.
+    """
     @_builtins.property
     def transcription(self) -> _common_pb2.TranscriptionOptions: ...
     @_builtins.property
@@ -88,10 +94,11 @@ class TaskSpec(_message.Message):
         transcription: _common_pb2.TranscriptionOptions | None = ...,
         correction: _common_pb2.CorrectionOptions | None = ...,
         output_formats: _abc.Iterable[Global___OutputFormat.ValueType] | None = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["correction", b"correction", "transcription", b"transcription"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["correction", b"correction", "filename", b"filename", "output_formats", b"output_formats", "transcription", b"transcription"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["correction", b"correction", "filename", b"filename", "idempotency_key", b"idempotency_key", "output_formats", b"output_formats", "transcription", b"transcription"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,88 @@
+"""CreateTask is safe to retry: an idempotency key makes a repeated upload the same task, and the
+client retries uploads the gateway's transport refused (at its concurrent-RPC limit) with that key.
+
+A local stack whose gRPC server serves one RPC at a time, so a second call is refused while one is
+open, as a busy gateway at ESCRIBA_GRPC_MAX_CONCURRENT_RPCS refuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from escriba.client import EscribaClient, make_spec
+from escriba.local.nats import EmbeddedNats
+from escriba.local.stack import LocalStack
+from escriba.v1 import tasks_pb2
+from tests.support.stack import stack_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(300)]
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def stack(nats_server: EmbeddedNats, postgres_dsn: str) -> AsyncIterator[LocalStack]:
+    config = stack_config(nats_server.url, postgres_dsn, env={"ESCRIBA_GRPC_MAX_CONCURRENT_RPCS": "1"})
+    async with LocalStack(config) as running:
+        yield running
+
+
+async def code_of(call: Awaitable[object]) -> grpc.StatusCode:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return caught.value.code()
+
+
+async def stored_uploads(stack: LocalStack) -> int:
+    pipeline = stack.runtime.pipeline  # type: ignore[union-attr]
+    info = await pipeline.js.stream_info(f"OBJ_{pipeline.uploads.bucket}")
+    return info.state.messages
+
+
+async def test_the_same_key_twice_is_one_task_and_one_stored_upload(
+    client: EscribaClient, stack: LocalStack, data_dir: Path
+) -> None:
+    spec = make_spec("jfk.flac")
+    spec.idempotency_key = "meeting-2026-11-24"
+    first = await client.create_task(data_dir / "jfk.flac", spec)
+    stored = await stored_uploads(stack)
+    again = await client.create_task(data_dir / "jfk.flac", spec)
+    assert again.id == first.id
+    assert await stored_uploads(stack) == stored, "the repeated upload was stored again"
+    other = await client.create_task(data_dir / "jfk.flac")  # no key given: the client picks a new one
+    assert other.id != first.id
+
+
+async def test_a_bad_key_is_refused(client: EscribaClient, data_dir: Path) -> None:
+    spec = make_spec("jfk.flac")
+    spec.idempotency_key = "x" * 129
+    assert await code_of(client.create_task(data_dir / "jfk.flac", spec)) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_an_upload_refused_at_the_rpc_limit_is_retried_and_lands_once(
+    client: EscribaClient, stack: LocalStack, data_dir: Path
+) -> None:
+    # Hold the server's only slot: a CreateTask that sent its spec and waits.
+    held = client.stub.CreateTask()
+    await held.write(tasks_pb2.CreateTaskRequest(spec=make_spec("held.flac")))
+    # Writes are not retried by the channel: this shows the server refusing right now.
+    assert await code_of(client.cancel("00000000-0000-4000-8000-000000000000")) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED
+    )
+    spec = make_spec("jfk.flac")
+    spec.idempotency_key = "retried-upload"
+    upload = asyncio.create_task(client.create_task(data_dir / "jfk.flac", spec))
+    await asyncio.sleep(0.3)  # the first attempt has been refused by now; at least two remain
+    assert not upload.done()
+    await held.done_writing()  # an empty upload: refused, and the slot is free
+    assert await code_of(held) == grpc.StatusCode.INVALID_ARGUMENT
+    task = await asyncio.wait_for(upload, 30)
+    pipeline = stack.runtime.pipeline  # type: ignore[union-attr]
+    rows = await pipeline.pool.fetch(
+        "SELECT id::text FROM transcription_tasks WHERE idempotency_key = $1", "retried-upload"
+    )
+    assert [r["id"] for r in rows] == [task.id]
