@@ -76,33 +76,28 @@ async def test_tls_from_a_private_ca_with_a_client_certificate(tls_nats: Secured
     )
 
 
-async def test_a_server_signed_by_an_unknown_ca_is_not_trusted(tls_nats: SecuredNats) -> None:
-    pki = tls_nats.pki
-    assert pki is not None
-    with pytest.raises(BusUnavailableError):
-        # The system CAs do not know the private one.
-        await use_jetstream(
-            tls_nats.url,
-            creds_file=str(tls_nats.creds_file),
-            tls_cert_file=str(pki.client.cert),
-            tls_key_file=str(pki.client.key),
-            startup_timeout_s=2.0,
-            max_reconnect=0,
-        )
-
-
-async def test_a_server_that_verifies_clients_refuses_one_without_a_certificate(
-    tls_nats: SecuredNats,
+@pytest.mark.parametrize(
+    "left_out",
+    [
+        ("tls_ca_file",),  # the system CAs do not know the private one: the server is not trusted
+        ("tls_cert_file", "tls_key_file"),  # the server verifies clients: no certificate, no entry
+    ],
+    ids=["no-private-ca", "no-client-certificate"],
+)
+async def test_without_the_private_ca_or_the_client_certificate_tls_fails(
+    tls_nats: SecuredNats, left_out: tuple[str, ...]
 ) -> None:
     pki = tls_nats.pki
     assert pki is not None
+    files = {"tls_ca_file": pki.ca, "tls_cert_file": pki.client.cert, "tls_key_file": pki.client.key}
+    tls = {name: str(path) for name, path in files.items() if name not in left_out}
     with pytest.raises(BusUnavailableError):
         await use_jetstream(
             tls_nats.url,
             creds_file=str(tls_nats.creds_file),
-            tls_ca_file=str(pki.ca),
             startup_timeout_s=2.0,
             max_reconnect=0,
+            **tls,
         )
 
 

@@ -151,28 +151,10 @@ class TaskRepository:
     # Writes --------------------------------------------------------------------------------------
 
     async def create(self, task: NewTask) -> TaskRecord:
-        """Insert ``task`` as ``queued``; :class:`TaskAlreadyExists` when its id is taken."""
-        if not task.owner_id:
-            raise InvalidInputError("a task needs an owner", reason="missing_owner")
-        tid = uuid.uuid4() if task.id is None else parse_task_id(task.id)
-        if tid is None:
-            raise InvalidInputError(f"task id {task.id!r} is not a UUID", reason="invalid_task_id")
-        with database_errors("creating a task"):
-            try:
-                row = await self._pool.fetchrow(
-                    "INSERT INTO transcription_tasks"
-                    " (id, owner_id, filename, audio_object, audio_sha256, options, upload_ms)"
-                    f" VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {ALL_COLUMNS}",
-                    tid,
-                    task.owner_id,
-                    task.filename,
-                    task.audio_object,
-                    task.audio_sha256,
-                    dict(task.options),
-                    task.upload_ms,
-                )
-            except asyncpg.UniqueViolationError as exc:
-                raise TaskAlreadyExists(f"task {tid} already exists") from exc
+        """Insert ``task`` as ``queued``; :class:`TaskAlreadyExists` when its id (or its owner's
+        idempotency key) is taken."""
+        row = await self._insert(task, skip_taken_key=False)
+        assert row is not None
         return task_from_row(row, with_result=True)
 
     async def create_once(self, task: NewTask) -> tuple[TaskRecord, bool]:
@@ -180,33 +162,46 @@ class TaskRepository:
         task and whether it was created now. Two concurrent creates with one key insert one row."""
         if not task.idempotency_key:
             return await self.create(task), True
+        for _ in range(2):
+            row = await self._insert(task, skip_taken_key=True)
+            if row is not None:
+                return task_from_row(row, with_result=True), True
+            existing = await self.find_by_idempotency_key(task.owner_id, task.idempotency_key)
+            if existing is not None:
+                return existing, False
+            # The task holding the key was deleted between the two statements: insert again.
+        raise TaskAlreadyExists(f"the idempotency key {task.idempotency_key!r} is in use")
+
+    async def _insert(self, task: NewTask, *, skip_taken_key: bool) -> asyncpg.Record | None:
+        """The INSERT of a new task; None when ``skip_taken_key`` and its owner's key is taken."""
+        if not task.owner_id:
+            raise InvalidInputError("a task needs an owner", reason="missing_owner")
         tid = uuid.uuid4() if task.id is None else parse_task_id(task.id)
         if tid is None:
             raise InvalidInputError(f"task id {task.id!r} is not a UUID", reason="invalid_task_id")
-        if not task.owner_id:
-            raise InvalidInputError("a task needs an owner", reason="missing_owner")
+        on_conflict = (
+            " ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+            if skip_taken_key
+            else ""
+        )
         with database_errors("creating a task"):
-            row = await self._pool.fetchrow(
-                "INSERT INTO transcription_tasks"
-                " (id, owner_id, filename, audio_object, audio_sha256, options, upload_ms, idempotency_key)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-                " ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
-                f" RETURNING {ALL_COLUMNS}",
-                tid,
-                task.owner_id,
-                task.filename,
-                task.audio_object,
-                task.audio_sha256,
-                dict(task.options),
-                task.upload_ms,
-                task.idempotency_key,
-            )
-        if row is not None:
-            return task_from_row(row, with_result=True), True
-        existing = await self.find_by_idempotency_key(task.owner_id, task.idempotency_key)
-        if existing is None:  # the first one was deleted (purged) between the two statements
-            raise TaskAlreadyExists("a task with this idempotency key was just removed; retry")
-        return existing, False
+            try:
+                row: asyncpg.Record | None = await self._pool.fetchrow(
+                    "INSERT INTO transcription_tasks (id, owner_id, filename, audio_object, audio_sha256,"
+                    " options, upload_ms, idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                    f"{on_conflict} RETURNING {ALL_COLUMNS}",
+                    tid,
+                    task.owner_id,
+                    task.filename,
+                    task.audio_object,
+                    task.audio_sha256,
+                    dict(task.options),
+                    task.upload_ms,
+                    task.idempotency_key,
+                )
+            except asyncpg.UniqueViolationError as exc:
+                raise TaskAlreadyExists(f"task {tid} already exists") from exc
+        return row
 
     async def find_by_idempotency_key(self, owner_id: str, key: str) -> TaskRecord | None:
         with database_errors("finding a task by idempotency key"):
