@@ -39,7 +39,7 @@ READ_RETRY_POLICY = json.dumps(
                 ],
                 "retryPolicy": {
                     "maxAttempts": 5,
-                    "initialBackoff": "0.2s",
+                    "initialBackoff": "0.5s",
                     "maxBackoff": "3s",
                     "backoffMultiplier": 2,
                     "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
@@ -82,7 +82,8 @@ def _requests(spec: tasks_pb2.TaskSpec, path: Path) -> Iterator[tasks_pb2.Create
         yield tasks_pb2.CreateTaskRequest(chunk=chunk)
 
 
-#: Attempts of one upload refused by the transport, and the first delay between them (doubling).
+#: Attempts of one upload refused by the transport (the default of ``upload_attempts``), and the
+#: first delay between them (doubling, with jitter).
 UPLOAD_ATTEMPTS = 4
 UPLOAD_BACKOFF_S = 0.25
 _RETRYABLE_UPLOAD_CODES = frozenset(
@@ -115,8 +116,12 @@ class EscribaClient:
         cert_file: str | Path | None = None,
         key_file: str | Path | None = None,
         server_name: str | None = None,
+        upload_attempts: int = UPLOAD_ATTEMPTS,
     ) -> None:
+        if upload_attempts < 1:
+            raise ValueError(f"upload_attempts must be at least 1, got {upload_attempts}")
         self.address = address
+        self.upload_attempts = upload_attempts
         self.metadata = tuple(metadata) + (bearer_metadata(token) if token else ())
         secure = tls or bool(ca_file) or bool(cert_file) or bool(server_name)
         credentials = channel_credentials(ca_file, cert_file, key_file) if secure else None
@@ -164,14 +169,15 @@ class EscribaClient:
             keyed.CopyFrom(spec)
             keyed.idempotency_key = uuid.uuid4().hex
             spec = keyed
-        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+        attempts = self.upload_attempts
+        for attempt in range(1, attempts + 1):
             call = getattr(self.stub, method)(metadata=self.metadata)
             writer = asyncio.create_task(write_all(call, _requests(spec, path)))
             try:
                 task: tasks_pb2.Task = await call
                 return task
             except grpc.aio.AioRpcError as exc:
-                if attempt == UPLOAD_ATTEMPTS or not _transport_refusal(exc):
+                if attempt == attempts or not _transport_refusal(exc):
                     raise
             finally:
                 await writer

@@ -34,13 +34,40 @@ async def stack(nats_server: EmbeddedNats, postgres_dsn: str) -> AsyncIterator[L
 async def code_of(call: Awaitable[object]) -> grpc.StatusCode:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call
-    return caught.value.code()
+    code: grpc.StatusCode = caught.value.code()
+    return code
 
 
 async def stored_uploads(stack: LocalStack) -> int:
     pipeline = stack.runtime.pipeline  # type: ignore[union-attr]
     info = await pipeline.js.stream_info(f"OBJ_{pipeline.uploads.bucket}")
     return info.state.messages
+
+
+async def hold_the_only_slot(client: EscribaClient) -> grpc.aio.StreamUnaryCall:
+    """A CreateTask that sent its spec and waits, once the server has taken it.
+
+    Writing a message only buffers it, so the server may take the call a moment later; a probe (a
+    CancelTask, which the channel never retries) refused with RESOURCE_EXHAUSTED shows it has. A probe
+    can itself hold the slot when the call arrives, which refuses the call: then it is made again.
+    """
+
+    async def refused() -> bool:
+        code = await code_of(client.cancel("00000000-0000-4000-8000-000000000000"))
+        return code is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    deadline = asyncio.get_running_loop().time() + 30
+    while asyncio.get_running_loop().time() < deadline:
+        held = client.stub.CreateTask()
+        await held.write(tasks_pb2.CreateTaskRequest(spec=make_spec("held.flac")))
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            if held.done():
+                break  # refused: a probe had the slot
+            if await refused():
+                return held
+        held.cancel()
+    pytest.fail("the server never reached its RPC limit")
 
 
 async def test_the_same_key_twice_is_one_task_and_one_stored_upload(
@@ -66,21 +93,17 @@ async def test_a_bad_key_is_refused(client: EscribaClient, data_dir: Path) -> No
 async def test_an_upload_refused_at_the_rpc_limit_is_retried_and_lands_once(
     client: EscribaClient, stack: LocalStack, data_dir: Path
 ) -> None:
-    # Hold the server's only slot: a CreateTask that sent its spec and waits.
-    held = client.stub.CreateTask()
-    await held.write(tasks_pb2.CreateTaskRequest(spec=make_spec("held.flac")))
-    # Writes are not retried by the channel: this shows the server refusing right now.
-    assert await code_of(client.cancel("00000000-0000-4000-8000-000000000000")) == (
-        grpc.StatusCode.RESOURCE_EXHAUSTED
-    )
+    held = await hold_the_only_slot(client)
     spec = make_spec("jfk.flac")
     spec.idempotency_key = "retried-upload"
-    upload = asyncio.create_task(client.create_task(data_dir / "jfk.flac", spec))
-    await asyncio.sleep(0.3)  # the first attempt has been refused by now; at least two remain
-    assert not upload.done()
-    await held.done_writing()  # an empty upload: refused, and the slot is free
-    assert await code_of(held) == grpc.StatusCode.INVALID_ARGUMENT
-    task = await asyncio.wait_for(upload, 30)
+    # More attempts than the default, so a slow machine cannot run out of them before the release.
+    async with EscribaClient(stack.address, upload_attempts=10) as patient:
+        upload = asyncio.create_task(patient.create_task(data_dir / "jfk.flac", spec))
+        await asyncio.sleep(0.3)  # the first attempt has been refused by now
+        assert not upload.done()
+        await held.done_writing()  # an empty upload: refused, and the slot is free
+        assert await code_of(held) == grpc.StatusCode.INVALID_ARGUMENT
+        task = await asyncio.wait_for(upload, 60)
     pipeline = stack.runtime.pipeline  # type: ignore[union-attr]
     rows = await pipeline.pool.fetch(
         "SELECT id::text FROM transcription_tasks WHERE idempotency_key = $1", "retried-upload"

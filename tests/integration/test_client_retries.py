@@ -74,7 +74,7 @@ async def test_a_read_refused_for_load_succeeds_once_the_server_has_room(
     address, service = busy
     async with EscribaClient(address) as client:
         holder = await hold_the_only_slot(client, service)
-        asyncio.get_running_loop().call_later(0.5, service.release.set)
+        asyncio.get_running_loop().call_later(0.2, service.release.set)
         task = await client.get("t-1")  # refused at first, retried with backoff
         await holder
     assert task.id == "t-1" and service.gets == 1

@@ -68,10 +68,10 @@ async def test_the_wait_for_room_does_not_count_against_a_jobs_time_limit() -> N
 
     first = asyncio.create_task(holder())
     await asyncio.sleep(0)
-    asyncio.get_running_loop().call_later(0.3, release.set)
-    async with asyncio.timeout(0.2) as limit:
+    asyncio.get_running_loop().call_later(1.5, release.set)
+    async with asyncio.timeout(1.0) as limit:
         clock = JobClock(limit)
         async with budget.hold(10.0, while_waiting=clock.paused()):
-            pass  # got room after 0.3 s, past the 0.2 s limit: only the wait was that long
+            pass  # got room after 1.5 s, past the 1 s limit: only the wait was that long
     await first
     assert budget.used_s == 0.0
