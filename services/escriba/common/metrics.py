@@ -21,7 +21,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from escriba.common.rpc_handlers import Behavior, wrap_handler
+from escriba.common.rpc_handlers import INFRASTRUCTURE_METHOD_PREFIXES, Behavior, wrap_handler
 from escriba.common.tracing import escriba_cause
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -235,7 +235,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or method.startswith(("/grpc.health", "/grpc.reflection")):
+        if handler is None or method.startswith(INFRASTRUCTURE_METHOD_PREFIXES):
             return handler
         return wrap_handler(
             handler,

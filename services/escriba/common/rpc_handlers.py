@@ -11,6 +11,10 @@ from typing import Any
 
 import grpc
 
+#: Health checking and reflection: open to every caller and left out of metrics and traces (probes
+#: would drown the services' own RPCs).
+INFRASTRUCTURE_METHOD_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
 Wrap = Callable[[Behavior], Behavior]
 

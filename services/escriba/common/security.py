@@ -25,12 +25,11 @@ from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from escriba.common.errors import PermanentError
+from escriba.common.rpc_handlers import INFRASTRUCTURE_METHOD_PREFIXES
 from escriba.common.settings import SettingsError, at_least, between, load, setting, settings_class
 
 log = logging.getLogger(__name__)
 
-#: Services every caller may reach: probes and debugging tools carry no credentials.
-OPEN_METHOD_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 AUTHORIZATION = "authorization"
 #: Shorter secrets can be guessed online; generated tokens are far longer.
 MIN_TOKEN_CHARS = 16
@@ -332,7 +331,7 @@ class ServiceAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._token = token_digest(service_token) if service_token else None
 
     def guards(self, method: str) -> bool:
-        return method.startswith(self._prefixes) and not method.startswith(OPEN_METHOD_PREFIXES)
+        return method.startswith(self._prefixes) and not method.startswith(INFRASTRUCTURE_METHOD_PREFIXES)
 
     def _token_ok(self, metadata: Iterable[tuple[str, Any]] | None) -> bool:
         token = bearer_token(metadata)

@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from escriba.common.errors import EscribaError
-from escriba.common.rpc_handlers import Behavior, wrap_handler
+from escriba.common.rpc_handlers import INFRASTRUCTURE_METHOD_PREFIXES, Behavior, wrap_handler
 from escriba.common.settings import SettingsError
 
 TRACER_NAME = "escriba"
@@ -193,8 +193,6 @@ def producer_span(name: str, attributes: Mapping[str, Any]) -> Iterator[Span]:
 
 # gRPC server --------------------------------------------------------------------------------------
 
-_UNTRACED = ("/grpc.health", "/grpc.reflection")
-
 
 def _rpc_attributes(method: str) -> dict[str, str]:
     service, _, name = method.lstrip("/").partition("/")
@@ -257,7 +255,7 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
-        if handler is None or method.startswith(_UNTRACED):
+        if handler is None or method.startswith(INFRASTRUCTURE_METHOD_PREFIXES):
             return handler
         metadata = {
             str(key).lower(): value
