@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from pathlib import Path
 from typing import Any
 
 import nats
@@ -19,6 +18,7 @@ from nats.aio.client import Client
 from escriba.bus.errors import BusUnavailableError
 from escriba.bus.settings import NatsSettings
 from escriba.common.creds import creds_problem
+from escriba.common.security import read_secret
 from escriba.common.settings import SettingsError
 
 log = logging.getLogger(__name__)
@@ -93,13 +93,14 @@ def tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
     (tls:// verifies with the system CAs)."""
     if not (settings.tls_ca_file or settings.tls_cert_file):
         return None
+    # Unreadable files fail start-up naming their variable, rather than as a connection error later.
     for variable, path in (
         ("ESCRIBA_NATS_TLS_CA_FILE", settings.tls_ca_file),
         ("ESCRIBA_NATS_TLS_CERT_FILE", settings.tls_cert_file),
         ("ESCRIBA_NATS_TLS_KEY_FILE", settings.tls_key_file),
     ):
         if path:
-            _require_readable(variable, path)
+            read_secret(variable, path)
     context = ssl.create_default_context(cafile=settings.tls_ca_file or None)
     if settings.tls_cert_file:
         try:
@@ -113,22 +114,9 @@ def tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
 
 def _check_creds_file(path: str) -> None:
     variable = "ESCRIBA_NATS_CREDS_FILE"
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise SettingsError(variable, f"cannot read {path}: {exc.strerror or exc}") from exc
-    problem = creds_problem(text)
+    problem = creds_problem(read_secret(variable, path).decode("utf-8", errors="replace"))
     if problem:
         raise SettingsError(variable, f"{path} is not a NATS .creds file: {problem}")
-
-
-def _require_readable(variable: str, path: str) -> None:
-    """Fail start-up naming the variable, rather than as a connection error later."""
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as exc:
-        raise SettingsError(variable, f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 def _redact(url: Any) -> str:
