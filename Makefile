@@ -86,3 +86,8 @@ BENCH_ARGS ?=
 .PHONY: bench
 bench: $(STAMP) ## Side-by-side benchmarks on this machine (several minutes); table + bench/results/latest.json
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+EVAL_ARGS ?=
+.PHONY: eval
+eval: $(STAMP) ## Word error rate, side by side on tests/data/speech: the pipeline, plain batched and plain sequential faster-whisper (bench/results/eval.json)
+	$(PY) -m bench.eval $(EVAL_ARGS)

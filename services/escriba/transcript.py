@@ -7,6 +7,15 @@ Plain frozen dataclasses so the engines stay free of protobuf and gRPC; the tran
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Final
+
+#: Whisper's own quality thresholds (openai/whisper and faster-whisper defaults): text whose gzip
+#: compression ratio is above the first is repetitive (a decoding loop), an average log-probability
+#: under the second means the decoder was guessing, and a no-speech probability over the third (with a
+#: low log-probability) means silence. The decoder's fallback and the correction rules read the same.
+COMPRESSION_RATIO_THRESHOLD: Final = 2.4
+LOG_PROB_THRESHOLD: Final = -1.0
+NO_SPEECH_THRESHOLD: Final = 0.6
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import pytest
 
 from escriba.common.errors import TransientError
-from escriba.transcription.batcher import (
+from escriba.transcription.scheduler import (
     BatchedResults,
     BatcherClosedError,
     BatcherStats,

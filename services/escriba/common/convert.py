@@ -177,6 +177,7 @@ def transcription_options_from_pb(
         initial_prompt=o.initial_prompt or None,
         hotwords=o.hotwords or None,
         temperature=opt("temperature"),
+        temperature_fallback=opt("temperature_fallback"),
         condition_on_previous_text=opt("condition_on_previous_text"),
     )
     if o.HasField("vad"):

@@ -27,7 +27,7 @@ from escriba.correction.rules import RULES_VERSION, TEXT_RULES, RuleContext
 from escriba.correction.settings import CorrectionSettings
 from escriba.correction.silence import segment_verdicts
 from escriba.correction.words import realign_words
-from escriba.transcript import Edit, Segment
+from escriba.transcript import COMPRESSION_RATIO_THRESHOLD, Edit, Segment
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +104,9 @@ class Corrector:
             if verdict is not None:
                 all_edits.append(Edit(verdict, original, "", segment.id, 0))
                 continue
-            context = dataclasses.replace(context, starts_sentence=starts_sentence)
+            context = dataclasses.replace(
+                context, starts_sentence=starts_sentence, decoder_looped=decoder_looped(segment)
+            )
             corrected, edits = _run_rules(original, segment.id, context)
             all_edits.extend(edits)
             words = segment.words if corrected == original else realign_words(segment.words, corrected)
@@ -125,6 +127,13 @@ class Corrector:
                 f"{size} characters of text; at most {self.settings.max_text_chars} are allowed "
                 "(ESCRIBA_CORRECTION_MAX_TEXT_CHARS)"
             )
+
+
+def decoder_looped(segment: Segment) -> bool | None:
+    """Whether the decoder's own scores call ``segment`` a loop (``None``: it carries no scores)."""
+    if not (segment.avg_logprob or segment.no_speech_prob or segment.compression_ratio):
+        return None
+    return segment.compression_ratio > COMPRESSION_RATIO_THRESHOLD
 
 
 def _run_rules(text: str, segment_id: int, context: RuleContext) -> tuple[str, list[Edit]]:

@@ -19,7 +19,7 @@ from escriba.correction import casing, glossary, repetition, spacing, spelling
 from escriba.correction.edits import Change
 from escriba.correction.glossary import Glossary
 
-RULES_VERSION = "escriba-correction-1"
+RULES_VERSION = "escriba-correction-2"  # 2: loops collapsed only where the decoder looped
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,10 @@ class RuleContext:
     fix_casing: bool
     #: The text begins a sentence (first segment, or the previous one ended with . ! ?).
     starts_sentence: bool = True
+    #: What the decoder's scores say of a loop in this text: True (too repetitive by Whisper's own
+    #: compression-ratio threshold), False (scored and not repetitive: people do say "word word word
+    #: word word", and that is speech to keep), None (plain text, no scores: judged by the text alone).
+    decoder_looped: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +49,9 @@ class TextRule:
 TEXT_RULES: tuple[TextRule, ...] = (
     TextRule(spacing.RULE, lambda c: True, lambda t, c: spacing.spacing_changes(t, c.language)),
     TextRule(
-        repetition.RULE, lambda c: c.remove_hallucinations, lambda t, c: repetition.repetition_changes(t)
+        repetition.RULE,
+        lambda c: c.remove_hallucinations and c.decoder_looped is not False,
+        lambda t, c: repetition.repetition_changes(t),
     ),
     TextRule(glossary.RULE, lambda c: c.glossary.pattern is not None, lambda t, c: c.glossary.changes(t)),
     TextRule(

@@ -1,4 +1,4 @@
-"""The preprocess stage: decode any upload, resample to 16 kHz mono, loudness-normalize, hash.
+"""The preprocess stage: decode any upload, resample to 16 kHz mono (the signal kept as recorded), hash.
 
 :class:`Preprocessor` is the engine both transports share; the audio work itself is the domain code
 in :mod:`escriba.audio`.

@@ -1,4 +1,11 @@
-"""The preprocess engine: any upload to canonical 16 kHz mono audio at a fixed loudness.
+"""The preprocess engine: any upload to canonical 16 kHz mono audio, the signal as recorded.
+
+The canonical audio is what the model decodes, so it is not loudness-normalized by default: a gain of
++28 dB with a peak limiter on a quiet recording with one loud click cut the click's neighbourhood by
+26 dB and cost accuracy, while Whisper's log-mel front end (log scale, then clamped to 8 dB under the
+window's maximum and rescaled) needs no level normalization at all. Loudness is still measured and
+reported. A normalized copy, for people to listen to, is what a ``PreprocessService`` caller gets by
+asking for a target loudness (or every upload, with ``ESCRIBA_PREPROCESS_NORMALIZE_LOUDNESS``).
 
 Both transports (the ``PreprocessService`` servicer and the JetStream worker) call
 :meth:`Preprocessor.run` from a worker thread. It keeps no state between calls (PyAV containers,
@@ -21,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from escriba.audio.decode import decode_audio
-from escriba.audio.loudness import normalize_loudness
+from escriba.audio.loudness import Normalized, integrated_loudness, normalize_loudness
 from escriba.audio.pcm import ENCODINGS, SAMPLE_RATE_HZ, encode_pcm, quantize
 from escriba.preprocess.errors import InputTooLargeError, InvalidOptionError
 from escriba.preprocess.settings import PreprocessSettings
@@ -29,8 +36,8 @@ from escriba.preprocess.settings import PreprocessSettings
 log = logging.getLogger(__name__)
 
 #: Bump when a change here alters the canonical bytes produced for the same input and options,
-#: so cached results of the old code are not served.
-PIPELINE_VERSION: Final = 1
+#: so cached results of the old code are not served. 2: the signal is kept (no normalization).
+PIPELINE_VERSION: Final = 2
 _HASH_CHUNK = 1 << 20
 
 
@@ -44,7 +51,7 @@ class PreprocessInfo:
     source_codec: str  # e.g. "mp3", "aac", "opus"
     source_bytes: int
     # BS.1770 integrated loudness of the 16 kHz mono mixdown (so input and output compare like for
-    # like); -inf: silence, no gain applied.
+    # like); -inf: silence. Without normalization the output equals the input and the gain is 0.
     input_loudness_lufs: float
     output_loudness_lufs: float
     gain_db: float
@@ -85,7 +92,8 @@ def _size_label(size: int) -> str:
 
 
 class Preprocessor:
-    """Decode, resample to 16 kHz mono, loudness-normalize, encode losslessly, hash."""
+    """Decode, resample to 16 kHz mono, measure (and, when asked, normalize) loudness, encode
+    losslessly, hash."""
 
     def __init__(self, settings: PreprocessSettings) -> None:
         self.settings = settings
@@ -100,8 +108,9 @@ class Preprocessor:
     ) -> PreprocessResult:
         """Preprocess ``data`` (the upload's bytes, or a path to it).
 
-        ``target_lufs`` and ``encoding`` override the settings for this call (``None`` or ``""``
-        keeps them). Raises the errors of :mod:`escriba.preprocess.errors`.
+        ``target_lufs`` asks for a copy normalized to that loudness (``None``: as the settings say);
+        ``encoding`` overrides the setting (``None`` or ``""`` keeps it). Raises the errors of
+        :mod:`escriba.preprocess.errors`.
         """
         target, chosen_encoding = self._options(target_lufs, encoding)
         size = len(data) if isinstance(data, bytes) else data.stat().st_size
@@ -113,12 +122,16 @@ class Preprocessor:
             threads=self.settings.decoder_threads,
             filename=filename,
         )
-        normalized = normalize_loudness(
-            decoded.samples,
-            decoded.sample_rate_hz,
-            target_lufs=target,
-            ceiling_dbfs=self.settings.peak_ceiling_dbfs,
-        )
+        if target is None:
+            lufs = integrated_loudness(decoded.samples, decoded.sample_rate_hz)
+            normalized = Normalized(decoded.samples, lufs, lufs, 0.0, 0.0)
+        else:
+            normalized = normalize_loudness(
+                decoded.samples,
+                decoded.sample_rate_hz,
+                target_lufs=target,
+                ceiling_dbfs=self.settings.peak_ceiling_dbfs,
+            )
         samples = quantize(normalized.samples)
         audio = encode_pcm(samples, chosen_encoding, sample_rate_hz=decoded.sample_rate_hz)
         source = decoded.source
@@ -141,7 +154,7 @@ class Preprocessor:
             warnings=decoded.warnings,
         )
         if info.silent:
-            log.info("preprocess: %s (%s) is silent; no gain applied", filename or "upload", sha[:12])
+            log.info("preprocess: %s (%s) is silent", filename or "upload", sha[:12])
         for warning in info.warnings:
             log.warning("preprocess: %s (%s): %s", filename or "upload", sha[:12], warning)
         return PreprocessResult(audio=audio, samples=samples, info=info)
@@ -154,13 +167,18 @@ class Preprocessor:
         Valid as a NATS KV key. Changes with the options, the peak ceiling and PIPELINE_VERSION.
         """
         target, chosen_encoding = self._options(target_lufs, encoding)
-        ceiling = self.settings.peak_ceiling_dbfs
-        shape = f"v{PIPELINE_VERSION}|{SAMPLE_RATE_HZ}|{target:.2f}|{ceiling:.2f}|{chosen_encoding}"
+        loudness = "as-recorded" if target is None else f"{target:.2f}|{self.settings.peak_ceiling_dbfs:.2f}"
+        shape = f"v{PIPELINE_VERSION}|{SAMPLE_RATE_HZ}|{loudness}|{chosen_encoding}"
         return f"{input_sha256}.{hashlib.sha256(shape.encode()).hexdigest()[:16]}"
 
-    def _options(self, target_lufs: float | None, encoding: str | None) -> tuple[float, str]:
-        target = self.settings.target_lufs if target_lufs is None else float(target_lufs)
-        if not -70.0 <= target <= 0.0:  # also refuses NaN
+    def _options(self, target_lufs: float | None, encoding: str | None) -> tuple[float | None, str]:
+        """The loudness target (``None``: keep the signal) and the encoding of this call."""
+        target: float | None = None
+        if target_lufs is not None:
+            target = float(target_lufs)
+        elif self.settings.normalize_loudness:
+            target = self.settings.target_lufs
+        if target is not None and not -70.0 <= target <= 0.0:  # also refuses NaN
             raise InvalidOptionError(f"target loudness must be between -70 and 0 LUFS; got {target}")
         chosen = encoding or self.settings.output_encoding
         if chosen not in ENCODINGS:

@@ -1,4 +1,4 @@
-"""Settings of the preprocess stage (decode, resample, loudness-normalize), from ``ESCRIBA_PREPROCESS_*``."""
+"""Settings of the preprocess stage (decode, resample, measure loudness), from ``ESCRIBA_PREPROCESS_*``."""
 
 from __future__ import annotations
 
@@ -19,10 +19,17 @@ class PreprocessSettings:
         "FFmpeg decoder threads per file (count; 0 lets FFmpeg choose)",
         check=between(0, 64),
     )
+    normalize_loudness: bool = setting(
+        "ESCRIBA_PREPROCESS_NORMALIZE_LOUDNESS",
+        False,
+        "Loudness-normalize the canonical audio (gain plus peak limiter). Off: the model hears the "
+        "signal as recorded, which Whisper's log-mel front end needs; gain and limiting cost accuracy. "
+        "A PreprocessService call that sets target_lufs always gets a normalized copy",
+    )
     target_lufs: float = setting(
         "ESCRIBA_PREPROCESS_TARGET_LUFS",
         -16.0,
-        "Integrated loudness the audio is normalized to (LUFS, ITU-R BS.1770)",
+        "Integrated loudness a normalized copy is brought to (LUFS, ITU-R BS.1770)",
         check=between(-70.0, 0.0),
     )
     peak_ceiling_dbfs: float = setting(

@@ -2,45 +2,40 @@
 
 One :class:`WhisperEngine` per process holds the one loaded model. Requests share it: CTranslate2 runs
 ``num_workers`` inference calls in parallel and queues the rest, so concurrent requests never load a
-second copy. Each request gets its own ``BatchedInferencePipeline`` (a thin wrapper over the model)
-because the pipeline keeps per-transcription state (the last speech timestamp used by word alignment)
-that two requests must not share. Inference is blocking and CPU/GPU-bound; the async entry point runs
-it on a bounded thread pool so the event loop keeps serving health checks and other calls meanwhile.
+second copy. Inference is blocking and CPU/GPU-bound; the async entry point runs it on a bounded thread
+pool so the event loop keeps serving health checks and other calls meanwhile.
 
-With cross-task batching on (the default), requests do not call the model themselves: each prepares its
-windows and hands them to one :class:`~escriba.transcription.batcher.CrossTaskBatcher`, whose model calls
-mix windows of every request waiting, so many short requests fill a batch that each alone would not.
+Two batched paths and one sequential path decode alike where it matters for accuracy: windows without
+timestamp tokens (nothing after a window's last timestamp is lost), segments cut from the word
+alignment, and temperature fallback for windows that fail faster-whisper's quality thresholds. With
+cross-task batching on (the default), requests do not call the model themselves: each prepares its
+windows and hands them to one :class:`~escriba.transcription.scheduler.CrossTaskBatcher`, whose model
+calls mix windows of every request waiting, so many short requests fill a batch that each alone would
+not; a window re-decoded at a higher temperature goes into a later batch the same way. With it off,
+a request runs its own windows through the same model call in batches of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from faster_whisper import BatchedInferencePipeline, WhisperModel
+from faster_whisper import WhisperModel
 from faster_whisper.vad import VadOptions, get_vad_model
 
 from escriba.transcript import Segment, Transcript, Word
-from escriba.transcription.batcher import (
-    CrossTaskBatcher,
-    DecodeKey,
-    WhisperBatchRunner,
-    Window,
-    WindowOutput,
-    assemble_segments,
-    prepare_request,
-)
 from escriba.transcription.batching import choose_batch_size, table_for_device
 from escriba.transcription.devices import resolve_compute_type, resolve_cpu_threads, resolve_device
 from escriba.transcription.errors import (
@@ -52,8 +47,19 @@ from escriba.transcription.errors import (
     ModelNotFoundError,
     UnsupportedLanguageError,
 )
+from escriba.transcription.fallback import FallbackPolicy, decode_with_fallback
 from escriba.transcription.options import MAX_SPEECH_WINDOW_S, TranscriptionOptions
+from escriba.transcription.scheduler import CrossTaskBatcher, Slot
 from escriba.transcription.settings import TranscriptionSettings
+from escriba.transcription.whisper_adapter import (
+    DecodeKey,
+    PreparedRequest,
+    WhisperBatchRunner,
+    Window,
+    WindowOutput,
+    assemble_segments,
+    prepare_request,
+)
 
 log = logging.getLogger(__name__)
 
@@ -211,8 +217,8 @@ class WhisperEngine:
                 )
             self._load_seconds = time.perf_counter() - started
             self._source, self._device, self._cpu_threads = source, device, cpu_threads
+            self._runner = runner = WhisperBatchRunner(model)
             if self._settings.cross_task_batching:
-                self._runner = runner = WhisperBatchRunner(model)
                 self._batcher = CrossTaskBatcher(
                     runner,
                     batch_size=self.batch_size_for,
@@ -337,20 +343,16 @@ class WhisperEngine:
                 model=self.model_name,
             )
         started = time.perf_counter()
+        retried = 0
         try:
             if opts.condition_on_previous_text:
                 batch_size = 1
                 raw, info = self._sequential(model, audio, opts)
-            elif self._batcher is not None and self._runner is not None:
-                raw, info, batch_size = self._shared(
-                    model, self._batcher, self._runner, audio, opts, duration_s
-                )
+                # The segments are a lazy generator: decoding happens while it is consumed, so consume
+                # it here, in the worker thread, never on an event loop.
+                segments = _to_segments(raw)
             else:
-                batch_size = self.batch_size_for(duration_s)
-                raw, info = self._batched(model, audio, opts, batch_size, duration_s)
-            # The segments are a lazy generator: decoding happens while it is consumed, so consume it
-            # here, in the worker thread, never on an event loop.
-            segments = _to_segments(raw)
+                segments, info, batch_size, retried = self._windowed(model, audio, opts, duration_s)
         except RuntimeError as exc:
             raise InferenceError(f"inference failed on {self._device}: {exc}") from exc
         inference_ms = (time.perf_counter() - started) * 1000.0
@@ -373,6 +375,7 @@ class WhisperEngine:
                 "batch_size": batch_size,
                 "inference_ms": round(inference_ms, 1),
                 "segments": len(segments),
+                "windows_redecoded": retried,
                 "language": transcript.language,
             },
         )
@@ -409,47 +412,21 @@ class WhisperEngine:
             speech_pad_ms=opts.vad.speech_pad_ms,
         )
 
-    @classmethod
-    def _decoding_kwargs(cls, opts: TranscriptionOptions) -> dict[str, Any]:
-        """The options both faster-whisper entry points (batched and sequential) take alike."""
-        return {
-            "language": opts.language,
-            "beam_size": opts.beam_size,
-            "temperature": opts.temperature,
-            "initial_prompt": opts.initial_prompt,
-            "hotwords": opts.hotwords,
-            "word_timestamps": opts.word_timestamps,
-            "without_timestamps": not opts.segment_timestamps,
-            "vad_filter": opts.vad.enabled,
-            "vad_parameters": cls._vad_options(opts) if opts.vad.enabled else None,
-        }
-
-    def _batched(
+    def _windowed(
         self,
         model: WhisperModel,
         audio: npt.NDArray[np.float32],
         opts: TranscriptionOptions,
-        batch_size: int,
         duration_s: float,
-    ) -> tuple[Iterable[Any], Any]:
-        pipeline = BatchedInferencePipeline(model)
-        return pipeline.transcribe(  # type: ignore[no-any-return]
-            audio,
-            **self._decoding_kwargs(opts),
-            clip_timestamps=None if opts.vad.enabled else _fixed_windows(duration_s),
-            batch_size=batch_size,
-        )
-
-    def _shared(
-        self,
-        model: WhisperModel,
-        batcher: CrossTaskBatcher[DecodeKey, Window, WindowOutput],
-        runner: WhisperBatchRunner,
-        audio: npt.NDArray[np.float32],
-        opts: TranscriptionOptions,
-        duration_s: float,
-    ) -> tuple[Iterable[Any], _SharedInfo, int]:
-        with batcher.preparing() as slot:
+    ) -> tuple[tuple[Segment, ...], _SharedInfo, int, int]:
+        """The batched paths: windows through the shared batcher, or in batches of this request's own,
+        with temperature fallback either way."""
+        runner = self._runner
+        assert runner is not None
+        policy = FallbackPolicy.starting_at(opts.temperature, enabled=opts.temperature_fallback)
+        batcher = self._batcher
+        announcement = batcher.preparing() if batcher is not None else contextlib.nullcontext()
+        with announcement as slot:
             prepared = prepare_request(
                 model,
                 runner,
@@ -459,13 +436,13 @@ class WhisperEngine:
                 windows_s=() if opts.vad.enabled else _fixed_windows(duration_s),
                 initial_prompt=opts.initial_prompt,
                 hotwords=opts.hotwords,
-                without_timestamps=not opts.segment_timestamps,
                 beam_size=opts.beam_size,
                 temperature=opts.temperature,
-                word_timestamps=opts.word_timestamps,
+                align=opts.word_timestamps or opts.segment_timestamps,
             )
-            done = slot.run(prepared.key, prepared.windows, weight=duration_s)
-        segments = assemble_segments(model, prepared, done.results)
+            run, largest = self._batch_runner(prepared, slot, duration_s)
+            outputs, retried = decode_with_fallback(policy, prepared.windows, run)
+        segments = assemble_segments(model, prepared, outputs, with_words=opts.word_timestamps)
         info = _SharedInfo(
             language=prepared.language,
             language_probability=prepared.language_probability,
@@ -473,11 +450,56 @@ class WhisperEngine:
             duration_after_vad=prepared.speech_duration_s,
         )
         # A request alone (or one with no speech) reports the batch size its length calls for.
-        return segments, info, done.batch_size or self.batch_size_for(duration_s)
+        return tuple(segments), info, largest[0] or self.batch_size_for(duration_s), retried
+
+    def _batch_runner(
+        self, prepared: PreparedRequest, slot: Slot[DecodeKey, Window, WindowOutput] | None, duration_s: float
+    ) -> tuple[Callable[[float, Sequence[Window]], Sequence[WindowOutput]], list[int]]:
+        """How this request's windows reach the model at a temperature, and the largest batch they
+        rode in (filled in as they run)."""
+        runner, batcher = self._runner, self._batcher
+        assert runner is not None
+        largest = [0]
+        first = [True]
+
+        def run(temperature: float, windows: Sequence[Window]) -> Sequence[WindowOutput]:
+            key = prepared.key.at(temperature)
+            if batcher is not None:
+                # The first submission ends the announcement; fallback re-decodes queue like anyone.
+                weight = duration_s if first[0] else sum(w.duration_s for w in windows)
+                submit = slot.run if first[0] and slot is not None else batcher.run
+                first[0] = False
+                done = submit(key, windows, weight=weight)
+                largest[0] = max(largest[0], done.batch_size)
+                return done.results
+            size = self.batch_size_for(duration_s)
+            largest[0] = max(largest[0], size)
+            results: list[WindowOutput] = []
+            for start in range(0, len(windows), size):
+                results.extend(runner(key, windows[start : start + size]))
+            return results
+
+        return run, largest
 
     def _sequential(
         self, model: WhisperModel, audio: npt.NDArray[np.float32], opts: TranscriptionOptions
     ) -> tuple[Iterable[Any], Any]:
+        """faster-whisper's own sequential path: it re-seeks after a window's last timestamp, so
+        timestamp tokens lose nothing here, and it has its own temperature fallback."""
+        policy = FallbackPolicy.starting_at(opts.temperature, enabled=opts.temperature_fallback)
         return model.transcribe(  # type: ignore[no-any-return]
-            audio, **self._decoding_kwargs(opts), condition_on_previous_text=True
+            audio,
+            language=opts.language,
+            beam_size=opts.beam_size,
+            temperature=list(policy.temperatures),
+            compression_ratio_threshold=policy.compression_ratio_threshold,
+            log_prob_threshold=policy.log_prob_threshold,
+            no_speech_threshold=policy.no_speech_threshold,
+            initial_prompt=opts.initial_prompt,
+            hotwords=opts.hotwords,
+            word_timestamps=opts.word_timestamps,
+            without_timestamps=not opts.segment_timestamps,
+            vad_filter=opts.vad.enabled,
+            vad_parameters=self._vad_options(opts) if opts.vad.enabled else None,
+            condition_on_previous_text=True,
         )

@@ -89,10 +89,12 @@ class TranscriptionOptions:
     hotwords: str | None = None  # words or phrases to bias decoding towards, e.g. product names
     vad: VadParameters = field(default_factory=VadParameters)
     temperature: float = 0.0  # 0: beam search; above: sampling at that temperature
+    # A window that fails the quality thresholds is decoded again at the next temperature (+0.2).
+    temperature_fallback: bool = True
     # Feed each window's text to the next one. The batched pipeline decodes windows independently, so
     # asking for this switches the request to sequential decoding (slower, more consistent wording).
     condition_on_previous_text: bool = False
-    # Let Whisper emit timestamp tokens so a 30 s window splits into sentence-sized segments (subtitles).
+    # Cut each 30 s window into sentence-sized segments (subtitles) from the word alignment.
     segment_timestamps: bool = True
 
     def __post_init__(self) -> None:

@@ -152,14 +152,21 @@ class TranscriptionSettings:
     segment_timestamps: bool = setting(
         "ESCRIBA_TRANSCRIPTION_SEGMENT_TIMESTAMPS",
         True,
-        "split each 30 s window into sentence-sized segments with Whisper's timestamp tokens "
-        "(false: one segment per window)",
+        "cut each 30 s window into sentence-sized segments at sentence ends and pauses of the word "
+        "alignment (false: one segment per window)",
     )
     temperature: float = setting(
         "ESCRIBA_TRANSCRIPTION_TEMPERATURE",
         0.0,
         "default sampling temperature (0..1); 0: beam search, no sampling",
         check=between(0.0, 1.0),
+    )
+    temperature_fallback: bool = setting(
+        "ESCRIBA_TRANSCRIPTION_TEMPERATURE_FALLBACK",
+        True,
+        "default: re-decode a window whose text is too repetitive (compression ratio > 2.4) or "
+        "unlikely (average log-probability < -1) at the next temperature, in steps of 0.2 up to 1.0, "
+        "as faster-whisper's sequential path does",
     )
     condition_on_previous_text: bool = setting(
         "ESCRIBA_TRANSCRIPTION_CONDITION_ON_PREVIOUS_TEXT",
@@ -217,6 +224,7 @@ class TranscriptionSettings:
                 max_speech_duration_s=self.vad_max_speech_s,
             ),
             temperature=self.temperature,
+            temperature_fallback=self.temperature_fallback,
             condition_on_previous_text=self.condition_on_previous_text,
             segment_timestamps=self.segment_timestamps,
         )

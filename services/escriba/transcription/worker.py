@@ -25,7 +25,7 @@ from escriba.transcription.servicer import UnknownModelError
 from escriba.v1 import jobs_pb2, transcription_pb2
 
 #: Bump when a change in how transcripts are produced should invalidate cached ones.
-TRANSCRIPT_CACHE_VERSION = 1
+TRANSCRIPT_CACHE_VERSION = 2  # 2: no timestamp tokens, segments from words, temperature fallback
 
 
 def transcript_cache_key(

@@ -260,6 +260,7 @@ class TranscriptionOptions(_message.Message):
     VAD_FIELD_NUMBER: _builtins.int
     TEMPERATURE_FIELD_NUMBER: _builtins.int
     CONDITION_ON_PREVIOUS_TEXT_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_FALLBACK_FIELD_NUMBER: _builtins.int
     language: _builtins.str
     """ISO 639-1 code; empty: detect"""
     model: _builtins.str
@@ -271,8 +272,10 @@ class TranscriptionOptions(_message.Message):
     hotwords: _builtins.str
     """words or phrases to bias decoding towards"""
     temperature: _builtins.float
-    """0..1; 0 means greedy/beam without fallback sampling"""
+    """0..1; 0 means beam search (sampling only on fallback)"""
     condition_on_previous_text: _builtins.bool
+    temperature_fallback: _builtins.bool
+    """Re-decode a window that fails the quality thresholds at the next temperature (default on)."""
     @_builtins.property
     def vad(self) -> Global___VadOptions: ...
     def __init__(
@@ -287,10 +290,11 @@ class TranscriptionOptions(_message.Message):
         vad: Global___VadOptions | None = ...,
         temperature: _builtins.float | None = ...,
         condition_on_previous_text: _builtins.bool | None = ...,
+        temperature_fallback: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_beam_size", b"_beam_size", "_condition_on_previous_text", b"_condition_on_previous_text", "_temperature", b"_temperature", "_word_timestamps", b"_word_timestamps", "beam_size", b"beam_size", "condition_on_previous_text", b"condition_on_previous_text", "temperature", b"temperature", "vad", b"vad", "word_timestamps", b"word_timestamps"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_beam_size", b"_beam_size", "_condition_on_previous_text", b"_condition_on_previous_text", "_temperature", b"_temperature", "_temperature_fallback", b"_temperature_fallback", "_word_timestamps", b"_word_timestamps", "beam_size", b"beam_size", "condition_on_previous_text", b"condition_on_previous_text", "temperature", b"temperature", "temperature_fallback", b"temperature_fallback", "vad", b"vad", "word_timestamps", b"word_timestamps"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_beam_size", b"_beam_size", "_condition_on_previous_text", b"_condition_on_previous_text", "_temperature", b"_temperature", "_word_timestamps", b"_word_timestamps", "beam_size", b"beam_size", "condition_on_previous_text", b"condition_on_previous_text", "hotwords", b"hotwords", "initial_prompt", b"initial_prompt", "language", b"language", "model", b"model", "temperature", b"temperature", "vad", b"vad", "word_timestamps", b"word_timestamps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_beam_size", b"_beam_size", "_condition_on_previous_text", b"_condition_on_previous_text", "_temperature", b"_temperature", "_temperature_fallback", b"_temperature_fallback", "_word_timestamps", b"_word_timestamps", "beam_size", b"beam_size", "condition_on_previous_text", b"condition_on_previous_text", "hotwords", b"hotwords", "initial_prompt", b"initial_prompt", "language", b"language", "model", b"model", "temperature", b"temperature", "temperature_fallback", b"temperature_fallback", "vad", b"vad", "word_timestamps", b"word_timestamps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__beam_size: _TypeAlias = _typing.Literal["beam_size"]  # noqa: Y015
     _WhichOneofArgType__beam_size: _TypeAlias = _typing.Literal["_beam_size", b"_beam_size"]  # noqa: Y015
@@ -298,6 +302,8 @@ class TranscriptionOptions(_message.Message):
     _WhichOneofArgType__condition_on_previous_text: _TypeAlias = _typing.Literal["_condition_on_previous_text", b"_condition_on_previous_text"]  # noqa: Y015
     _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
     _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    _WhichOneofReturnType__temperature_fallback: _TypeAlias = _typing.Literal["temperature_fallback"]  # noqa: Y015
+    _WhichOneofArgType__temperature_fallback: _TypeAlias = _typing.Literal["_temperature_fallback", b"_temperature_fallback"]  # noqa: Y015
     _WhichOneofReturnType__word_timestamps: _TypeAlias = _typing.Literal["word_timestamps"]  # noqa: Y015
     _WhichOneofArgType__word_timestamps: _TypeAlias = _typing.Literal["_word_timestamps", b"_word_timestamps"]  # noqa: Y015
     @_typing.overload
@@ -306,6 +312,8 @@ class TranscriptionOptions(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__condition_on_previous_text) -> _WhichOneofReturnType__condition_on_previous_text | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature_fallback) -> _WhichOneofReturnType__temperature_fallback | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__word_timestamps) -> _WhichOneofReturnType__word_timestamps | None: ...
 

@@ -1,0 +1,347 @@
+"""Every use of faster-whisper's internals, in one place.
+
+The batched paths (cross-task and per-request) do what ``BatchedInferencePipeline.transcribe`` does,
+split so that a request's windows can share model calls with other requests and so that a failing window
+can go back at a higher temperature: :func:`prepare_request` (VAD, mel features, language, prompt),
+:class:`WhisperBatchRunner` (encode, generate, align one batch) and :func:`assemble_segments` (word
+timing clean-up, timeline, segments). They lean on what faster-whisper does not promise to keep
+(``WhisperModel.add_word_timestamps``, ``find_alignment``, ``get_prompt``, ``encode``, ``vad``'s
+``collect_chunks`` and ``SpeechTimestampsMap``), which is why ``pyproject.toml`` pins faster-whisper to
+the minor version this was checked against, and a parity test compares the text with the pipeline's.
+
+Windows are decoded without timestamp tokens, faster-whisper's most accurate batched mode: with them,
+text after a window's last closed segment is lost (SYSTRAN/faster-whisper#1427, #1179). Segments are
+then cut from the word alignment (:mod:`escriba.transcription.segmenting`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from faster_whisper import BatchedInferencePipeline, WhisperModel
+from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens, pad_or_trim
+from faster_whisper.vad import SpeechTimestampsMap, VadOptions, collect_chunks, get_speech_timestamps
+
+from escriba.transcript import Segment, Word
+from escriba.transcription.segmenting import TimedWord, split_words
+
+#: Candidates sampled per window at a temperature above 0 (faster-whisper's ``best_of``).
+BEST_OF = 5
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeKey:
+    """What every window in one model call must share: CTranslate2 applies the prompt (language,
+    hotwords, initial prompt), beam width, temperature and alignment to the whole batch."""
+
+    language: str
+    prompt: tuple[int, ...]
+    beam_size: int
+    temperature: float
+    align: bool
+
+    def at(self, temperature: float) -> DecodeKey:
+        return replace(self, temperature=float(temperature))
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Up to 30 s of one request's speech, as the encoder takes it."""
+
+    features: npt.NDArray[np.float32]  # (n_mels, 3000): log-mel, padded like the batched pipeline's
+    offset_s: float  # start within the request's speech (silence VAD removed is not counted)
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class WindowOutput:
+    """One window decoded once: its text tokens, the scores the fallback policy reads, and (when the
+    key aligns) the word alignment faster-whisper's ``find_alignment`` gives."""
+
+    tokens: list[int]
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+    temperature: float
+    alignment: list[dict[str, Any]]
+    frames: int  # the window's length in encoder frames, as the alignment was computed with
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    """One request made ready for decoding, and what its transcript reports."""
+
+    key: DecodeKey
+    windows: list[Window]
+    tokenizer: Tokenizer
+    #: VAD speech chunks (samples) that map speech time back to the recording's; None: fixed windows.
+    speech_chunks: list[dict[str, int]] | None
+    language_probability: float
+    duration_s: float
+    speech_duration_s: float
+
+    @property
+    def language(self) -> str:
+        return self.key.language
+
+
+class WhisperBatchRunner:
+    """The model call of one batch: encode, generate and (optionally) align, as
+    ``BatchedInferencePipeline.forward`` does, at the key's temperature (sampling ``BEST_OF``
+    candidates above 0, as the sequential path's fallback does)."""
+
+    def __init__(self, model: WhisperModel) -> None:
+        self._model = model
+        self._lock = threading.Lock()
+        self._tokenizers: dict[str, Tokenizer] = {}
+        self._suppressed: dict[str, list[int]] = {}
+
+    def tokenizer(self, language: str) -> Tokenizer:
+        with self._lock:
+            if language not in self._tokenizers:
+                model = self._model
+                self._tokenizers[language] = Tokenizer(
+                    model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language
+                )
+                self._suppressed[language] = get_suppressed_tokens(self._tokenizers[language], [-1])
+            return self._tokenizers[language]
+
+    def __call__(self, key: DecodeKey, windows: Sequence[Window]) -> list[WindowOutput]:
+        model = self._model
+        tokenizer = self.tokenizer(key.language)
+        encoder_output = model.encode(np.stack([w.features for w in windows]))
+        if key.temperature > 0:
+            search: dict[str, Any] = {
+                "beam_size": 1,
+                "num_hypotheses": BEST_OF,
+                "sampling_topk": 0,
+                "sampling_temperature": key.temperature,
+            }
+        else:
+            search = {"beam_size": key.beam_size, "patience": 1.0}
+        results = model.model.generate(
+            encoder_output,
+            [list(key.prompt) for _ in windows],
+            length_penalty=1.0,
+            max_length=model.max_length,
+            suppress_blank=True,
+            suppress_tokens=self._suppressed[key.language],
+            return_scores=True,
+            return_no_speech_prob=True,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            **search,
+        )
+        decoded: list[tuple[list[int], str, float, float]] = []
+        frames: list[int] = []
+        for window, result in zip(windows, results, strict=True):
+            sequence = result.sequences_ids[0]
+            tokens = [t for t in sequence if t < tokenizer.eot]
+            avg_logprob = float(result.scores[0] * len(sequence) / (len(sequence) + 1))
+            decoded.append((tokens, tokenizer.decode(tokens), avg_logprob, float(result.no_speech_prob)))
+            frames.append(int(math.ceil(window.duration_s) * model.frames_per_second))
+        alignments: list[list[dict[str, Any]]] = [[] for _ in windows]
+        if key.align:
+            alignments = model.find_alignment(tokenizer, [d[0] for d in decoded], encoder_output, frames)
+        return [
+            WindowOutput(
+                tokens=tokens,
+                text=text,
+                avg_logprob=avg_logprob,
+                no_speech_prob=no_speech,
+                compression_ratio=get_compression_ratio(text.strip()),
+                temperature=key.temperature,
+                alignment=alignment,
+                frames=size,
+            )
+            for (tokens, text, avg_logprob, no_speech), alignment, size in zip(
+                decoded, alignments, frames, strict=True
+            )
+        ]
+
+
+def prepare_request(
+    model: WhisperModel,
+    runner: WhisperBatchRunner,
+    audio: npt.NDArray[np.float32],
+    *,
+    language: str | None,
+    vad: VadOptions | None,
+    windows_s: Sequence[dict[str, float]] = (),
+    initial_prompt: str | None,
+    hotwords: str | None,
+    beam_size: int,
+    temperature: float,
+    align: bool,
+) -> PreparedRequest:
+    """Cut the audio into windows (speech found by VAD, or the given fixed ``windows_s``), compute their
+    features, settle the language and build the prompt (no timestamp tokens): the steps of
+    ``BatchedInferencePipeline.transcribe`` before its first model call."""
+    rate = int(model.feature_extractor.sampling_rate)
+    chunk_length = float(model.feature_extractor.chunk_length)
+    duration = audio.shape[0] / rate
+    speech_chunks: list[dict[str, int]] | None
+    if vad is not None:
+        speech_chunks = get_speech_timestamps(audio, vad)
+        audio_chunks, metadata = collect_chunks(audio, speech_chunks, max_duration=chunk_length)
+        clips = speech_chunks
+    else:
+        speech_chunks = None
+        clips = [{k: int(v * rate) for k, v in w.items()} for w in windows_s]
+        audio_chunks = [audio[c["start"] : c["end"]] for c in clips]
+        metadata = [{"offset": c["start"] / rate, "duration": (c["end"] - c["start"]) / rate} for c in clips]
+    speech_duration = sum(c["end"] - c["start"] for c in clips) / rate
+    # Window by window, letting go of each stretch of audio once its features exist: on hours of audio
+    # a list of every window's samples and another of every window's unpadded features add up.
+    windows: list[Window] = []
+    lead: list[npt.NDArray[np.float32]] = []  # the first 30 s of features, for language detection
+    lead_frames = 0
+    audio_chunks.reverse()
+    for meta in metadata if speech_duration else ():
+        features = model.feature_extractor(audio_chunks.pop())[..., :-1]
+        if lead_frames < model.feature_extractor.nb_max_frames:
+            lead.append(features)
+            lead_frames += features.shape[-1]
+        windows.append(Window(pad_or_trim(features), float(meta["offset"]), float(meta["duration"])))
+    if language is None:
+        if not model.model.is_multilingual:
+            language, probability = "en", 1.0
+        else:
+            # As the pipeline does: on the first 30 s of features (it concatenates them all and keeps
+            # those), with a dummy frame so that no speech still works.
+            dummy = np.full((model.model.n_mels, 1), -1.5, dtype="float32")
+            language, probability, _ = model.detect_language(
+                features=np.concatenate([*lead, dummy], axis=1),
+                language_detection_segments=1,
+                language_detection_threshold=0.5,
+            )
+    else:
+        if not model.model.is_multilingual:
+            language = "en"
+        probability = 1.0
+    tokenizer = runner.tokenizer(language)
+    prompt = model.get_prompt(
+        tokenizer,
+        previous_tokens=tokenizer.encode(initial_prompt) if initial_prompt is not None else [],
+        without_timestamps=True,
+        hotwords=hotwords,
+    )
+    key = DecodeKey(language, tuple(prompt), beam_size, float(temperature), align)
+    return PreparedRequest(
+        key, windows, tokenizer, speech_chunks, float(probability), duration, speech_duration
+    )
+
+
+#: The batched pipeline's own defaults (word punctuation merging), read from it rather than copied.
+_PIPELINE_DEFAULTS = inspect.signature(BatchedInferencePipeline.transcribe).parameters
+
+
+class _AlignedModel:
+    """Stands in for the model inside ``WhisperModel.add_word_timestamps``, which needs only
+    ``frames_per_second`` and ``find_alignment``: the alignment ran in the batch, while the per-word
+    clean-up must run per request, because it carries the request's own last speech timestamp from
+    window to window (sharing it across requests would move words)."""
+
+    def __init__(self, frames_per_second: int, alignments: list[list[dict[str, Any]]]) -> None:
+        self.frames_per_second = frames_per_second
+        self._alignments = alignments
+
+    def find_alignment(self, *_args: Any, **_kwargs: Any) -> list[list[dict[str, Any]]]:
+        return self._alignments
+
+
+class _Timeline:
+    """Speech time (VAD removed the silence) back to the recording's time."""
+
+    def __init__(self, speech_chunks: list[dict[str, int]] | None, rate: int) -> None:
+        self._map = SpeechTimestampsMap(speech_chunks, rate) if speech_chunks else None
+
+    def word(self, start: float, end: float) -> tuple[float, float]:
+        if self._map is None:
+            return start, end
+        chunk = self._map.get_chunk_index((start + end) / 2)  # both ends in the chunk of its middle
+        return self._map.get_original_time(start, chunk), self._map.get_original_time(end, chunk)
+
+    def span(self, start: float, end: float) -> tuple[float, float]:
+        if self._map is None:
+            return start, end
+        return self._map.get_original_time(start), self._map.get_original_time(end, is_end=True)
+
+
+def assemble_segments(
+    model: WhisperModel,
+    prepared: PreparedRequest,
+    outputs: Sequence[WindowOutput],
+    *,
+    with_words: bool,
+    prepend_punctuations: str = _PIPELINE_DEFAULTS["prepend_punctuations"].default,
+    append_punctuations: str = _PIPELINE_DEFAULTS["append_punctuations"].default,
+) -> list[Segment]:
+    """A request's decoded windows (in order) as segments on the recording's timeline: cut from the
+    words when the windows were aligned (``with_words`` keeps the words on them), else one segment per
+    window. Windows without text give no segment."""
+    rate = int(model.feature_extractor.sampling_rate)
+    timeline = _Timeline(prepared.speech_chunks, rate)
+    fps = model.frames_per_second
+    windows = [
+        [
+            {
+                "tokens": out.tokens,
+                "seek": round(w.offset_s * fps),
+                "start": w.offset_s,
+                "end": w.offset_s + w.duration_s,
+            }
+        ]
+        for w, out in zip(prepared.windows, outputs, strict=True)
+    ]
+    if prepared.key.align and windows:
+        WhisperModel.add_word_timestamps(
+            _AlignedModel(fps, [out.alignment for out in outputs]),
+            windows,
+            prepared.tokenizer,
+            None,
+            [out.frames for out in outputs],
+            prepend_punctuations,
+            append_punctuations,
+            0.0,
+        )
+    segments: list[Segment] = []
+    for window, out, (sub,) in zip(prepared.windows, outputs, windows, strict=True):
+        if not out.text.strip():
+            continue
+        scores = {
+            "avg_logprob": out.avg_logprob,
+            "no_speech_prob": float(out.no_speech_prob),
+            "compression_ratio": out.compression_ratio,
+            "temperature": out.temperature,
+        }
+        timed = [
+            TimedWord(w["word"], *timeline.word(w["start"], w["end"]), float(w["probability"]))
+            for w in sub.get("words", ())
+        ]
+        if not timed:
+            start, end = timeline.span(window.offset_s, window.offset_s + window.duration_s)
+            segments.append(Segment(len(segments), start, end, out.text, (), **scores))
+            continue
+        for group in split_words(timed):
+            words = tuple(Word(w.start_s, w.end_s, w.text, w.probability) for w in group)
+            segments.append(
+                Segment(
+                    len(segments),
+                    group[0].start_s,
+                    group[-1].end_s,
+                    "".join(w.text for w in group),
+                    words=words if with_words else (),
+                    **scores,
+                )
+            )
+    return segments
