@@ -51,7 +51,10 @@ def _jfk_like() -> list[Segment]:
         _segment(2, " ask what you can do for your country.", **SPEECH),
         _segment(3, " ask what you can do for your country.", **SPEECH),
         _segment(
-            4, " we run comfy you eye on cooper netties. i think it works works works works works.", **SPEECH
+            4,
+            " we run comfy you eye on cooper netties. i think it works works works works works.",
+            **SPEECH,
+            compression_ratio=2.6,  # the decoder's own score calls it a loop
         ),
         _segment(5, " Thank you.", no_speech_prob=0.9, avg_logprob=-0.3),
     ]
@@ -78,6 +81,22 @@ def test_corrects_segments_and_reports_every_edit() -> None:
     rules = {(e.rule, e.segment_id) for e in result.edits}
     assert {("duplicate", 3), ("hallucination", 5), ("glossary", 4), ("repetition", 4)} <= rules
     assert {("spacing", 0), ("casing", 0), ("casing", 4)} <= rules
+
+
+def test_repeated_words_the_decoder_did_not_loop_on_are_kept() -> None:
+    """People say "word, word, word, word, word": with scores that show no loop (Whisper's compression
+    ratio under 2.4) the repetition is speech, and only a looping decoder's is collapsed."""
+    text = " here's some more word, word, word, word, word."
+    spoken = _segment(0, text, **SPEECH, compression_ratio=1.6)
+    looped = _segment(0, text, **SPEECH, compression_ratio=2.9)
+    kept = Corrector().correct("", [spoken])
+    assert kept.text == "Here's some more word, word, word, word, word."
+    assert not [e for e in kept.edits if e.rule == "repetition"]
+    collapsed = Corrector().correct("", [looped])
+    assert collapsed.text == "Here's some more word."
+    assert [e.rule for e in collapsed.edits if e.rule == "repetition"] == ["repetition"]
+    # Plain text without scores is judged by the text alone, as before.
+    assert Corrector().correct(text).text == "Here's some more word."
 
 
 def test_edits_replay_to_the_result() -> None:
@@ -111,7 +130,9 @@ def test_segments_and_text_agree() -> None:
 
 
 def test_words_follow_the_corrections() -> None:
-    segment = _segment(0, " we run comfy you eye today today today today today", **SPEECH)
+    segment = _segment(
+        0, " we run comfy you eye today today today today today", **SPEECH, compression_ratio=2.6
+    )
     (out,) = Corrector().correct("", [segment], CorrectionOptions(glossary=GLOSSARY)).segments
     assert [w.word for w in out.words] == [" We", " run", " ComfyUI", " today"]
     comfy = out.words[2]

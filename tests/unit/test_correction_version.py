@@ -15,7 +15,7 @@ from escriba.correction import RULES_VERSION, CorrectionOptions, Corrector
 from escriba.transcript import GlossaryEntry, Segment, Word
 
 PINNED = {
-    "escriba-correction-1": "2c88c64089b571cf1ff8b83d7e271f5acc23f590869f3909e12a54d0e49c7774",
+    "escriba-correction-2": "f84affc9b4ef52626dd6aefeed435be48977532713dc2fd6878d53d1968174ba",
 }
 
 _GLOSSARY = (
@@ -40,6 +40,8 @@ _SEGMENTS = [
     Segment(7, 11.0, 12.0, " we run cooper netties   on comfy you eye,i think", (), -0.3, 0.05),
     Segment(8, 12.0, 30.0, " Thanks for watching!", (), -0.4, 0.45),
     Segment(9, 30.0, 31.0, " Subtitles by the Amara.org community", (), -1.2, 0.1),
+    Segment(10, 31.0, 34.0, " some more word, word, word, word, word.", (), -0.3, 0.05, 1.6),
+    Segment(11, 34.0, 37.0, " it works works works works works.", (), -0.3, 0.05, 2.7),
 ]
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import logging
 import os
@@ -59,6 +60,7 @@ from escriba.transcription.whisper_adapter import (
     WindowOutput,
     assemble_segments,
     prepare_request,
+    uncovered_tail,
 )
 
 log = logging.getLogger(__name__)
@@ -153,6 +155,43 @@ def _to_segments(raw: Iterable[Any]) -> tuple[Segment, ...]:
             )
         )
     return tuple(segments)
+
+
+#: Rounds of re-decoding what a window's text stopped short of (a tail's own tail is the second).
+MAX_TAIL_ROUNDS = 2
+
+
+def _decode_tails(
+    prepared: PreparedRequest,
+    outputs: list[WindowOutput],
+    policy: FallbackPolicy,
+    run: Callable[[float, Sequence[Window]], Sequence[WindowOutput]],
+) -> tuple[PreparedRequest, list[WindowOutput], int]:
+    """Decode the speech after each window's last word again, in a later batch, and put what it says
+    after its window: no stretch of speech is left without text because the decoder stopped early.
+    A tail that decodes to silence by Whisper's own rule adds nothing."""
+    windows = list(prepared.windows)
+    candidates = set(range(len(windows)))
+    decoded = 0
+    for _ in range(MAX_TAIL_ROUNDS):
+        tails = [
+            (index, tail)
+            for index in sorted(candidates)
+            if (tail := uncovered_tail(windows[index], outputs[index])) is not None
+        ]
+        if not tails:
+            break
+        results, _ = decode_with_fallback(policy, [tail for _, tail in tails], run)
+        decoded += len(tails)
+        candidates = set()
+        # Insert from the back so earlier indices stay valid; remember where each kept tail landed.
+        for (index, tail), result in sorted(zip(tails, results, strict=True), key=lambda p: -p[0][0]):
+            if not result.text.strip() or policy.probably_silence(result):
+                continue
+            windows.insert(index + 1, tail)
+            outputs.insert(index + 1, result)
+            candidates = {c + 1 if c > index else c for c in candidates} | {index + 1}
+    return dataclasses.replace(prepared, windows=windows), outputs, decoded
 
 
 class WhisperEngine:
@@ -442,6 +481,9 @@ class WhisperEngine:
             )
             run, largest = self._batch_runner(prepared, slot, duration_s)
             outputs, retried = decode_with_fallback(policy, prepared.windows, run)
+        if prepared.key.align:
+            prepared, outputs, tails = _decode_tails(prepared, outputs, policy, run)
+            retried += tails
         segments = assemble_segments(model, prepared, outputs, with_words=opts.word_timestamps)
         info = _SharedInfo(
             language=prepared.language,

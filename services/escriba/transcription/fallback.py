@@ -61,15 +61,21 @@ class FallbackPolicy:
         limit = self.compression_ratio_threshold
         return limit is not None and result.compression_ratio > limit
 
-    def needs_fallback(self, result: Decoded) -> bool:
-        low_logprob = self.log_prob_threshold is not None and result.avg_logprob < self.log_prob_threshold
-        if (
-            low_logprob
+    def unlikely(self, result: Decoded) -> bool:
+        return self.log_prob_threshold is not None and result.avg_logprob < self.log_prob_threshold
+
+    def probably_silence(self, result: Decoded) -> bool:
+        """Whisper's own rule: a high no-speech probability and a decoder that was guessing."""
+        return (
+            self.unlikely(result)
             and self.no_speech_threshold is not None
             and result.no_speech_prob > self.no_speech_threshold
-        ):
-            return False  # probably silence: a higher temperature would only invent words
-        return self.too_repetitive(result) or low_logprob
+        )
+
+    def needs_fallback(self, result: Decoded) -> bool:
+        if self.probably_silence(result):
+            return False  # a higher temperature would only invent words
+        return self.too_repetitive(result) or self.unlikely(result)
 
     def best(self, attempts: Sequence[D]) -> D:
         """faster-whisper's choice when every temperature failed."""

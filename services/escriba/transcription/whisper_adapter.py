@@ -35,6 +35,11 @@ from escriba.transcription.segmenting import TimedWord, split_words
 
 #: Candidates sampled per window at a temperature above 0 (faster-whisper's ``best_of``).
 BEST_OF = 5
+#: Audio left after a window's last aligned word that is decoded again on its own (seconds): longer
+#: than the VAD's padding, so a window that merely ends in its pad is left alone.
+TAIL_MIN_S = 1.0
+#: Log-mel frames per second (Whisper's 10 ms hop).
+_FRAMES_PER_S = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +172,32 @@ class WhisperBatchRunner:
                 decoded, alignments, frames, strict=True
             )
         ]
+
+
+def uncovered_tail(window: Window, output: WindowOutput, *, min_s: float = TAIL_MIN_S) -> Window | None:
+    """What is left of ``window`` after its last aligned word, as a window of its own, when that is at
+    least ``min_s`` long; ``None`` otherwise.
+
+    Without timestamp tokens the decoder may still end a window early (its end-of-text comes after a
+    sentence that seems complete), leaving the speech after it with no text, most often at the end of
+    a recording. Decoding that rest alone gives the model a window that starts where the text stopped.
+    Its features are the window's own frames (same normalization), padded as every window is.
+    """
+    words = [w for w in output.alignment if w.get("word")]
+    if not words or not output.text.strip():
+        return None
+    # The alignment stretches the last word over whatever audio follows it; cap it at twice the
+    # median word length, as faster-whisper's own word clean-up does at sentence ends.
+    durations = [float(w["end"]) - float(w["start"]) for w in words if w["end"] > w["start"]]
+    longest = 2 * min(0.7, float(np.median(durations))) if durations else 0.0
+    last = words[-1]
+    last_end = min(float(last["end"]), float(last["start"]) + longest)
+    rest = window.duration_s - last_end
+    if rest < min_s:
+        return None
+    first = int(last_end * _FRAMES_PER_S)
+    end = min(window.features.shape[-1], math.ceil(window.duration_s * _FRAMES_PER_S))
+    return Window(pad_or_trim(window.features[:, first:end]), window.offset_s + last_end, rest)
 
 
 def prepare_request(
