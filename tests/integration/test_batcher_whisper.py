@@ -155,12 +155,17 @@ async def test_a_long_request_and_a_short_one_each_get_their_windows_in_order(
 ) -> None:
     gap = np.zeros(SAMPLE_RATE_HZ // 2, dtype=np.float32)
     long = np.concatenate([clips["jfk"], gap, clips["left"], gap] * 5)  # about 85 s: several windows
-    alone = engine.transcribe(long)
+    # The same two sentences five times over are "too repetitive" by Whisper's compression-ratio rule:
+    # without fallback, every window goes through exactly one model call, which this test counts.
+    once = engine.default_options.with_changes(temperature_fallback=False)
+    alone = engine.transcribe(long, once)
     long_windows = sum(counting.generate_batches)
     assert long_windows >= 3
     counting.generate_batches.clear()
     long_result, short_result = await run_held(
-        engine, long_windows + 1, [engine.transcribe_async(long), engine.transcribe_async(clips["right"])]
+        engine,
+        long_windows + 1,
+        [engine.transcribe_async(long, once), engine.transcribe_async(clips["right"])],
     )
     # The short request's window rode along with the long one's: no call of its own.
     cap = engine.batch_size_for((long.shape[0] + clips["right"].shape[0]) / SAMPLE_RATE_HZ)
@@ -168,7 +173,7 @@ async def test_a_long_request_and_a_short_one_each_get_their_windows_in_order(
     assert len(counting.generate_batches) == -(-(long_windows + 1) // cap)
     assert_same_transcript(long_result, alone)
     # Nothing of one request shows up in the other's text.
-    assert normalize(long_result.text).count("ask not what your country") >= 2
+    assert normalize(long_result.text).count("not what your country") >= 2
     assert "horizon" not in normalize(long_result.text)
     starts = [s.start_s for s in long_result.segments]
     assert starts == sorted(starts) and long_result.segments[-1].end_s > 70.0

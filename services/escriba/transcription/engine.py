@@ -477,14 +477,18 @@ class WhisperEngine:
                 hotwords=opts.hotwords,
                 beam_size=opts.beam_size,
                 temperature=opts.temperature,
-                align=opts.word_timestamps or opts.segment_timestamps,
             )
             run, largest = self._batch_runner(prepared, slot, duration_s)
             outputs, retried = decode_with_fallback(policy, prepared.windows, run)
-        if prepared.key.align:
-            prepared, outputs, tails = _decode_tails(prepared, outputs, policy, run)
-            retried += tails
-        segments = assemble_segments(model, prepared, outputs, with_words=opts.word_timestamps)
+        prepared, outputs, tails = _decode_tails(prepared, outputs, policy, run)
+        retried += tails
+        segments = assemble_segments(
+            model,
+            prepared,
+            outputs,
+            with_words=opts.word_timestamps,
+            sentence_segments=opts.segment_timestamps,
+        )
         info = _SharedInfo(
             language=prepared.language,
             language_probability=prepared.language_probability,

@@ -17,7 +17,7 @@ from typing import Final
 #: A pause this long between two words ends a segment (seconds).
 PAUSE_BREAK_S: Final = 1.0
 #: Segments longer than this are split at their best break (seconds); subtitles read well under it.
-MAX_SEGMENT_S: Final = 12.0
+MAX_SEGMENT_S: Final = 8.0
 #: A segment shorter than this is not closed by a sentence end alone (a "Yes." then the next
 #: sentence), unless a pause follows (seconds).
 MIN_SENTENCE_S: Final = 1.0

@@ -45,13 +45,12 @@ _FRAMES_PER_S = 100
 @dataclass(frozen=True, slots=True)
 class DecodeKey:
     """What every window in one model call must share: CTranslate2 applies the prompt (language,
-    hotwords, initial prompt), beam width, temperature and alignment to the whole batch."""
+    hotwords, initial prompt), beam width and temperature to the whole batch."""
 
     language: str
     prompt: tuple[int, ...]
     beam_size: int
     temperature: float
-    align: bool
 
     def at(self, temperature: float) -> DecodeKey:
         return replace(self, temperature=float(temperature))
@@ -68,8 +67,8 @@ class Window:
 
 @dataclass(frozen=True, slots=True)
 class WindowOutput:
-    """One window decoded once: its text tokens, the scores the fallback policy reads, and (when the
-    key aligns) the word alignment faster-whisper's ``find_alignment`` gives."""
+    """One window decoded once: its text tokens, the scores the fallback policy reads, and the word
+    alignment faster-whisper's ``find_alignment`` gives."""
 
     tokens: list[int]
     text: str
@@ -100,9 +99,10 @@ class PreparedRequest:
 
 
 class WhisperBatchRunner:
-    """The model call of one batch: encode, generate and (optionally) align, as
-    ``BatchedInferencePipeline.forward`` does, at the key's temperature (sampling ``BEST_OF``
-    candidates above 0, as the sequential path's fallback does)."""
+    """The model call of one batch: encode, generate and align, as ``BatchedInferencePipeline.forward``
+    does with word timestamps, at the key's temperature (sampling ``BEST_OF`` candidates above 0, as the
+    sequential path's fallback does). Windows are always aligned, whatever the request shows: the word
+    times are how segments are cut and how a window the decoder stopped short of is found."""
 
     def __init__(self, model: WhisperModel) -> None:
         self._model = model
@@ -154,9 +154,7 @@ class WhisperBatchRunner:
             avg_logprob = float(result.scores[0] * len(sequence) / (len(sequence) + 1))
             decoded.append((tokens, tokenizer.decode(tokens), avg_logprob, float(result.no_speech_prob)))
             frames.append(int(math.ceil(window.duration_s) * model.frames_per_second))
-        alignments: list[list[dict[str, Any]]] = [[] for _ in windows]
-        if key.align:
-            alignments = model.find_alignment(tokenizer, [d[0] for d in decoded], encoder_output, frames)
+        alignments = model.find_alignment(tokenizer, [d[0] for d in decoded], encoder_output, frames)
         return [
             WindowOutput(
                 tokens=tokens,
@@ -212,7 +210,6 @@ def prepare_request(
     hotwords: str | None,
     beam_size: int,
     temperature: float,
-    align: bool,
 ) -> PreparedRequest:
     """Cut the audio into windows (speech found by VAD, or the given fixed ``windows_s``), compute their
     features, settle the language and build the prompt (no timestamp tokens): the steps of
@@ -266,7 +263,7 @@ def prepare_request(
         without_timestamps=True,
         hotwords=hotwords,
     )
-    key = DecodeKey(language, tuple(prompt), beam_size, float(temperature), align)
+    key = DecodeKey(language, tuple(prompt), beam_size, float(temperature))
     return PreparedRequest(
         key, windows, tokenizer, speech_chunks, float(probability), duration, speech_duration
     )
@@ -314,12 +311,13 @@ def assemble_segments(
     outputs: Sequence[WindowOutput],
     *,
     with_words: bool,
+    sentence_segments: bool,
     prepend_punctuations: str = _PIPELINE_DEFAULTS["prepend_punctuations"].default,
     append_punctuations: str = _PIPELINE_DEFAULTS["append_punctuations"].default,
 ) -> list[Segment]:
     """A request's decoded windows (in order) as segments on the recording's timeline: cut from the
-    words when the windows were aligned (``with_words`` keeps the words on them), else one segment per
-    window. Windows without text give no segment."""
+    words at sentence ends and pauses (``sentence_segments``), else one segment per window;
+    ``with_words`` keeps the words on them. Windows without text give no segment."""
     rate = int(model.feature_extractor.sampling_rate)
     timeline = _Timeline(prepared.speech_chunks, rate)
     fps = model.frames_per_second
@@ -334,7 +332,7 @@ def assemble_segments(
         ]
         for w, out in zip(prepared.windows, outputs, strict=True)
     ]
-    if prepared.key.align and windows:
+    if windows:
         WhisperModel.add_word_timestamps(
             _AlignedModel(fps, [out.alignment for out in outputs]),
             windows,
@@ -363,14 +361,14 @@ def assemble_segments(
             start, end = timeline.span(window.offset_s, window.offset_s + window.duration_s)
             segments.append(Segment(len(segments), start, end, out.text, (), **scores))
             continue
-        for group in split_words(timed):
+        for group in split_words(timed) if sentence_segments else [timed]:
             words = tuple(Word(w.start_s, w.end_s, w.text, w.probability) for w in group)
             segments.append(
                 Segment(
                     len(segments),
                     group[0].start_s,
                     group[-1].end_s,
-                    "".join(w.text for w in group),
+                    "".join(w.text for w in group) if sentence_segments else out.text,
                     words=words if with_words else (),
                     **scores,
                 )
