@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from escriba.client import EscribaClient, make_spec
@@ -12,6 +13,7 @@ from escriba.local.stack import LocalStack
 from escriba.pipeline.taskpb import status_from_pb
 from escriba.v1 import tasks_pb2
 from tests.support import media
+from tests.support.recordings import missing_sentences, multi_window
 from tests.support.stack import run_task, run_tasks, status_name
 from tests.support.text import JFK_REFERENCE, wer
 
@@ -45,6 +47,24 @@ async def test_jfk_through_the_whole_pipeline(client: EscribaClient, audio_files
     assert task.result.segments and task.result.segments[0].words
     timings = task.timings
     assert timings.preprocess_ms > 0 and timings.transcription_ms > 0 and timings.total_ms > 0
+
+
+async def test_every_sentence_of_a_long_recording_comes_through_the_pipeline(
+    client: EscribaClient, tmp_path: Path
+) -> None:
+    """About 136 s of real speech in five windows, uploaded as a user would (MP3, 44.1 kHz stereo): every
+    sentence of the references is in the corrected text, and the segments run to the recording's end."""
+    built = multi_window()
+    stereo = np.stack([built.samples, built.samples])
+    path = media.write(
+        tmp_path / "multi-window.mp3", media.to_mp3(media.resample(stereo, 16000, 44100), 44100)
+    )
+    task = await run_task(client, path)
+    assert status_name(task) == "completed", task.error
+    result = task.result
+    assert not missing_sentences(built.sentences, result.corrected_text), result.corrected_text
+    assert result.segments[-1].end_s > built.duration_s - 3.0
+    assert all(s.words for s in result.segments)
 
 
 async def test_watch_streams_every_stage(
