@@ -30,13 +30,13 @@ proto-check: $(STAMP) ## Fail if the generated stubs are stale
 	$(PY) -m escriba.common.protogen --check
 
 lint: $(STAMP) ## ruff and mypy
-	$(VENV)/bin/ruff check services operator tests
-	$(VENV)/bin/ruff format --check services operator tests
+	$(VENV)/bin/ruff check services operator tests bench
+	$(VENV)/bin/ruff format --check services operator tests bench
 	$(VENV)/bin/mypy
 
 format: $(STAMP) ## Apply ruff's formatting and autofixes
-	$(VENV)/bin/ruff check --fix services operator tests
-	$(VENV)/bin/ruff format services operator tests
+	$(VENV)/bin/ruff check --fix services operator tests bench
+	$(VENV)/bin/ruff format services operator tests bench
 
 test: $(STAMP) ## Install everything, then lint and run every test suite
 	$(MAKE) --no-print-directory lint

@@ -1,10 +1,13 @@
-"""The benchmark's recordings, built from the real speech in ``tests/data``.
+"""The benchmark's recordings, built from the real speech in ``tests/data`` (with its transcripts).
 
-Only about 20 s of real speech ship with the project, so a long recording is those recordings joined
-in a shuffled order with natural pauses (0.3-1.5 s) between them: real speech the whole way, the way
-VAD sees a meeting, never synthetic tones or silence padding. Recordings are 44.1 kHz stereo like the
-JFK recording, so every side of a comparison decodes, downmixes and resamples, and are uploaded as
-MP3 (128 kb/s), the most common format users send.
+A long recording is the speech corpus's recordings (``tests/data/speech``: 29 recordings, 451 s, many
+speakers) joined in a shuffled order with natural pauses (0.3-1.5 s) between them: real speech the whole
+way, the way VAD sees a meeting, never synthetic tones or silence padding, and with a reference
+transcript (the parts' references in order), so every speed figure comes with the WER of both sides.
+Short clips are the corpus's recordings of 2-15 s, each at a slightly different level (so no two
+uploads are the same bytes and no cache answers for the model). Recordings are 44.1 kHz stereo, so
+every side of a comparison decodes, downmixes and resamples, and are uploaded as MP3 (128 kb/s), the
+most common format users send.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import io
 import random
 from fractions import Fraction
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +23,10 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from bench import wer
 from escriba.audio.pcm import SAMPLE_RATE_HZ, encode_pcm, quantize
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "tests" / "data"
-SPEECH_FILES = ("jfk.flac", "stereo_diarization.wav", "hotwords.mp3")
 RATE_HZ = 44_100
 Samples = npt.NDArray[np.float32]
 
@@ -39,24 +43,42 @@ def _decode(path: Path, rate: int, layout: str) -> Samples:
     return np.concatenate(parts, axis=1).astype(np.float32).reshape(channels, -1)
 
 
-def speech_clips(rate: int = RATE_HZ, layout: str = "stereo") -> list[Samples]:
-    return [_decode(DATA_DIR / name, rate, layout) for name in SPEECH_FILES]
+@cache
+def _clip(path: Path, rate: int, layout: str) -> Samples:
+    return _decode(path, rate, layout)
 
 
-def joined_speech(seconds: float, *, seed: int, rate: int = RATE_HZ, layout: str = "stereo") -> Samples:
-    """At least ``seconds`` of the real recordings, shuffled per round, with pauses between them."""
+def speech_clips(rate: int = RATE_HZ, layout: str = "stereo") -> list[tuple[Samples, str]]:
+    """Every recording of the corpus with its reference transcript."""
+    return [(_clip(r.path, rate, layout).copy(), r.reference) for r in wer.corpus()]
+
+
+def joined_speech_with_text(
+    seconds: float, *, seed: int, rate: int = RATE_HZ, layout: str = "stereo"
+) -> tuple[Samples, str]:
+    """At least ``seconds`` of the real recordings, shuffled per round, with pauses between them, and
+    what is said in them."""
     clips = speech_clips(rate, layout)
     rng = random.Random(seed)
     parts: list[Samples] = []
+    said: list[str] = []
     total = 0
     while total < seconds * rate:
         order = list(range(len(clips)))
         rng.shuffle(order)
         for index in order:
-            pause = np.zeros((clips[index].shape[0], int(rng.uniform(0.3, 1.5) * rate)), dtype=np.float32)
-            parts += [clips[index], pause]
-            total += clips[index].shape[1] + pause.shape[1]
-    return np.concatenate(parts, axis=1)
+            samples, reference = clips[index]
+            pause = np.zeros((samples.shape[0], int(rng.uniform(0.3, 1.5) * rate)), dtype=np.float32)
+            parts += [samples, pause]
+            said.append(reference)
+            total += samples.shape[1] + pause.shape[1]
+            if total >= seconds * rate:
+                break
+    return np.concatenate(parts, axis=1), " ".join(said)
+
+
+def joined_speech(seconds: float, *, seed: int, rate: int = RATE_HZ, layout: str = "stereo") -> Samples:
+    return joined_speech_with_text(seconds, seed=seed, rate=rate, layout=layout)[0]
 
 
 def encode_mp3(samples: Samples, rate: int = RATE_HZ, bit_rate: int = 128_000) -> bytes:
@@ -82,15 +104,19 @@ def encode_mp3(samples: Samples, rate: int = RATE_HZ, bit_rate: int = 128_000) -
     return buffer.getvalue()
 
 
-def short_clips(count: int, *, seed: int, low_s: float = 2.0, high_s: float = 15.0) -> list[Samples]:
-    """``count`` cuts of 2-15 s from the joined speech, as phone snippets and voice notes are."""
-    source = joined_speech(120.0, seed=seed)
+def short_clips(
+    count: int, *, seed: int, low_s: float = 2.0, high_s: float = 15.0
+) -> list[tuple[Samples, str]]:
+    """``count`` recordings of 2-15 s from the corpus (as phone snippets and voice notes are), cycled in
+    a shuffled order, each at its own level (-3 to 0 dB) so that no two are the same upload."""
     rng = random.Random(seed)
-    clips = []
-    for _ in range(count):
-        length = int(rng.uniform(low_s, high_s) * RATE_HZ)
-        start = rng.randrange(0, source.shape[1] - length)
-        clips.append(source[:, start : start + length])
+    pool = [(s, text) for s, text in speech_clips() if low_s <= s.shape[1] / RATE_HZ <= high_s]
+    clips: list[tuple[Samples, str]] = []
+    while len(clips) < count:
+        rng.shuffle(pool)
+        for samples, text in pool[: count - len(clips)]:
+            gain = np.float32(10 ** (rng.uniform(-3.0, 0.0) / 20))
+            clips.append(((samples * gain).astype(np.float32), text))
     return clips
 
 

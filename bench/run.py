@@ -39,7 +39,12 @@ PARTS = ("transcription", "preprocess", "listing", "rss", "objects")
 #: key -> (target, "min" when the value must reach it, "max" when it must stay under it, or None).
 TARGETS: dict[str, tuple[float | None, str | None]] = {
     "pipeline_vs_plain_ratio": (0.9, "min"),
+    # Speed only counts at equal accuracy: the WER of both sides, on the same recordings, beside it.
+    "pipeline_vs_plain_wer_pipeline": (None, None),
+    "pipeline_vs_plain_wer_plain": (None, None),
     "short_clips_throughput_ratio": (2.0, "min"),
+    "short_clips_wer_pipeline": (None, None),
+    "short_clips_wer_plain": (None, None),
     "preprocess_vs_ffmpeg_loudnorm_ratio": (10.0, "min"),
     "cache_hit_speedup": (100.0, "min"),
     "list_tasks_p99_ms": (None, None),
@@ -71,15 +76,15 @@ async def _transcription(args: argparse.Namespace, keys: dict[str, Any], details
     with tempfile.TemporaryDirectory(prefix="escriba-bench-") as tmp:
         folder = Path(tmp)
         _say("building recordings from tests/data (5-minute files and 100 short clips, MP3)")
-        long_files: list[tuple[Path, float]] = []
+        long_files: list[tuple[Path, float, str]] = []
         for seed in (1, 2):
-            samples = audio.joined_speech(args.long_s, seed=seed)
+            samples, said = audio.joined_speech_with_text(args.long_s, seed=seed)
             path = folder / f"long-{seed}.mp3"
             await asyncio.to_thread(path.write_bytes, audio.encode_mp3(samples))
-            long_files.append((path, audio.duration_s(samples)))
-        clips = audio.short_clips(args.clips, seed=3)
+            long_files.append((path, audio.duration_s(samples), said))
+        clips_with_text = audio.short_clips(args.clips, seed=3)
         clip_files: list[tuple[Path, float]] = []
-        for index, clip in enumerate(clips):
+        for index, (clip, _) in enumerate(clips_with_text):
             path = folder / f"clip-{index:03d}.mp3"
             await asyncio.to_thread(path.write_bytes, audio.encode_mp3(clip))
             clip_files.append((path, audio.duration_s(clip)))
@@ -109,6 +114,8 @@ async def _transcription(args: argparse.Namespace, keys: dict[str, Any], details
             _say(f"long recordings, plain faster-whisper vs pipeline: {len(long_files)} x {args.long_s:g}+ s")
             long = await tr.compare_long(client, plain, long_files)
             keys["pipeline_vs_plain_ratio"] = long.ratio
+            keys["pipeline_vs_plain_wer_pipeline"] = long.pipeline_wer
+            keys["pipeline_vs_plain_wer_plain"] = long.plain_wer
             details["pipeline_vs_plain"] = {
                 "audio_s": long.audio_s,
                 "plain_s": long.plain_s,
@@ -130,8 +137,12 @@ async def _transcription(args: argparse.Namespace, keys: dict[str, Any], details
             }
 
             _say(f"{len(clip_files)} short clips: plain loop vs all at once through the pipeline")
-            short = await tr.compare_short_clips(client, plain, engine, clip_files, clip_samples)
+            short = await tr.compare_short_clips(
+                client, plain, engine, clip_files, clip_samples, [text for _, text in clips_with_text]
+            )
             keys["short_clips_throughput_ratio"] = short.ratio
+            keys["short_clips_wer_pipeline"] = short.pipeline_wer
+            keys["short_clips_wer_plain"] = short.plain_wer
             keys["short_clips_engine_throughput_ratio"] = short.engine_ratio
             details["short_clips"] = {
                 "clips": short.clips,

@@ -25,6 +25,7 @@ import numpy.typing as npt
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 from faster_whisper.vad import VadOptions
 
+from bench import wer
 from escriba.client import EscribaClient, make_spec
 from escriba.pipeline.taskpb import status_from_pb
 from escriba.transcription.batching import choose_batch_size, table_for_device
@@ -130,7 +131,9 @@ class PlainWhisper:
             beam_size=opts.beam_size,
             temperature=opts.temperature,
             word_timestamps=opts.word_timestamps,
-            without_timestamps=not opts.segment_timestamps,
+            # faster-whisper's default and its most accurate batched mode (timestamp tokens lose text
+            # at window ends: SYSTRAN/faster-whisper#1427); the pipeline decodes the same way.
+            without_timestamps=True,
             vad_filter=opts.vad.enabled,
             vad_parameters=VadOptions(
                 threshold=opts.vad.threshold,
@@ -151,6 +154,11 @@ class PlainWhisper:
 class PipelineRun:
     seconds: float
     task: tasks_pb2.Task
+
+    @property
+    def text(self) -> str:
+        """What the user gets: the corrected text."""
+        return self.task.result.corrected_text or self.task.result.text
 
     @property
     def timings_ms(self) -> dict[str, float]:
@@ -194,6 +202,17 @@ class LongComparison:
     plain_s: list[float]
     pipeline_s: list[float]
     pipeline_timings_ms: list[dict[str, float]] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)
+    plain_texts: list[str] = field(default_factory=list)
+    pipeline_texts: list[str] = field(default_factory=list)
+
+    @property
+    def plain_wer(self) -> float:
+        return corpus_wer(self.references, self.plain_texts)
+
+    @property
+    def pipeline_wer(self) -> float:
+        return corpus_wer(self.references, self.pipeline_texts)
 
     @property
     def ratio(self) -> float:
@@ -209,24 +228,32 @@ class LongComparison:
         return sum(self.audio_s) / sum(self.pipeline_s)
 
 
+def corpus_wer(references: Sequence[str], texts: Sequence[str]) -> float:
+    """Word error rate over all of ``texts`` (``bench.wer``: whisper-normalizer and jiwer)."""
+    return wer.total(wer.score(r, t) for r, t in zip(references, texts, strict=True)).wer
+
+
 async def compare_long(
-    client: EscribaClient, plain: PlainWhisper, recordings: Sequence[tuple[Path, float]]
+    client: EscribaClient, plain: PlainWhisper, recordings: Sequence[tuple[Path, float, str]]
 ) -> LongComparison:
     """Each recording once each way, alternating which side goes first so drift in the machine's load
-    falls on both."""
+    falls on both; the text of each side is kept for its WER."""
     result = LongComparison([], [], [])
-    for index, (path, audio_s) in enumerate(recordings):
+    for index, (path, audio_s, reference) in enumerate(recordings):
         order = ("plain", "pipeline") if index % 2 == 0 else ("pipeline", "plain")
         for side in order:
             if side == "plain":
                 started = time.perf_counter()
-                await asyncio.to_thread(plain.transcribe, str(path), audio_s)
+                text = await asyncio.to_thread(plain.transcribe, str(path), audio_s)
                 result.plain_s.append(time.perf_counter() - started)
+                result.plain_texts.append(text)
             else:
                 run = await through_pipeline(client, path)
                 result.pipeline_s.append(run.seconds)
                 result.pipeline_timings_ms.append(run.timings_ms)
+                result.pipeline_texts.append(run.text)
         result.audio_s.append(audio_s)
+        result.references.append(reference)
     return result
 
 
@@ -242,6 +269,8 @@ class ShortClipsComparison:
     batches: dict[str, float]
     profile_plain: dict[str, float]
     profile_shared: dict[str, float]
+    plain_wer: float = 0.0
+    pipeline_wer: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -258,14 +287,14 @@ async def compare_short_clips(
     engine: WhisperEngine,
     clips: Sequence[tuple[Path, float]],
     samples: Sequence[npt.NDArray[np.float32]],
+    references: Sequence[str],
 ) -> ShortClipsComparison:
     """The clips through plain faster-whisper one after another, then all at once through the
     pipeline; then the same two ways on decoded samples, model calls timed, to separate the engine's
     gain from the pipeline's cost."""
     audio_s = sum(seconds for _, seconds in clips)
     started = time.perf_counter()
-    for path, seconds in clips:
-        await asyncio.to_thread(plain.transcribe, str(path), seconds)
+    plain_texts = [await asyncio.to_thread(plain.transcribe, str(path), seconds) for path, seconds in clips]
     plain_s = time.perf_counter() - started
 
     batcher = engine.batcher
@@ -304,6 +333,8 @@ async def compare_short_clips(
         batches=batches,
         profile_plain=profile_of(timed_plain, engine_plain_s),
         profile_shared=profile_of(timed_shared, engine_shared_s),
+        plain_wer=corpus_wer(references, plain_texts),
+        pipeline_wer=corpus_wer(references, [run.text for run in runs]),
     )
 
 
