@@ -111,7 +111,10 @@ def ffmpeg_loudnorm(data: bytes, chain: str = "command") -> bytes:
 
 
 def escriba_preprocess(data: bytes) -> bytes:
-    return Preprocessor(load(PreprocessSettings, {})).run(data, filename="bench.mp3").audio
+    """A normalized copy (what ``loudnorm`` makes), not the pipeline's default signal-as-recorded
+    canonical audio, so both sides do the same work."""
+    settings = load(PreprocessSettings, {})
+    return Preprocessor(settings).run(data, filename="bench.mp3", target_lufs=settings.target_lufs).audio
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:

@@ -74,14 +74,24 @@ def speech(name: str = "jfk.flac") -> tuple[Samples, int]:
     return np.frombuffer(raw, dtype=np.float32).reshape(channels, -1).copy(), rate
 
 
-def long_speech(seconds: float, *, rate: int = 16000) -> Samples:
-    """Mono speech about ``seconds`` long, made by repeating the tests/data recordings."""
+@cache
+def _speech_round(rate: int) -> bytes:
+    """The tests/data recordings and then the speech corpus's, mono at ``rate``, one after another."""
+    names = ["jfk.flac", "stereo_diarization.wav", "hotwords.mp3"]
+    names += sorted(f"speech/audio/{p.name}" for p in (DATA_DIR / "speech" / "audio").iterdir())
     pieces: list[Samples] = []
-    for name in ("jfk.flac", "stereo_diarization.wav", "hotwords.mp3"):
+    for name in names:
         samples, source_rate = speech(name)
         mono = samples.mean(axis=0, keepdims=True)
         pieces.append(resample(mono, source_rate, rate)[0])
-    one_round = np.concatenate(pieces)
+    return np.concatenate(pieces).astype(np.float32).tobytes()
+
+
+def long_speech(seconds: float, *, rate: int = 16000) -> Samples:
+    """Mono speech about ``seconds`` long: the tests/data recordings, then the speech corpus (about
+    470 s of different speakers and sentences before anything repeats; repeated text would read as a
+    decoding loop to Whisper's compression-ratio check)."""
+    one_round = np.frombuffer(_speech_round(rate), dtype=np.float32)
     repeats = math.ceil(seconds * rate / one_round.size)
     return np.tile(one_round, repeats)[None, : int(seconds * rate)].astype(np.float32)
 
