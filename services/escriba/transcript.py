@@ -53,6 +53,9 @@ class Transcript:
     model: str = ""
     batch_size: int = 0
     inference_ms: float = 0.0
+    #: Windows decoded again: at a higher temperature (fallback), or the speech after a window's last
+    #: word (the decoder stopped early). Not part of the stored transcript; for metrics and logs.
+    windows_redecoded: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,6 +72,11 @@ BATCH_SIZE = Histogram(
     "batch size used for a transcription (speech chunks per model call)",
     buckets=(1, 2, 4, 8, 12, 16, 24, 32, 48, 64),
 )
+WINDOWS_REDECODED = Counter(
+    "escriba_transcription_windows_redecoded_total",
+    "speech windows decoded a second time: temperature fallback, or the speech after a window's last "
+    "word when the decoder stopped early",
+)
 QUEUE_WAIT = Histogram(
     "escriba_queue_wait_seconds",
     "time a job waited in its JetStream queue before a worker took it, by stage",
@@ -98,13 +103,18 @@ _SERVICE_STAGE = {
 }
 
 
-def record_work(stage: str, *, audio_s: float, elapsed_s: float, batch_size: int = 0) -> None:
-    """Audio-seconds processed, real-time factor and (for transcription) batch size of one input."""
+def record_work(
+    stage: str, *, audio_s: float, elapsed_s: float, batch_size: int = 0, windows_redecoded: int = 0
+) -> None:
+    """Audio-seconds processed, real-time factor and (for transcription) batch size and re-decoded
+    windows of one input."""
     AUDIO_SECONDS.labels(stage).inc(audio_s)
     if audio_s > 0:
         REAL_TIME_FACTOR.labels(stage).observe(elapsed_s / audio_s)
     if batch_size:
         BATCH_SIZE.observe(batch_size)
+    if windows_redecoded:
+        WINDOWS_REDECODED.inc(windows_redecoded)
 
 
 def start_metrics_server(port: int) -> None:

@@ -405,6 +405,7 @@ class WhisperEngine:
             model=self.model_name,
             batch_size=batch_size,
             inference_ms=inference_ms,
+            windows_redecoded=retried,
         )
         log.info(
             "transcribed",

@@ -73,6 +73,10 @@ class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServiceServicer)
         elapsed = time.perf_counter() - started
         metrics.STAGE_LATENCY.labels(STAGE).observe(elapsed)
         metrics.record_work(
-            STAGE, audio_s=transcript.duration_s, elapsed_s=elapsed, batch_size=transcript.batch_size
+            STAGE,
+            audio_s=transcript.duration_s,
+            elapsed_s=elapsed,
+            batch_size=transcript.batch_size,
+            windows_redecoded=transcript.windows_redecoded,
         )
         return transcription_pb2.TranscribeResponse(transcript=convert.transcript_to_pb(transcript))

@@ -88,6 +88,7 @@ class TranscriptionStage(StageHandler[jobs_pb2.TranscribeJob]):
                 audio_s=result.duration_s,
                 elapsed_s=result.inference_ms / 1000,
                 batch_size=result.batch_size,
+                windows_redecoded=result.windows_redecoded,
             )
             transcript = convert.transcript_to_pb(result)
             await pipeline.transcripts.put(key, zlib.compress(transcript.SerializeToString(), 6))
