@@ -194,6 +194,42 @@ def _decode_tails(
     return dataclasses.replace(prepared, windows=windows), outputs, decoded
 
 
+class _RequestBatches:
+    """How one request's windows reach the model at a temperature: through the shared batcher (the
+    first submission ends the request's announcement; fallback and tail re-decodes queue like anyone),
+    or in batches of the request's own. Remembers the largest batch they rode in."""
+
+    def __init__(
+        self,
+        engine: WhisperEngine,
+        runner: WhisperBatchRunner,
+        key: DecodeKey,
+        slot: Slot[DecodeKey, Window, WindowOutput] | None,
+        duration_s: float,
+    ) -> None:
+        self._engine, self._runner, self._key = engine, runner, key
+        self._slot, self._duration_s = slot, duration_s
+        self.largest_batch = 0
+
+    def __call__(self, temperature: float, windows: Sequence[Window]) -> Sequence[WindowOutput]:
+        key = self._key.at(temperature)
+        batcher = self._engine.batcher
+        if batcher is not None:
+            slot, self._slot = self._slot, None
+            if slot is not None:
+                done = slot.run(key, windows, weight=self._duration_s)
+            else:
+                done = batcher.run(key, windows, weight=sum(w.duration_s for w in windows))
+            self.largest_batch = max(self.largest_batch, done.batch_size)
+            return done.results
+        size = self._engine.batch_size_for(self._duration_s)
+        self.largest_batch = max(self.largest_batch, size)
+        results: list[WindowOutput] = []
+        for start in range(0, len(windows), size):
+            results.extend(self._runner(key, windows[start : start + size]))
+        return results
+
+
 class WhisperEngine:
     """The loaded model and the way requests reach it. Call :meth:`load` once before serving."""
 
@@ -479,7 +515,7 @@ class WhisperEngine:
                 beam_size=opts.beam_size,
                 temperature=opts.temperature,
             )
-            run, largest = self._batch_runner(prepared, slot, duration_s)
+            run = _RequestBatches(self, runner, prepared.key, slot, duration_s)
             outputs, retried = decode_with_fallback(policy, prepared.windows, run)
         prepared, outputs, tails = _decode_tails(prepared, outputs, policy, run)
         retried += tails
@@ -497,36 +533,7 @@ class WhisperEngine:
             duration_after_vad=prepared.speech_duration_s,
         )
         # A request alone (or one with no speech) reports the batch size its length calls for.
-        return tuple(segments), info, largest[0] or self.batch_size_for(duration_s), retried
-
-    def _batch_runner(
-        self, prepared: PreparedRequest, slot: Slot[DecodeKey, Window, WindowOutput] | None, duration_s: float
-    ) -> tuple[Callable[[float, Sequence[Window]], Sequence[WindowOutput]], list[int]]:
-        """How this request's windows reach the model at a temperature, and the largest batch they
-        rode in (filled in as they run)."""
-        runner, batcher = self._runner, self._batcher
-        assert runner is not None
-        largest = [0]
-        first = [True]
-
-        def run(temperature: float, windows: Sequence[Window]) -> Sequence[WindowOutput]:
-            key = prepared.key.at(temperature)
-            if batcher is not None:
-                # The first submission ends the announcement; fallback re-decodes queue like anyone.
-                weight = duration_s if first[0] else sum(w.duration_s for w in windows)
-                submit = slot.run if first[0] and slot is not None else batcher.run
-                first[0] = False
-                done = submit(key, windows, weight=weight)
-                largest[0] = max(largest[0], done.batch_size)
-                return done.results
-            size = self.batch_size_for(duration_s)
-            largest[0] = max(largest[0], size)
-            results: list[WindowOutput] = []
-            for start in range(0, len(windows), size):
-                results.extend(runner(key, windows[start : start + size]))
-            return results
-
-        return run, largest
+        return tuple(segments), info, run.largest_batch or self.batch_size_for(duration_s), retried
 
     def _sequential(
         self, model: WhisperModel, audio: npt.NDArray[np.float32], opts: TranscriptionOptions
