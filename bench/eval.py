@@ -61,24 +61,13 @@ class SideResult:
 
 
 def _plain_model(env: dict[str, str]) -> Any:
-    from faster_whisper import WhisperModel
-
+    """The model as ``make bench``'s plain side loads it: the engine's model, device, precision and
+    threads."""
+    from bench.transcription import PlainWhisper
     from escriba.common.settings import load
-    from escriba.transcription.devices import resolve_compute_type, resolve_cpu_threads, resolve_device
-    from escriba.transcription.engine import resolve_model_source
     from escriba.transcription.settings import TranscriptionSettings
 
-    settings = load(TranscriptionSettings, env)
-    source = resolve_model_source(settings.model)
-    device = resolve_device(settings.device)
-    return WhisperModel(
-        source.path_or_name,
-        device=device,
-        compute_type=resolve_compute_type(settings.compute_type, device),
-        cpu_threads=resolve_cpu_threads(settings.cpu_threads),
-        num_workers=settings.num_workers,
-        local_files_only=True,
-    )
+    return PlainWhisper(load(TranscriptionSettings, env)).model
 
 
 def _plain(model: Any, side: str, recording: wer.Recording) -> SideResult:
