@@ -25,13 +25,13 @@ import unicodedata
 from collections.abc import Sequence
 
 from escriba.correction.tokens import phrase_key
-from escriba.transcript import Segment
+from escriba.transcript import LOG_PROB_THRESHOLD, NO_SPEECH_THRESHOLD, Segment
 
 HALLUCINATION = "hallucination"
 DUPLICATE = "duplicate"
 
-NO_SPEECH_PROB_SILENT = 0.6
-AVG_LOGPROB_GUESSING = -1.0
+NO_SPEECH_PROB_SILENT = NO_SPEECH_THRESHOLD
+AVG_LOGPROB_GUESSING = LOG_PROB_THRESHOLD
 TRAILING_NO_SPEECH_PROB = 0.3
 TRAILING_AVG_LOGPROB = -0.7
 DUPLICATE_MIN_WORDS = 3
