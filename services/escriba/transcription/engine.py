@@ -5,14 +5,18 @@ One :class:`WhisperEngine` per process holds the one loaded model. Requests shar
 second copy. Inference is blocking and CPU/GPU-bound; the async entry point runs it on a bounded thread
 pool so the event loop keeps serving health checks and other calls meanwhile.
 
-Two batched paths and one sequential path decode alike where it matters for accuracy: windows without
-timestamp tokens (nothing after a window's last timestamp is lost), segments cut from the word
-alignment, and temperature fallback for windows that fail faster-whisper's quality thresholds. With
-cross-task batching on (the default), requests do not call the model themselves: each prepares its
-windows and hands them to one :class:`~escriba.transcription.scheduler.CrossTaskBatcher`, whose model
-calls mix windows of every request waiting, so many short requests fill a batch that each alone would
-not; a window re-decoded at a higher temperature goes into a later batch the same way. With it off,
-a request runs its own windows through the same model call in batches of its own.
+The two batched paths decode windows without timestamp tokens (nothing after a window's last
+timestamp is lost), cut segments from the word alignment, decode again the speech after a window's
+last word when the decoder stopped early, and fall back to higher temperatures for windows that fail
+faster-whisper's quality thresholds. The sequential path (``condition_on_previous_text``) is
+faster-whisper's own, which re-seeks after each window's last timestamp, with the same fallback
+temperatures.
+
+With cross-task batching on (the default), requests do not call the model themselves: each prepares
+its windows and hands them to one :class:`~escriba.transcription.scheduler.CrossTaskBatcher`, whose
+model calls mix windows of every request waiting, so many short requests fill a batch that each alone
+would not; a window decoded again (fallback or tail) goes into a later batch the same way. With it
+off, a request runs its own windows through the same model call in batches of its own.
 """
 
 from __future__ import annotations
@@ -169,7 +173,8 @@ def _decode_tails(
 ) -> tuple[PreparedRequest, list[WindowOutput], int]:
     """Decode the speech after each window's last word again, in a later batch, and put what it says
     after its window: no stretch of speech is left without text because the decoder stopped early.
-    A tail that decodes to silence by Whisper's own rule adds nothing."""
+    A tail that decodes to silence by Whisper's own rule adds nothing. Returns the windows decoded
+    again (tails and their own fallback re-decodes)."""
     windows = list(prepared.windows)
     candidates = set(range(len(windows)))
     decoded = 0
@@ -181,8 +186,8 @@ def _decode_tails(
         ]
         if not tails:
             break
-        results, _ = decode_with_fallback(policy, [tail for _, tail in tails], run)
-        decoded += len(tails)
+        results, retried = decode_with_fallback(policy, [tail for _, tail in tails], run)
+        decoded += len(tails) + retried
         candidates = set()
         # Insert from the back so earlier indices stay valid; remember where each kept tail landed.
         for (index, tail), result in sorted(zip(tails, results, strict=True), key=lambda p: -p[0][0]):
