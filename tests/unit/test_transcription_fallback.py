@@ -15,6 +15,7 @@ class Out:
     avg_logprob: float = -0.2
     compression_ratio: float = 1.5
     no_speech_prob: float = 0.01
+    tokens_per_s: float = 14.0  # as dense as a loop to the length limit, unless a test says otherwise
 
 
 def test_temperatures_step_up_to_one() -> None:
@@ -30,6 +31,17 @@ def test_thresholds_are_the_sequential_ones() -> None:
     assert policy.needs_fallback(Out("a", 0, avg_logprob=-1.2))
     # Low likelihood over probable silence: no fallback (a higher temperature would only invent words).
     assert not policy.needs_fallback(Out("a", 0, avg_logprob=-1.2, no_speech_prob=0.7))
+
+
+def test_speech_that_repeats_at_speech_pace_is_not_a_loop() -> None:
+    """The same sentence said twice in a window compresses like a loop; sampling it again at a higher
+    temperature only trades a confident transcript for one that left a repetition out."""
+    policy = FallbackPolicy.starting_at(0.0, enabled=True)
+    repeated = Out("a", 0, compression_ratio=3.1, avg_logprob=-0.12, tokens_per_s=3.0)
+    assert not policy.too_repetitive(repeated) and not policy.needs_fallback(repeated)
+    assert policy.needs_fallback(Out("a", 0, compression_ratio=3.1, tokens_per_s=7.0))
+    # Still unlikely is still a reason, whatever the pace.
+    assert policy.needs_fallback(Out("a", 0, avg_logprob=-1.2, tokens_per_s=3.0))
 
 
 def test_only_failing_windows_go_back_at_the_next_temperature() -> None:

@@ -7,6 +7,15 @@ included. Here the batched paths do what the sequential one does, window by wind
 fails the thresholds goes back into a later batch at the next temperature, and after the last one the
 best attempt is kept by faster-whisper's own rule (the most likely of those not too repetitive).
 
+One departure: text counts as too repetitive only when it is also denser than speech can be. gzip
+cannot tell a decoder loop from speech that really repeats itself (a chorus, a read-back, the same
+announcement twice in one window): both compress well. A loop runs on until the decoder's length
+limit, far more tokens than the window's seconds could hold; repeated speech keeps the pace of
+speech. Sampling at a higher temperature is how Whisper escapes a loop, but on speech that really
+repeats it only swaps a confident, complete transcript for a guessed one that compresses worse
+because it left a repetition out (measured: 10 s of a 30 s window dropped). A loop at speech pace
+is left to the correction service's repetition rule, which reads the same compression ratio.
+
 This module is the policy and the loop; it knows nothing of Whisper or of how a batch is run.
 """
 
@@ -19,6 +28,10 @@ from typing import Final, Protocol, TypeVar
 from escriba.transcript import COMPRESSION_RATIO_THRESHOLD, LOG_PROB_THRESHOLD, NO_SPEECH_THRESHOLD
 
 TEMPERATURE_STEP: Final = 0.2
+#: Text tokens per second of audio above which repetitive text is a loop rather than speech: fast
+#: speech runs at about 4.5 (200 words a minute, with punctuation), a loop to the 448-token limit of
+#: a 30 s window at about 15.
+LOOP_TOKENS_PER_S: Final = 6.0
 
 
 class Decoded(Protocol):
@@ -33,6 +46,9 @@ class Decoded(Protocol):
     @property
     def no_speech_prob(self) -> float: ...
 
+    @property
+    def tokens_per_s(self) -> float: ...
+
 
 D = TypeVar("D", bound=Decoded)
 W = TypeVar("W")
@@ -46,6 +62,7 @@ class FallbackPolicy:
     compression_ratio_threshold: float | None = COMPRESSION_RATIO_THRESHOLD
     log_prob_threshold: float | None = LOG_PROB_THRESHOLD
     no_speech_threshold: float | None = NO_SPEECH_THRESHOLD
+    loop_tokens_per_s: float = LOOP_TOKENS_PER_S
 
     @classmethod
     def starting_at(cls, temperature: float, *, enabled: bool) -> FallbackPolicy:
@@ -58,8 +75,13 @@ class FallbackPolicy:
         return cls(tuple(steps))
 
     def too_repetitive(self, result: Decoded) -> bool:
+        """Compresses like a loop and is denser than speech (see the module's docstring)."""
         limit = self.compression_ratio_threshold
-        return limit is not None and result.compression_ratio > limit
+        return (
+            limit is not None
+            and result.compression_ratio > limit
+            and result.tokens_per_s > self.loop_tokens_per_s
+        )
 
     def unlikely(self, result: Decoded) -> bool:
         return self.log_prob_threshold is not None and result.avg_logprob < self.log_prob_threshold
@@ -101,7 +123,6 @@ def decode_with_fallback(
         results = run(temperature, [windows[i] for i in pending])
         for index, result in zip(pending, results, strict=True):
             attempts[index].append(result)
-        pending = [i for i in pending if policy.needs_fallback(attempts[i][-1])]
         pending = [i for i in pending if policy.needs_fallback(attempts[i][-1])]
     chosen = [policy.best(tried) if index in pending else tried[-1] for index, tried in enumerate(attempts)]
     return chosen, retried

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import ctranslate2
 import numpy as np
 import numpy.typing as npt
 from faster_whisper import BatchedInferencePipeline, WhisperModel
@@ -35,6 +36,9 @@ from escriba.transcription.segmenting import TimedWord, split_words
 
 #: Candidates sampled per window at a temperature above 0 (faster-whisper's ``best_of``).
 BEST_OF = 5
+#: Seed for the sampling at a temperature above 0: the same audio in the same batch gives the same
+#: transcript, so a cached transcript and a fresh one agree and a failing test can be re-run.
+SAMPLING_SEED = 0
 #: Audio left after a window's last aligned word that is decoded again on its own (seconds): longer
 #: than the VAD's padding, so a window that merely ends in its pad is left alone.
 TAIL_MIN_S = 1.0
@@ -78,6 +82,10 @@ class WindowOutput:
     temperature: float
     alignment: list[dict[str, Any]]
     frames: int  # the window's length in encoder frames, as the alignment was computed with
+
+    @property
+    def tokens_per_s(self) -> float:
+        return len(self.tokens) * _FRAMES_PER_S / max(self.frames, _FRAMES_PER_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +133,7 @@ class WhisperBatchRunner:
         tokenizer = self.tokenizer(key.language)
         encoder_output = model.encode(np.stack([w.features for w in windows]))
         if key.temperature > 0:
+            ctranslate2.set_random_seed(SAMPLING_SEED)
             search: dict[str, Any] = {
                 "beam_size": 1,
                 "num_hypotheses": BEST_OF,

@@ -25,7 +25,8 @@ from escriba.transcription.servicer import UnknownModelError
 from escriba.v1 import jobs_pb2, transcription_pb2
 
 #: Bump when a change in how transcripts are produced should invalidate cached ones.
-TRANSCRIPT_CACHE_VERSION = 2  # 2: no timestamp tokens, segments from words, temperature fallback
+TRANSCRIPT_CACHE_VERSION = 3  # 2: no timestamp tokens, segments from words, temperature fallback;
+# 3: repeated speech at speech pace is not re-decoded as a loop; sampling seeded
 
 
 def transcript_cache_key(
