@@ -55,7 +55,7 @@ clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist services/*.egg-info
 
 docs: $(STAMP) ## Regenerate the README's settings table from the code
-	$(PY) -m escriba.common.docs
+	$(PY) scripts/readme_settings.py
 
 demo: $(STAMP) ## Install everything and transcribe tests/data/jfk.flac through the whole embedded pipeline
 	$(VENV)/bin/escriba transcribe tests/data/jfk.flac

@@ -19,20 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from escriba.common.docs import SETTINGS_MODULES
 from escriba.common.errors import EscribaError
 from escriba.common.settings import SettingsError, load, setting, settings_class
+from escriba.settings_catalog import SETTINGS_MODULES
+from escriba.stages import GATEWAY, GATEWAY_MODULE, in_order
 
 if TYPE_CHECKING:
     from escriba.local.secure import LocalSecurity
 
 #: service name -> module exposing ``async def serve(port: int | None) -> None``
-SERVICES = {
-    "gateway": "escriba.gateway.server",
-    "preprocess": "escriba.preprocess.server",
-    "transcription": "escriba.transcription.server",
-    "correction": "escriba.correction.server",
-}
+SERVICES = {GATEWAY: GATEWAY_MODULE, **{spec.name: spec.server_module for spec in in_order()}}
 
 
 __all__ = ["SERVICES", "SETTINGS_MODULES", "build_parser", "main"]
@@ -97,8 +93,8 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_settings(args: argparse.Namespace) -> int:
-    from escriba.common.docs import load_all_settings, settings_markdown
     from escriba.common.settings import describe
+    from escriba.settings_catalog import load_all_settings, settings_markdown
 
     load_all_settings()
     if args.markdown:

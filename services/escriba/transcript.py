@@ -1,7 +1,7 @@
 """Domain types of a transcript, shared by the transcription, correction and gateway code.
 
 Plain frozen dataclasses so the engines stay free of protobuf and gRPC; the transports convert
-(``escriba.common.convert``).
+(``escriba.transcript_pb``).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from escriba.stages import Stage
+from escriba.stages import STAGES, Stage
 
 __all__ = ["DEFAULT_PREFIX", "BusNames", "Stage", "prefix_problem"]
 
@@ -21,14 +21,6 @@ DEFAULT_PREFIX = "escriba"
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 # A subject token: no separators, wildcards or whitespace.
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_=:-]+$")
-
-
-# The last subject token of each stage's work queue (a verb, as in the design's subject names).
-_SUBJECT_TOKEN = {
-    Stage.PREPROCESS: "preprocess",
-    Stage.TRANSCRIPTION: "transcribe",
-    Stage.CORRECTION: "correct",
-}
 
 
 def prefix_problem(prefix: str) -> str | None:
@@ -64,7 +56,7 @@ class BusNames:
     # Subjects -----------------------------------------------------------------------------------
 
     def job_subject(self, stage: Stage) -> str:
-        return f"{self.prefix}.jobs.{_SUBJECT_TOKEN[stage]}"
+        return f"{self.prefix}.jobs.{STAGES[stage].subject_token}"
 
     @property
     def job_subjects(self) -> tuple[str, ...]:

@@ -90,17 +90,8 @@ GPU_MEMORY_USED = "escriba_gpu_memory_used_bytes"
 
 log = logging.getLogger(__name__)
 
-#: The pipeline stages and the cache each one consults.
-STAGE_CACHES = {"preprocess": "normalized_audio", "transcription": "transcript", "correction": "correction"}
-#: Stages whose work is measured in seconds of audio.
-AUDIO_STAGES = ("preprocess", "transcription")
-#: The ``stage`` label of a gRPC service's errors.
-_SERVICE_STAGE = {
-    "TaskService": "gateway",
-    "PreprocessService": "preprocess",
-    "TranscriptionService": "transcription",
-    "CorrectionService": "correction",
-}
+#: The ``stage`` label of a gRPC service's errors, where it is not the service's name less "Service".
+_SERVICE_STAGE = {"TaskService": "gateway"}
 
 
 def record_work(
@@ -139,18 +130,19 @@ def init_service_metrics(service: str, grpc_services: Iterable[str] = ()) -> Non
             GRPC_LATENCY.labels(method)
             GRPC_REQUESTS.labels(method, "OK")
     ERRORS.labels(service, "internal")
-    cache = STAGE_CACHES.get(service)
-    if cache is None:
-        return
-    STAGE_LATENCY.labels(service)
-    IN_FLIGHT.labels(service)
-    QUEUE_WAIT.labels(service)
-    JOB_RETRIES.labels(service, "internal")
+
+
+def init_stage_metrics(stage: str, *, cache: str, measures_audio: bool) -> None:
+    """Create the label sets of a pipeline stage (the caller reads them from the stage registry)."""
+    STAGE_LATENCY.labels(stage)
+    IN_FLIGHT.labels(stage)
+    QUEUE_WAIT.labels(stage)
+    JOB_RETRIES.labels(stage, "internal")
     CACHE_REQUESTS.labels(cache, "hit")
     CACHE_REQUESTS.labels(cache, "miss")
-    if service in AUDIO_STAGES:
-        AUDIO_SECONDS.labels(service)
-        REAL_TIME_FACTOR.labels(service)
+    if measures_audio:
+        AUDIO_SECONDS.labels(stage)
+        REAL_TIME_FACTOR.labels(stage)
 
 
 # GPU ------------------------------------------------------------------------------------------------
@@ -257,7 +249,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 def rpc_stage(method: str) -> str:
     """The ``stage`` label of a method's errors (``/escriba.v1.TaskService/X`` -> ``gateway``)."""
     service = method.lstrip("/").partition("/")[0].rpartition(".")[2]
-    return _SERVICE_STAGE.get(service, service.lower())
+    return _SERVICE_STAGE.get(service, service.removesuffix("Service").lower())
 
 
 def _record(

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import grpc
 
 from escriba.common.grpc_server import ServerSettings
 from escriba.common.service import run_service
+from escriba.common.settings import load
 from escriba.correction.corrector import Corrector
 from escriba.correction.servicer import SERVICE_NAME, CorrectionServicer
 from escriba.correction.settings import CorrectionSettings
 from escriba.correction.worker import CorrectionStage
-from escriba.pipeline.assemble import stage_components
+from escriba.pipeline.assemble import StageService, stage_components
+from escriba.stages import Stage
 from escriba.v1 import correction_pb2_grpc
 
 
@@ -36,13 +38,22 @@ class CorrectionComponent:
         return None
 
 
-async def serve(port: int | None = None) -> None:
-    server_settings = ServerSettings.from_env()
-    component = CorrectionComponent(CorrectionSettings.from_env())
-    components = stage_components(
+#: Corrections taken at once by default: each is a few milliseconds of CPU, so a handful hides the
+#: round trips to PostgreSQL and NATS between them.
+DEFAULT_IN_FLIGHT = 4
+
+
+def build(env: Mapping[str, str] | None = None) -> StageService:
+    """The correction service from its settings: the one wiring ``serve``, the local stack and tests use."""
+    component = CorrectionComponent(load(CorrectionSettings, env))
+    return StageService(
+        Stage.CORRECTION,
         component,
         lambda runtime: CorrectionStage(runtime, component.corrector),
-        name="correction",
-        default_in_flight=4,
+        default_in_flight=DEFAULT_IN_FLIGHT,
     )
-    await run_service("correction", components, server_settings, port=port)
+
+
+async def serve(port: int | None = None) -> None:
+    server_settings = ServerSettings.from_env()
+    await run_service("correction", stage_components(build()), server_settings, port=port)

@@ -12,13 +12,21 @@ import time
 import zlib
 
 from escriba.bus import Job
-from escriba.common import convert, metrics
+from escriba.common import metrics
+from escriba.correction.convert import correction_options_from_pb
 from escriba.correction.corrector import Corrector
 from escriba.db.models import TaskResult
 from escriba.pipeline.runtime import PipelineRuntime
 from escriba.pipeline.stage import StageHandler
 from escriba.stages import Stage
 from escriba.subtitles import to_srt, to_vtt
+from escriba.transcript_pb import (
+    edit_from_pb,
+    edit_to_pb,
+    segment_to_pb,
+    segments_from_pb,
+    transcript_from_pb,
+)
 from escriba.v1 import correction_pb2, jobs_pb2
 
 
@@ -33,8 +41,8 @@ class CorrectionStage(StageHandler[jobs_pb2.CorrectJob]):
     async def process(self, message: jobs_pb2.CorrectJob, job: Job) -> None:
         pipeline = self.pipeline
         task_id = message.task_id
-        transcript = convert.transcript_from_pb(message.transcript)
-        options = convert.correction_options_from_pb(message.correction)
+        transcript = transcript_from_pb(message.transcript)
+        options = correction_options_from_pb(message.correction)
         started = time.perf_counter()
         key = self.corrector.cache_key(transcript.text, transcript.segments, options)
         cached = await pipeline.corrections.get(key)
@@ -42,8 +50,8 @@ class CorrectionStage(StageHandler[jobs_pb2.CorrectJob]):
             metrics.CACHE_REQUESTS.labels("correction", "hit").inc()
             response = correction_pb2.CorrectResponse.FromString(zlib.decompress(cached))
             text = response.text
-            segments = convert.segments_from_pb(response.segments)
-            edits = tuple(convert.edit_from_pb(e) for e in response.edits)
+            segments = segments_from_pb(response.segments)
+            edits = tuple(edit_from_pb(e) for e in response.edits)
             rules_version = response.rules_version
         else:
             metrics.CACHE_REQUESTS.labels("correction", "miss").inc()
@@ -58,8 +66,8 @@ class CorrectionStage(StageHandler[jobs_pb2.CorrectJob]):
             )
             response = correction_pb2.CorrectResponse(
                 text=text,
-                segments=[convert.segment_to_pb(s) for s in segments],
-                edits=[convert.edit_to_pb(e) for e in edits],
+                segments=[segment_to_pb(s) for s in segments],
+                edits=[edit_to_pb(e) for e in edits],
                 rules_version=rules_version,
             )
             await pipeline.corrections.put(key, zlib.compress(response.SerializeToString(), 6))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from escriba.stages import Stage
+from escriba.stages import STAGES, Stage, in_order
 
 __all__ = [
     "ACTIVE",
@@ -47,19 +47,10 @@ def stage_status(stage: Stage) -> TaskStatus:
     return _STAGE_STATUS[stage]
 
 
-_STAGE_STATUS = {
-    Stage.PREPROCESS: TaskStatus.PREPROCESSING,
-    Stage.TRANSCRIPTION: TaskStatus.TRANSCRIBING,
-    Stage.CORRECTION: TaskStatus.CORRECTING,
-}
+_STAGE_STATUS = {stage: TaskStatus(spec.status) for stage, spec in STAGES.items()}
 
 #: Non-terminal statuses in pipeline order.
-ACTIVE: tuple[TaskStatus, ...] = (
-    TaskStatus.QUEUED,
-    TaskStatus.PREPROCESSING,
-    TaskStatus.TRANSCRIBING,
-    TaskStatus.CORRECTING,
-)
+ACTIVE: tuple[TaskStatus, ...] = (TaskStatus.QUEUED, *(TaskStatus(spec.status) for spec in in_order()))
 TERMINAL: frozenset[TaskStatus] = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 
 

@@ -48,6 +48,7 @@ from escriba.db.models import (
     Transition,
 )
 from escriba.db.states import ACTIVE, TERMINAL, Stage, TaskStatus, allowed_sources, stage_status
+from escriba.stages import STAGES
 
 ALL_COLUMNS = f"{SUMMARY_COLUMNS}, {RESULT_COLUMNS}"
 DEFAULT_PAGE_SIZE = 50
@@ -60,11 +61,7 @@ PURGE_ARCHIVED_SQL = (
     " ORDER BY completed_at LIMIT $2))"
 )
 
-_STAGE_TIMING_COLUMN = {
-    Stage.PREPROCESS: "preprocess_ms",
-    Stage.TRANSCRIPTION: "transcription_ms",
-    Stage.CORRECTION: "correction_ms",
-}
+_STAGE_TIMING_COLUMN = {stage: spec.timing_column for stage, spec in STAGES.items()}
 # Milliseconds from creation to now, plus the upload that preceded the row.
 _TOTAL_MS = "COALESCE(upload_ms, 0) + extract(epoch FROM now() - created_at) * 1000"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import grpc
 
@@ -16,6 +16,7 @@ from escriba.gateway.auth import Authenticator, authenticator
 from escriba.gateway.servicer import SERVICE_NAME, TaskServicer
 from escriba.gateway.settings import GatewaySettings
 from escriba.pipeline.runtime import PipelineRuntime
+from escriba.stages import GATEWAY
 from escriba.v1 import tasks_pb2_grpc
 
 
@@ -37,11 +38,16 @@ class GatewayComponent:
         return None
 
 
+def build(runtime: PipelineRuntime, env: Mapping[str, str] | None = None) -> GatewayComponent:
+    """TaskService from its settings over ``runtime``'s connections: the one wiring ``serve`` and the
+    local stack use."""
+    settings = load(GatewaySettings, env)
+    return GatewayComponent(
+        runtime, settings, authenticator(load(SecuritySettings, env), settings.default_owner)
+    )
+
+
 async def serve(port: int | None = None) -> None:
     server_settings = ServerSettings.from_env()
-    settings = GatewaySettings.from_env()
-    runtime = PipelineRuntime(load(NatsSettings), load(DatabaseSettings), client_name="gateway")
-    gateway = GatewayComponent(
-        runtime, settings, authenticator(SecuritySettings.from_env(), settings.default_owner)
-    )
-    await run_service("gateway", [runtime, gateway], server_settings, port=port)
+    runtime = PipelineRuntime(load(NatsSettings), load(DatabaseSettings), client_name=GATEWAY)
+    await run_service(GATEWAY, [runtime, build(runtime)], server_settings, port=port)

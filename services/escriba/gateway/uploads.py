@@ -14,11 +14,12 @@ import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from escriba.common import convert
 from escriba.common.errors import InvalidInputError
 from escriba.common.upload import DRAIN_LIMIT_BYTES, MalformedUploadError, UploadTooLargeError, drain
+from escriba.correction.convert import correction_options_from_pb
 from escriba.correction.corrector import Corrector
 from escriba.correction.settings import CorrectionSettings
+from escriba.transcription.convert import transcription_options_from_pb
 from escriba.transcription.options import TranscriptionOptions
 from escriba.v1 import tasks_pb2
 
@@ -65,8 +66,8 @@ def validate_spec(spec: tasks_pb2.TaskSpec) -> tasks_pb2.TaskSpec:
             f"at most {MAX_RAW_FILENAME_CHARS} are allowed",
             reason="invalid_filename",
         )
-    convert.transcription_options_from_pb(spec.transcription, TranscriptionOptions())
-    Corrector(CorrectionSettings()).resolve(convert.correction_options_from_pb(spec.correction))
+    transcription_options_from_pb(spec.transcription, TranscriptionOptions())
+    Corrector(CorrectionSettings()).resolve(correction_options_from_pb(spec.correction))
     output_formats(spec)
     key = spec.idempotency_key
     if key and (len(key) > MAX_IDEMPOTENCY_KEY_CHARS or not key.isascii() or not key.isprintable()):

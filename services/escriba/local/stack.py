@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import signal
@@ -38,6 +39,8 @@ from escriba.local.nats import EmbeddedNats
 from escriba.local.postgres import EmbeddedPostgres, free_port
 from escriba.local.secure import LOCAL_HOSTS, LocalSecurity, create_local_security
 from escriba.pipeline.runtime import PipelineRuntime
+from escriba.pipeline.settings import WorkerSettings
+from escriba.stages import GATEWAY, Stage, in_order
 
 if TYPE_CHECKING:
     import grpc
@@ -45,8 +48,6 @@ if TYPE_CHECKING:
     from escriba.transcription.engine import WhisperEngine
 
 log = logging.getLogger(__name__)
-
-STAGE_SERVICES = ("preprocess", "transcription", "correction")
 
 
 def default_data_dir() -> Path:
@@ -144,55 +145,24 @@ class LocalStack:
         return self.address
 
     async def _start_in_process(self, env: Mapping[str, str]) -> None:
-        from escriba.correction.server import CorrectionComponent
-        from escriba.correction.settings import CorrectionSettings
-        from escriba.correction.worker import CorrectionStage
-        from escriba.gateway.auth import authenticator
-        from escriba.gateway.server import GatewayComponent
-        from escriba.gateway.settings import GatewaySettings
-        from escriba.pipeline.stage import StageWorkerComponent
-        from escriba.preprocess.server import PreprocessComponent
-        from escriba.preprocess.settings import PreprocessSettings
-        from escriba.preprocess.worker import PreprocessStage
-        from escriba.transcription.server import TranscriptionComponent
-        from escriba.transcription.settings import TranscriptionSettings
-        from escriba.transcription.worker import TranscriptionStage
+        """Every service in this process, each built by its own ``build`` (as ``escriba serve`` does),
+        its worker on one shared set of connections."""
+        from escriba.gateway import server as gateway_server
 
         server_settings = replace(load(ServerSettings, env), host=self.config.host, metrics_port=0)
         security = load(SecuritySettings, env).validate()
         runtime = PipelineRuntime(load(NatsSettings, env), load(DatabaseSettings, env), client_name="local")
         self.runtime = runtime
-        preprocess_settings = load(PreprocessSettings, env)
-        transcription_settings = load(TranscriptionSettings, env)
-        gateway_settings = load(GatewaySettings, env)
-        preprocess = PreprocessComponent(preprocess_settings)
-        transcription = TranscriptionComponent(transcription_settings)
-        self.transcription_engine = transcription.engine
-        correction = CorrectionComponent(load(CorrectionSettings, env))
-        gateway = GatewayComponent(
-            runtime, gateway_settings, authenticator(security, gateway_settings.default_owner)
-        )
+        worker_settings = load(WorkerSettings, env)
+        stages = [importlib.import_module(spec.server_module).build(env) for spec in in_order()]
+        for service in stages:
+            if service.stage is Stage.TRANSCRIPTION:
+                self.transcription_engine = service.component.engine
         components: Sequence[Component] = [
             runtime,
-            preprocess,
-            transcription,
-            correction,
-            gateway,
-            StageWorkerComponent(
-                runtime,
-                PreprocessStage(runtime, preprocess.engine),
-                max_in_flight=preprocess_settings.max_concurrency,
-            ),
-            StageWorkerComponent(
-                runtime,
-                TranscriptionStage(
-                    runtime,
-                    transcription.engine,
-                    max_audio_in_flight_s=transcription_settings.max_audio_in_flight_s,
-                ),
-                max_in_flight=transcription.engine.request_slots + 1,
-            ),
-            StageWorkerComponent(runtime, CorrectionStage(runtime, correction.corrector), max_in_flight=4),
+            *(service.component for service in stages),
+            gateway_server.build(runtime, env),
+            *(service.worker(runtime, worker_settings) for service in stages if worker_settings.enabled),
         ]
         self._server = await start_server(
             components,
@@ -204,8 +174,8 @@ class LocalStack:
         await make_ready(self._server)
 
     async def _start_processes(self, env: Mapping[str, str]) -> None:
-        for service in ("gateway", *STAGE_SERVICES):
-            port = self.port if service == "gateway" else free_port(self.config.host)
+        for service in (GATEWAY, *(spec.name for spec in in_order())):
+            port = self.port if service == GATEWAY else free_port(self.config.host)
             service_env = dict(env)
             service_env.setdefault("ESCRIBA_GRPC_HOST", self.config.host)
             service_env["ESCRIBA_GRPC_PORT"] = str(port)
@@ -214,7 +184,7 @@ class LocalStack:
             )
             if (
                 self.security is not None
-                and service != "gateway"
+                and service != GATEWAY
                 and "ESCRIBA_TLS_CA_FILE" not in self.config.env
             ):
                 # Stage services take platform callers only: a client certificate from this CA.
@@ -277,10 +247,6 @@ class LocalStack:
                 backoff[service] = min(backoff[service] * 2, 30.0)
                 if not self._stopping:
                     self._spawn(service)
-
-    def restart_service(self, service: str) -> None:
-        """Start a service again now (tests kill one and bring it back without the supervisor)."""
-        self._spawn(service)
 
     # Shutdown ------------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from escriba.common.errors import EscribaError
 from escriba.common.logging import task_context
 from escriba.pipeline import codec
 from escriba.pipeline.runtime import Pipeline, PipelineRuntime
-from escriba.stages import Stage
+from escriba.stages import STAGES, Stage
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,15 @@ M = TypeVar("M", bound=Message)
 class StageHandler(Generic[M]):
     stage: Stage
     job_type: type[M]
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        """A handler's job message is the registry's: a mismatch fails at import, not on a job."""
+        super().__init_subclass__(**kwargs)
+        expected = STAGES[cls.stage].job_message
+        if cls.job_type.DESCRIPTOR.name != expected:
+            raise TypeError(
+                f"{cls.__name__} takes {cls.job_type.DESCRIPTOR.name}; stage {cls.stage} is {expected}"
+            )
 
     def __init__(self, runtime: PipelineRuntime) -> None:
         self.runtime = runtime

@@ -8,9 +8,9 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from escriba.common import convert
 from escriba.db.models import TaskRecord
 from escriba.db.states import TaskStatus
+from escriba.transcript_pb import edit_to_pb, segment_to_pb
 from escriba.v1 import common_pb2, tasks_pb2
 
 _STATUS = {
@@ -93,8 +93,8 @@ def task_to_pb(record: TaskRecord, *, include_result: bool = True) -> tasks_pb2.
             tasks_pb2.TaskResult(
                 text=result.text,
                 corrected_text=result.corrected_text,
-                segments=[convert.segment_to_pb(s) for s in result.segments],
-                edits=[convert.edit_to_pb(e) for e in result.edits],
+                segments=[segment_to_pb(s) for s in result.segments],
+                edits=[edit_to_pb(e) for e in result.edits],
                 language=result.language,
                 language_probability=result.language_probability,
                 duration_s=record.audio_duration_s or 0.0,

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import grpc
 
 from escriba.common.grpc_server import ServerSettings
 from escriba.common.service import run_service
 from escriba.common.settings import load
-from escriba.pipeline.assemble import stage_components
+from escriba.pipeline.assemble import StageService, stage_components
 from escriba.preprocess.engine import Preprocessor
 from escriba.preprocess.servicer import SERVICE_NAME, PreprocessServicer
 from escriba.preprocess.settings import PreprocessSettings
 from escriba.preprocess.worker import PreprocessStage
+from escriba.stages import Stage
 from escriba.v1 import preprocess_pb2_grpc
 
 
@@ -35,14 +36,18 @@ class PreprocessComponent:
         return None
 
 
-async def serve(port: int | None = None) -> None:
-    server_settings = ServerSettings.from_env()
-    settings = load(PreprocessSettings)
+def build(env: Mapping[str, str] | None = None) -> StageService:
+    """The preprocess service from its settings: the one wiring ``serve``, the local stack and tests use."""
+    settings = load(PreprocessSettings, env)
     component = PreprocessComponent(settings)
-    components = stage_components(
+    return StageService(
+        Stage.PREPROCESS,
         component,
         lambda runtime: PreprocessStage(runtime, component.engine),
-        name="preprocess",
         default_in_flight=settings.max_concurrency,
     )
-    await run_service("preprocess", components, server_settings, port=port)
+
+
+async def serve(port: int | None = None) -> None:
+    server_settings = ServerSettings.from_env()
+    await run_service("preprocess", stage_components(build()), server_settings, port=port)

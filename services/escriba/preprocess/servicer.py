@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from escriba.common import convert, metrics
+from escriba.common import metrics
 from escriba.common.grpc_status import translate_stream_errors
 from escriba.common.upload import receive_upload
+from escriba.preprocess.convert import audio_info_to_pb, encoding_from_pb
 from escriba.preprocess.engine import Preprocessor
 from escriba.v1 import preprocess_pb2, preprocess_pb2_grpc
 
@@ -38,7 +39,7 @@ class PreprocessServicer(preprocess_pb2_grpc.PreprocessServiceServicer):
         upload = await receive_upload(request_iterator, max_bytes=self.engine.settings.max_input_bytes)
         config = upload.config or preprocess_pb2.PreprocessConfig()
         target = config.target_lufs if config.HasField("target_lufs") else None
-        encoding = convert.encoding_from_pb(config.output_encoding)
+        encoding = encoding_from_pb(config.output_encoding)
         async with self._slots:
             started = time.perf_counter()
             with metrics.IN_FLIGHT.labels(STAGE).track_inprogress():
@@ -52,7 +53,7 @@ class PreprocessServicer(preprocess_pb2_grpc.PreprocessServiceServicer):
         elapsed = time.perf_counter() - started
         metrics.STAGE_LATENCY.labels(STAGE).observe(elapsed)
         metrics.record_work(STAGE, audio_s=result.info.duration_s, elapsed_s=elapsed)
-        yield preprocess_pb2.PreprocessResponse(info=convert.audio_info_to_pb(result.info))
+        yield preprocess_pb2.PreprocessResponse(info=audio_info_to_pb(result.info))
         audio = result.audio
         for offset in range(0, len(audio), OUTPUT_CHUNK_BYTES):
             yield preprocess_pb2.PreprocessResponse(chunk=audio[offset : offset + OUTPUT_CHUNK_BYTES])

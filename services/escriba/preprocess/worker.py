@@ -13,10 +13,11 @@ import logging
 import time
 
 from escriba.bus import Job
-from escriba.common import convert, metrics
+from escriba.common import metrics
 from escriba.pipeline.runtime import PipelineRuntime
 from escriba.pipeline.stage import StageHandler
 from escriba.pipeline.taskpb import audio_to_dict
+from escriba.preprocess.convert import audio_info_to_pb
 from escriba.preprocess.engine import Preprocessor
 from escriba.stages import Stage
 from escriba.v1 import common_pb2, jobs_pb2
@@ -46,7 +47,7 @@ class PreprocessStage(StageHandler[jobs_pb2.PreprocessJob]):
             work_started = time.perf_counter()
             result = await asyncio.to_thread(self.engine.run, data, filename=message.filename)
             work_s = time.perf_counter() - work_started
-            info = convert.audio_info_to_pb(result.info)
+            info = audio_info_to_pb(result.info)
             header = base64.b64encode(info.SerializeToString()).decode()
             await pipeline.normalized.put_bytes(key, result.audio, headers={AUDIO_INFO_HEADER: header})
             metrics.record_work("preprocess", audio_s=info.duration_s, elapsed_s=work_s)

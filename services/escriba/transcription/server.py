@@ -7,7 +7,7 @@ NOT_SERVING (and whose RPCs answer UNAVAILABLE) until the model is in memory.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import grpc
 
@@ -15,7 +15,8 @@ from escriba.common import metrics
 from escriba.common.grpc_server import ServerSettings
 from escriba.common.service import run_service
 from escriba.common.settings import load
-from escriba.pipeline.assemble import stage_components
+from escriba.pipeline.assemble import StageService, stage_components
+from escriba.stages import Stage
 from escriba.transcription.engine import WhisperEngine
 from escriba.transcription.servicer import SERVICE_NAME, TranscriptionServicer
 from escriba.transcription.settings import TranscriptionSettings
@@ -49,18 +50,23 @@ class TranscriptionComponent:
         await asyncio.to_thread(self.engine.close)
 
 
-async def serve(port: int | None = None) -> None:
-    server_settings = ServerSettings.from_env()
-    settings = load(TranscriptionSettings)
-    component = TranscriptionComponent(settings)
-    components = stage_components(
+def build(env: Mapping[str, str] | None = None, engine: WhisperEngine | None = None) -> StageService:
+    """The transcription service from its settings (``engine``: one already loaded, e.g. shared by
+    tests); the one wiring ``serve``, the local stack and tests use."""
+    settings = load(TranscriptionSettings, env)
+    component = TranscriptionComponent(settings, engine)
+    return StageService(
+        Stage.TRANSCRIPTION,
         component,
         lambda runtime: TranscriptionStage(
             runtime, component.engine, max_audio_in_flight_s=settings.max_audio_in_flight_s
         ),
-        name="transcription",
         # One more job than requests run at once (enough to fill shared batches when they are on), so the
         # next one is fetched while the others decode.
         default_in_flight=component.engine.request_slots + 1,
     )
-    await run_service("transcription", components, server_settings, port=port)
+
+
+async def serve(port: int | None = None) -> None:
+    server_settings = ServerSettings.from_env()
+    await run_service("transcription", stage_components(build()), server_settings, port=port)

@@ -17,10 +17,12 @@ import numpy.typing as npt
 
 from escriba.audio.decode import decode_audio
 from escriba.audio.pcm import decode_pcm
-from escriba.common import convert, metrics
+from escriba.common import metrics
 from escriba.common.errors import DeadlineError, InvalidInputError
 from escriba.common.grpc_status import translate_errors
 from escriba.common.upload import receive_upload
+from escriba.transcript_pb import transcript_to_pb
+from escriba.transcription.convert import transcription_options_from_pb
 from escriba.transcription.engine import WhisperEngine
 from escriba.v1 import transcription_pb2, transcription_pb2_grpc
 
@@ -60,7 +62,7 @@ class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServiceServicer)
             raise UnknownModelError(
                 f"this server serves model {self.engine.model_name!r}, not {config.options.model!r}"
             )
-        options = convert.transcription_options_from_pb(config.options, self.engine.default_options)
+        options = transcription_options_from_pb(config.options, self.engine.default_options)
         samples = await asyncio.to_thread(
             load_samples, upload.data, filename=config.filename, max_duration_s=self.max_duration_s
         )
@@ -79,4 +81,4 @@ class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServiceServicer)
             batch_size=transcript.batch_size,
             windows_redecoded=transcript.windows_redecoded,
         )
-        return transcription_pb2.TranscribeResponse(transcript=convert.transcript_to_pb(transcript))
+        return transcription_pb2.TranscribeResponse(transcript=transcript_to_pb(transcript))

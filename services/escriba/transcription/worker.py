@@ -14,11 +14,13 @@ import zlib
 
 from escriba.audio.pcm import decode_pcm
 from escriba.bus import Job
-from escriba.common import convert, metrics
+from escriba.common import metrics
 from escriba.pipeline.budget import AudioBudget
 from escriba.pipeline.runtime import PipelineRuntime
 from escriba.pipeline.stage import StageHandler
 from escriba.stages import Stage
+from escriba.transcript_pb import transcript_to_pb
+from escriba.transcription.convert import transcription_options_from_pb
 from escriba.transcription.engine import WhisperEngine
 from escriba.transcription.options import TranscriptionOptions
 from escriba.transcription.servicer import UnknownModelError
@@ -64,7 +66,7 @@ class TranscriptionStage(StageHandler[jobs_pb2.TranscribeJob]):
             raise UnknownModelError(
                 f"this deployment serves model {self.engine.model_name!r}, not {requested!r}"
             )
-        options = convert.transcription_options_from_pb(message.transcription, self.engine.default_options)
+        options = transcription_options_from_pb(message.transcription, self.engine.default_options)
         audio_sha = message.audio.normalized_sha256 or message.audio_object
         key = transcript_cache_key(
             audio_sha, model=self.engine.model_name, compute_type=self.engine.compute_type, options=options
@@ -91,7 +93,7 @@ class TranscriptionStage(StageHandler[jobs_pb2.TranscribeJob]):
                 batch_size=result.batch_size,
                 windows_redecoded=result.windows_redecoded,
             )
-            transcript = convert.transcript_to_pb(result)
+            transcript = transcript_to_pb(result)
             await pipeline.transcripts.put(key, zlib.compress(transcript.SerializeToString(), 6))
         write = await pipeline.repo.record_stage_result(
             task_id,
