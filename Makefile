@@ -29,14 +29,15 @@ proto: $(STAMP) ## Regenerate the gRPC/protobuf stubs in services/escriba/v1 fro
 proto-check: $(STAMP) ## Fail if the generated stubs are stale
 	$(PY) -m escriba.common.protogen --check
 
-lint: $(STAMP) ## ruff and mypy
-	$(VENV)/bin/ruff check services operator tests bench
-	$(VENV)/bin/ruff format --check services operator tests bench
+lint: $(STAMP) ## ruff, mypy and the import contracts of the house plan (docs/ARCHITECTURE.md)
+	$(VENV)/bin/ruff check services operator tests bench scripts
+	$(VENV)/bin/ruff format --check services operator tests bench scripts
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP) ## Apply ruff's formatting and autofixes
-	$(VENV)/bin/ruff check --fix services operator tests bench
-	$(VENV)/bin/ruff format services operator tests bench
+	$(VENV)/bin/ruff check --fix services operator tests bench scripts
+	$(VENV)/bin/ruff format services operator tests bench scripts
 
 test: $(STAMP) ## Install everything, then lint and run every test suite
 	$(MAKE) --no-print-directory lint
