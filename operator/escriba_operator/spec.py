@@ -33,7 +33,6 @@ from escriba_operator.policy import (
 GROUP = "escriba.io"
 VERSION = "v1alpha1"
 PLURAL = "transcriptionautoscalers"
-KIND = "TranscriptionAutoscaler"
 
 DEFAULT_THROUGHPUT_QUERY = (
     'sum(rate(escriba_audio_seconds_total{stage="transcription"}[5m]))'

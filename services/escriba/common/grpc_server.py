@@ -76,7 +76,7 @@ class ServerSettings:
 
 
 class Component(Protocol):
-    """What a service plugs into :func:`run_server`."""
+    """What a service plugs into :func:`start_server` (and :func:`serve_until_stopped`)."""
 
     #: Fully qualified gRPC service names served (for health and reflection).
     service_names: Sequence[str]

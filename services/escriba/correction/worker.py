@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-import zlib
 
 from escriba.bus import Job
-from escriba.common import metrics
 from escriba.correction.convert import correction_options_from_pb
 from escriba.correction.corrector import Corrector
 from escriba.db.models import TaskResult
+from escriba.pipeline.cache import MessageCache
 from escriba.pipeline.runtime import PipelineRuntime
 from escriba.pipeline.stage import StageHandler
 from escriba.stages import Stage
@@ -45,16 +44,14 @@ class CorrectionStage(StageHandler[jobs_pb2.CorrectJob]):
         options = correction_options_from_pb(message.correction)
         started = time.perf_counter()
         key = self.corrector.cache_key(transcript.text, transcript.segments, options)
-        cached = await pipeline.corrections.get(key)
-        if cached is not None:
-            metrics.CACHE_REQUESTS.labels("correction", "hit").inc()
-            response = correction_pb2.CorrectResponse.FromString(zlib.decompress(cached))
+        cache = MessageCache(pipeline.corrections, correction_pb2.CorrectResponse, self.stage)
+        response = await cache.get(key)
+        if response is not None:
             text = response.text
             segments = segments_from_pb(response.segments)
             edits = tuple(edit_from_pb(e) for e in response.edits)
             rules_version = response.rules_version
         else:
-            metrics.CACHE_REQUESTS.labels("correction", "miss").inc()
             result = await asyncio.to_thread(
                 self.corrector.correct, transcript.text, transcript.segments, options
             )
@@ -70,7 +67,7 @@ class CorrectionStage(StageHandler[jobs_pb2.CorrectJob]):
                 edits=[edit_to_pb(e) for e in edits],
                 rules_version=rules_version,
             )
-            await pipeline.corrections.put(key, zlib.compress(response.SerializeToString(), 6))
+            await cache.put(key, response)
         formats: dict[str, str] = {}
         if "srt" in message.output_formats:
             formats["srt"] = to_srt(segments)
@@ -82,20 +79,20 @@ class CorrectionStage(StageHandler[jobs_pb2.CorrectJob]):
             {"cache_key": key},
             duration_ms=(time.perf_counter() - started) * 1000,
         )
-        transition = await pipeline.repo.complete(
-            task_id,
-            TaskResult(
-                text=transcript.text,
-                corrected_text=text,
-                language=transcript.language,
-                language_probability=transcript.language_probability,
-                segments=segments,
-                edits=edits,
-                formats=formats,
-                model=transcript.model,
-                rules_version=rules_version,
-                transcript_from_cache=message.transcript_from_cache,
-            ),
+        await self.tasks.transition(
+            pipeline.repo.complete(
+                task_id,
+                TaskResult(
+                    text=transcript.text,
+                    corrected_text=text,
+                    language=transcript.language,
+                    language_probability=transcript.language_probability,
+                    segments=segments,
+                    edits=edits,
+                    formats=formats,
+                    model=transcript.model,
+                    rules_version=rules_version,
+                    transcript_from_cache=message.transcript_from_cache,
+                ),
+            )
         )
-        if transition.applied:
-            await pipeline.events.publish(transition.task)

@@ -1,9 +1,9 @@
 """TaskService: the public API over the pipeline.
 
-CreateTask stores the audio, records a ``queued`` task and publishes the preprocess job; the stages do
-the rest. WatchTask follows the task's events over NATS and re-reads PostgreSQL (the record of truth)
-periodically and on every terminal event, so progress is streamed without polling and nothing is missed
-if an event is.
+A transport over the task layer (:mod:`escriba.pipeline.tasks`): CreateTask reads the upload, stores
+the audio and asks the task layer to record and queue the task; WatchTask streams what the task layer's
+watch yields; CancelTask is a guarded transition. What is left here is reading requests, the caller's
+identity and limits, and the upload's bytes.
 """
 
 from __future__ import annotations
@@ -15,15 +15,12 @@ import uuid
 from collections.abc import AsyncIterator
 
 import grpc
-from google.protobuf.message import DecodeError
 
-from escriba.bus import publish_job
 from escriba.common.errors import (
     EscribaError,
     InvalidInputError,
     LimitExceededError,
     PermanentError,
-    TransientError,
 )
 from escriba.common.grpc_status import translate_errors, translate_stream_errors
 from escriba.common.logging import task_context
@@ -32,10 +29,9 @@ from escriba.db.states import TaskStatus
 from escriba.gateway.auth import Authenticator
 from escriba.gateway.settings import GatewaySettings
 from escriba.gateway.uploads import EmptyUploadError, UploadStream, output_formats, read_spec
-from escriba.pipeline import codec
 from escriba.pipeline.runtime import Pipeline, PipelineRuntime
 from escriba.pipeline.taskpb import spec_to_dict, status_from_pb, status_to_pb, task_to_pb
-from escriba.stages import Stage
+from escriba.pipeline.tasks import TaskFlow
 from escriba.v1 import jobs_pb2, tasks_pb2, tasks_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -50,20 +46,8 @@ class TaskStateError(PermanentError):
     grpc_code = "FAILED_PRECONDITION"
 
 
-class EnqueueError(TransientError):
-    reason = "enqueue_failed"
-
-
 class QueueLimitError(LimitExceededError):
     reason = "too_many_unfinished_tasks"
-
-
-def _event(record: TaskRecord, message: str = "") -> tasks_pb2.TaskEvent:
-    event = tasks_pb2.TaskEvent(task_id=record.id, status=status_to_pb(record.status), message=message)
-    event.at.GetCurrentTime()
-    if record.status.terminal:
-        event.task.CopyFrom(task_to_pb(record))
-    return event
 
 
 class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
@@ -75,6 +59,10 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
     @property
     def pipeline(self) -> Pipeline:
         return self.runtime.pipeline
+
+    @property
+    def tasks(self) -> TaskFlow:
+        return TaskFlow(self.pipeline)
 
     # Creating --------------------------------------------------------------------------------------
 
@@ -114,52 +102,31 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
             await pipeline.uploads.delete(object_name)
             raise EmptyUploadError("the upload has no audio bytes")
         upload_ms = (time.perf_counter() - started) * 1000
-        record, created = await pipeline.repo.create_once(
-            NewTask(
-                id=task_id,
-                owner_id=owner,
-                filename=spec.filename,
-                audio_object=object_name,
-                audio_sha256=stream.sha256,
-                options=spec_to_dict(spec),
-                upload_ms=upload_ms,
-                idempotency_key=key,
-            )
+        new = NewTask(
+            id=task_id,
+            owner_id=owner,
+            filename=spec.filename,
+            audio_object=object_name,
+            audio_sha256=stream.sha256,
+            options=spec_to_dict(spec),
+            upload_ms=upload_ms,
+            idempotency_key=key,
         )
-        if not created:
-            # The same key raced this create and won: keep its task, drop this copy of the audio.
-            await pipeline.uploads.delete(object_name)
-            return record
+        first_job = jobs_pb2.PreprocessJob(
+            task_id=task_id,
+            audio_object=object_name,
+            audio_sha256=stream.sha256,
+            filename=spec.filename,
+            transcription=spec.transcription,
+            correction=spec.correction,
+            output_formats=output_formats(spec),
+        )
         with task_context(task_id):
-            await pipeline.events.publish(record)
-            job = jobs_pb2.PreprocessJob(
-                task_id=task_id,
-                audio_object=object_name,
-                audio_sha256=stream.sha256,
-                filename=spec.filename,
-                transcription=spec.transcription,
-                correction=spec.correction,
-                output_formats=output_formats(spec),
-            )
-            body, headers = codec.encode(job)
-            try:
-                # The duration is unknown before decoding; the autoscaler only sizes transcription,
-                # whose jobs carry the exact duration.
-                await publish_job(
-                    pipeline.js,
-                    pipeline.names.job_subject(Stage.PREPROCESS),
-                    body,
-                    task_id=task_id,
-                    stage=Stage.PREPROCESS.value,
-                    audio_duration_s=0.0,
-                    headers=headers,
-                )
-            except Exception as exc:
-                failed = await pipeline.repo.fail(
-                    task_id, "enqueue_failed", f"could not queue the task: {exc}"
-                )
-                await pipeline.events.publish(failed.task)
-                raise EnqueueError("the job queue is unavailable; the task was marked failed") from exc
+            record, created = await self.tasks.create(new, first_job)
+            if not created:
+                # The same key raced this create and won: keep its task, drop this copy of the audio.
+                await pipeline.uploads.delete(object_name)
+                return record
             log.info("task created", extra={"owner": owner, "bytes": stream.size})
         return record
 
@@ -188,7 +155,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         final = record
         try:
             async with asyncio.timeout(timeout):
-                async for event in self._watch(record):
+                async for event in self.tasks.watch(record, poll_s=self.settings.watch_poll_s):
                     if event.status in _TERMINAL_PB:
                         return event.task
         except TimeoutError:
@@ -236,59 +203,8 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         self, request: tasks_pb2.WatchTaskRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[tasks_pb2.TaskEvent]:
         record = await self.pipeline.repo.get(_task_id(request.task_id), owner_id=self.auth.owner(context))
-        async for event in self._watch(record):
+        async for event in self.tasks.watch(record, poll_s=self.settings.watch_poll_s):
             yield event
-
-    async def _watch(self, record: TaskRecord) -> AsyncIterator[tasks_pb2.TaskEvent]:
-        """The current state, then each later status, ending with the terminal one (full task).
-
-        Events arrive on a plain NATS subscription to the task's event subject (the events stream
-        stores the same messages): a watcher needs no replay, because it subscribes first and then
-        re-reads the task, so a change between the two still arrives as an event. No JetStream
-        consumer per watcher: a thousand watchers cost the server a thousand interests, not a
-        thousand consumers, and nothing waits on consumer creation.
-        """
-        pipeline = self.pipeline
-        if record.status.terminal:
-            yield _event(record)
-            return
-        subscription = await pipeline.nc.subscribe(pipeline.names.event_subject(record.id))
-        try:
-            record = await pipeline.repo.get(record.id, owner_id=None)
-            yield _event(record)
-            if record.status.terminal:
-                return
-            last = _rank(record.status)
-            while True:
-                status: TaskStatus | None = None
-                message = ""
-                try:
-                    msg = await subscription.next_msg(timeout=self.settings.watch_poll_s)
-                    event = tasks_pb2.TaskEvent.FromString(msg.data)
-                    status, message = status_from_pb(event.status), event.message
-                except (TimeoutError, DecodeError):
-                    pass  # nothing new, or not an event we can read: the re-read below decides
-                if status is None or status.terminal:
-                    # Periodic re-read, and the full task for the terminal event.
-                    current = await pipeline.repo.get(record.id, owner_id=None)
-                    status = current.status
-                else:
-                    current = None
-                if _rank(status) <= last:
-                    continue
-                last = _rank(status)
-                if current is None:
-                    event = tasks_pb2.TaskEvent(
-                        task_id=record.id, status=status_to_pb(status), message=message
-                    )
-                    event.at.GetCurrentTime()
-                    yield event
-                else:
-                    yield _event(current, message)
-                if status.terminal:
-                    return
-        finally:
-            await subscription.unsubscribe()
 
     # Changing --------------------------------------------------------------------------------------
 
@@ -297,10 +213,11 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         self, request: tasks_pb2.CancelTaskRequest, context: grpc.aio.ServicerContext
     ) -> tasks_pb2.Task:
         owner = self.auth.owner(context)
-        transition = await self.pipeline.repo.cancel(_task_id(request.task_id), owner_id=owner)
+        transition = await self.tasks.transition(
+            self.pipeline.repo.cancel(_task_id(request.task_id), owner_id=owner), "cancelled by its owner"
+        )
         if not transition.applied:
             raise TaskStateError(f"task {request.task_id} is already {transition.task.status.value}")
-        await self.pipeline.events.publish(transition.task, "cancelled by its owner")
         return task_to_pb(transition.task)
 
     @translate_errors
@@ -320,16 +237,6 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
 
 
 _TERMINAL_PB = {status_to_pb(s) for s in TaskStatus if s.terminal}
-_ORDER = [
-    TaskStatus.QUEUED,
-    TaskStatus.PREPROCESSING,
-    TaskStatus.TRANSCRIBING,
-    TaskStatus.CORRECTING,
-]
-
-
-def _rank(status: TaskStatus) -> int:
-    return len(_ORDER) if status.terminal else _ORDER.index(status)
 
 
 def _task_id(value: str) -> str:

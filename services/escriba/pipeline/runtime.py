@@ -76,26 +76,30 @@ class PipelineRuntime:
     async def start(self) -> None:
         names = self.nats_settings.names
         nc = await connect(self.nats_settings, url=self.nats_url, name=self.client_name)
+        pool: asyncpg.Pool | None = None
         try:
             js = nc.jetstream(timeout=self.nats_settings.request_timeout_s)
             await ensure_topology(js, names, self.nats_settings)
             pool = await create_pool(self.db_settings, self.database_url)
+            # Stores open inside the guard too: a missing bucket must not leak the connection or pool.
+            self._pipeline = Pipeline(
+                nc=nc,
+                js=js,
+                names=names,
+                nats_settings=self.nats_settings,
+                pool=pool,
+                repo=TaskRepository(pool),
+                events=EventPublisher(js, names),
+                uploads=await AudioStore.open(js, names.audio_bucket),
+                normalized=await AudioStore.open(js, names.normalized_bucket),
+                transcripts=await KvCache.open(js, names.transcripts_bucket),
+                corrections=await KvCache.open(js, names.corrections_bucket),
+            )
         except BaseException:
+            if pool is not None:
+                await pool.close()
             await nc.close()
             raise
-        self._pipeline = Pipeline(
-            nc=nc,
-            js=js,
-            names=names,
-            nats_settings=self.nats_settings,
-            pool=pool,
-            repo=TaskRepository(pool),
-            events=EventPublisher(js, names),
-            uploads=await AudioStore.open(js, names.audio_bucket),
-            normalized=await AudioStore.open(js, names.normalized_bucket),
-            transcripts=await KvCache.open(js, names.transcripts_bucket),
-            corrections=await KvCache.open(js, names.corrections_bucket),
-        )
 
     async def stop(self) -> None:
         pipeline, self._pipeline = self._pipeline, None

@@ -16,12 +16,13 @@ from typing import Generic, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from escriba.bus import DeliveriesExhaustedError, Job, JobWorker, publish_job
+from escriba.bus import DeliveriesExhaustedError, Job, JobWorker
 from escriba.common import metrics
 from escriba.common.errors import EscribaError
 from escriba.common.logging import task_context
 from escriba.pipeline import codec
 from escriba.pipeline.runtime import Pipeline, PipelineRuntime
+from escriba.pipeline.tasks import TaskFlow
 from escriba.stages import STAGES, Stage
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,10 @@ class StageHandler(Generic[M]):
     def pipeline(self) -> Pipeline:
         return self.runtime.pipeline
 
+    @property
+    def tasks(self) -> TaskFlow:
+        return TaskFlow(self.pipeline)
+
     async def __call__(self, job: Job) -> None:
         waited = job.meta.waited_s()
         if waited is not None and job.meta.delivery_count == 1:
@@ -58,14 +63,13 @@ class StageHandler(Generic[M]):
         task_id: str = message.task_id  # type: ignore[attr-defined]
         with task_context(task_id):
             repo = self.pipeline.repo
-            transition = await repo.start_stage(task_id, self.stage)
+            transition = await self.tasks.transition(repo.start_stage(task_id, self.stage))
             if not transition.applied:
                 log.info(
                     "skipping job: task no longer wants this stage",
                     extra={"stage": self.stage.value, "status": transition.task.status.value},
                 )
                 return
-            await self.pipeline.events.publish(transition.task)
             await repo.record_attempt(task_id, self.stage)
             stage = self.stage.value
             started = time.perf_counter()
@@ -93,25 +97,18 @@ class StageHandler(Generic[M]):
             message = f"{message} (after {attempts} attempts)"
         metrics.ERRORS.labels(self.stage.value, reason).inc()
         with task_context(task_id):
-            transition = await self.pipeline.repo.fail(task_id, reason, f"{self.stage.value}: {message}")
+            transition = await self.tasks.transition(
+                self.pipeline.repo.fail(task_id, reason, f"{self.stage.value}: {message}"), message
+            )
             if transition.applied:
                 log.warning("task failed", extra={"stage": self.stage.value, "reason": reason})
-                await self.pipeline.events.publish(transition.task, message)
 
-    async def hand_on(
-        self, next_stage: Stage, message: Message, *, task_id: str, audio_duration_s: float
-    ) -> None:
-        """Publish the next stage's job (deduplicated by task and stage, so a retry publishes once)."""
-        body, headers = codec.encode(message)
-        await publish_job(
-            self.pipeline.js,
-            self.pipeline.names.job_subject(next_stage),
-            body,
-            task_id=task_id,
-            stage=next_stage.value,
-            audio_duration_s=audio_duration_s,
-            headers=headers,
-        )
+    async def hand_on(self, message: Message, *, task_id: str, audio_duration_s: float) -> None:
+        """Queue the next stage's job (the registry says which stage follows this one)."""
+        next_stage = STAGES[self.stage].next
+        if next_stage is None:
+            raise RuntimeError(f"{self.stage} is the last stage: its task completes, nothing follows")
+        await self.tasks.enqueue(next_stage, message, task_id=task_id, audio_duration_s=audio_duration_s)
 
 
 def _task_id_from_body(job_type: type[Message], job: Job) -> str:

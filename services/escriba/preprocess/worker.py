@@ -14,6 +14,7 @@ import time
 
 from escriba.bus import Job
 from escriba.common import metrics
+from escriba.pipeline.cache import count_lookup
 from escriba.pipeline.runtime import PipelineRuntime
 from escriba.pipeline.stage import StageHandler
 from escriba.pipeline.taskpb import audio_to_dict
@@ -41,8 +42,8 @@ class PreprocessStage(StageHandler[jobs_pb2.PreprocessJob]):
         started = time.perf_counter()
         key = self.engine.cache_key(message.audio_sha256)
         info = await self._cached(key)
+        count_lookup(self.stage, hit=info is not None)
         if info is None:
-            metrics.CACHE_REQUESTS.labels("normalized_audio", "miss").inc()
             data = await pipeline.uploads.get_bytes(message.audio_object)
             work_started = time.perf_counter()
             result = await asyncio.to_thread(self.engine.run, data, filename=message.filename)
@@ -51,8 +52,6 @@ class PreprocessStage(StageHandler[jobs_pb2.PreprocessJob]):
             header = base64.b64encode(info.SerializeToString()).decode()
             await pipeline.normalized.put_bytes(key, result.audio, headers={AUDIO_INFO_HEADER: header})
             metrics.record_work("preprocess", audio_s=info.duration_s, elapsed_s=work_s)
-        else:
-            metrics.CACHE_REQUESTS.labels("normalized_audio", "hit").inc()
         duration_ms = (time.perf_counter() - started) * 1000
         await pipeline.repo.record_audio(task_id, duration_s=info.duration_s, info=audio_to_dict(info))
         write = await pipeline.repo.record_stage_result(
@@ -61,7 +60,6 @@ class PreprocessStage(StageHandler[jobs_pb2.PreprocessJob]):
         if not write.applied and write.stored is None:
             return  # cancelled or failed meanwhile: no next stage
         await self.hand_on(
-            Stage.TRANSCRIPTION,
             jobs_pb2.TranscribeJob(
                 task_id=task_id,
                 audio_object=key,

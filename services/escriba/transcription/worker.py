@@ -10,12 +10,12 @@ import asyncio
 import dataclasses
 import hashlib
 import json
-import zlib
 
 from escriba.audio.pcm import decode_pcm
 from escriba.bus import Job
 from escriba.common import metrics
 from escriba.pipeline.budget import AudioBudget
+from escriba.pipeline.cache import MessageCache
 from escriba.pipeline.runtime import PipelineRuntime
 from escriba.pipeline.stage import StageHandler
 from escriba.stages import Stage
@@ -58,6 +58,10 @@ class TranscriptionStage(StageHandler[jobs_pb2.TranscribeJob]):
         self.engine = engine
         self.budget = AudioBudget(max_audio_in_flight_s)
 
+    @property
+    def cache(self) -> MessageCache[transcription_pb2.Transcript]:
+        return MessageCache(self.pipeline.transcripts, transcription_pb2.Transcript, self.stage)
+
     async def process(self, message: jobs_pb2.TranscribeJob, job: Job) -> None:
         pipeline = self.pipeline
         task_id = message.task_id
@@ -71,14 +75,12 @@ class TranscriptionStage(StageHandler[jobs_pb2.TranscribeJob]):
         key = transcript_cache_key(
             audio_sha, model=self.engine.model_name, compute_type=self.engine.compute_type, options=options
         )
-        cached = await pipeline.transcripts.get(key)
+        cached = await self.cache.get(key)
         from_cache = cached is not None
         if cached is not None:
-            metrics.CACHE_REQUESTS.labels("transcript", "hit").inc()
-            transcript = transcription_pb2.Transcript.FromString(zlib.decompress(cached))
+            transcript = cached
             duration_ms = 0.0
         else:
-            metrics.CACHE_REQUESTS.labels("transcript", "miss").inc()
             async with self.budget.hold(message.audio.duration_s, while_waiting=job.clock.paused()):
                 data = await pipeline.normalized.get_bytes(message.audio_object)
                 samples = await asyncio.to_thread(decode_pcm, data)
@@ -94,7 +96,7 @@ class TranscriptionStage(StageHandler[jobs_pb2.TranscribeJob]):
                 windows_redecoded=result.windows_redecoded,
             )
             transcript = transcript_to_pb(result)
-            await pipeline.transcripts.put(key, zlib.compress(transcript.SerializeToString(), 6))
+            await self.cache.put(key, transcript)
         write = await pipeline.repo.record_stage_result(
             task_id,
             Stage.TRANSCRIPTION,
@@ -104,7 +106,6 @@ class TranscriptionStage(StageHandler[jobs_pb2.TranscribeJob]):
         if not write.applied and write.stored is None:
             return
         await self.hand_on(
-            Stage.CORRECTION,
             jobs_pb2.CorrectJob(
                 task_id=task_id,
                 audio=message.audio,
