@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_client import REGISTRY
 
 from escriba.bus import KvCache
-from escriba.common.metrics import REGISTRY
 from escriba.pipeline.cache import MessageCache
 from escriba.stages import Stage
 from escriba.v1 import transcription_pb2
