@@ -1,0 +1,89 @@
+"""The task layer on a real NATS and PostgreSQL: a status change and its event go together, a task is
+queued once, and a task whose job cannot be queued fails with the reason instead of waiting forever."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from escriba.bus import delete_topology
+from escriba.db.models import NewTask
+from escriba.db.settings import DatabaseSettings
+from escriba.db.states import TaskStatus
+from escriba.local.nats import EmbeddedNats
+from escriba.pipeline.runtime import Pipeline, PipelineRuntime
+from escriba.pipeline.tasks import EnqueueError, TaskFlow
+from escriba.stages import FIRST
+from escriba.v1 import jobs_pb2, tasks_pb2
+from tests.support.nats_fixtures import bus_settings
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def pipeline(
+    nats_server: EmbeddedNats, db_settings: DatabaseSettings, db_pool: Any
+) -> AsyncIterator[Pipeline]:
+    runtime = PipelineRuntime(bus_settings(nats_server.url), db_settings, client_name="task-flow-tests")
+    await runtime.start()
+    try:
+        yield runtime.pipeline
+    finally:
+        await delete_topology(runtime.pipeline.js, runtime.pipeline.names)
+        await runtime.stop()
+
+
+async def _events(pipeline: Pipeline, task_id: str, sub: Any) -> list[tasks_pb2.TaskEvent]:
+    events: list[tasks_pb2.TaskEvent] = []
+    while True:
+        try:
+            msg = await sub.next_msg(timeout=0.5)
+        except TimeoutError:
+            return events
+        events.append(tasks_pb2.TaskEvent.FromString(msg.data))
+
+
+def _new(owner: str = "alice") -> tuple[NewTask, jobs_pb2.PreprocessJob]:
+    task_id = str(uuid.uuid4())
+    return NewTask(id=task_id, owner_id=owner, audio_object=f"uploads/{task_id}"), jobs_pb2.PreprocessJob(
+        task_id=task_id, audio_object=f"uploads/{task_id}"
+    )
+
+
+async def test_a_created_task_is_queued_once_with_its_event(pipeline: Pipeline) -> None:
+    new, job = _new()
+    assert new.id is not None
+    sub = await pipeline.nc.subscribe(pipeline.names.event_subject(new.id))
+    record, created = await TaskFlow(pipeline).create(new, job)
+    assert created and record.status is TaskStatus.QUEUED
+    queued = await pipeline.js.get_last_msg(pipeline.names.jobs_stream, pipeline.names.job_subject(FIRST))
+    assert jobs_pb2.PreprocessJob.FromString(queued.data or b"").task_id == new.id
+    events = await _events(pipeline, new.id, sub)
+    assert [e.status for e in events] == [tasks_pb2.TASK_STATUS_QUEUED]
+
+
+async def test_a_change_the_database_refuses_publishes_no_event(pipeline: Pipeline) -> None:
+    new, job = _new()
+    assert new.id is not None
+    flow = TaskFlow(pipeline)
+    await flow.create(new, job)
+    sub = await pipeline.nc.subscribe(pipeline.names.event_subject(new.id))
+    first = await flow.transition(pipeline.repo.cancel(new.id, owner_id="alice"), "cancelled")
+    again = await flow.transition(pipeline.repo.cancel(new.id, owner_id="alice"), "cancelled")
+    assert first.applied and not again.applied
+    events = await _events(pipeline, new.id, sub)
+    assert [(e.status, e.message) for e in events] == [(tasks_pb2.TASK_STATUS_CANCELLED, "cancelled")]
+
+
+async def test_a_job_that_cannot_be_queued_fails_its_task_with_the_reason(pipeline: Pipeline) -> None:
+    new, job = _new()
+    assert new.id is not None
+    await pipeline.js.delete_stream(pipeline.names.jobs_stream)  # nothing listens on the subject now
+    with pytest.raises(EnqueueError):
+        await TaskFlow(pipeline).create(new, job)
+    record = await pipeline.repo.get(new.id, owner_id=None)
+    assert record.status is TaskStatus.FAILED
+    assert record.error_reason == "enqueue_failed" and "could not queue" in record.error
