@@ -1,15 +1,17 @@
 """The transcription backlog in audio-seconds, read from JetStream over the NATS protocol.
 
 The counts come from the consumer's info (``num_pending`` + ``num_ack_pending``), with the operator's own
-credentials, over the client protocol: never the unauthenticated monitoring port.
+credentials, over the client protocol through nats-py's JetStream API (consumer info, stream info,
+message get, its typed errors): never the unauthenticated monitoring port.
 
 The seconds are the cheap part to get wrong. JetStream counts messages, it does not sum headers, and
 the ways to sum them each tick are all O(backlog): fetch every pending message, or walk the stream. An
 extra consumer to watch arrivals is not allowed on a work-queue stream (its filter would overlap the
 workers'). So :class:`BacklogIndex` keeps ``stream sequence -> audio-seconds`` and
 
-* fetches each job's message once, when it first appears, by sequence with ``next_by_subj`` (one
-  ``STREAM.MSG.GET`` per arrival, skipping other stages' subjects and deleted messages);
+* fetches each job's message once, when it first appears, by sequence with ``next_by_subj`` (one get
+  per arrival, a direct get where the stream allows it, skipping other stages' subjects and deleted
+  messages);
 * forgets what the workers finished using only the two info calls: everything at or below the
   consumer's ack floor or below the stream's first sequence is gone;
 * re-walks only the delivered-but-unacknowledged range, and only when it holds more indexed messages
@@ -25,34 +27,34 @@ consumer's counts stay authoritative: should the index hold more entries than th
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
-import math
 import ssl
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.client import RawCredentials
 from nats.errors import Error as NatsError
+from nats.js.api import ConsumerInfo, StreamInfo
+from nats.js.errors import APIError, NotFoundError
+from nats.js.manager import JetStreamManager
 
+from escriba.bus import AUDIO_DURATION_HEADER, audio_duration_from_headers
 from escriba.common.creds import creds_problem
 from escriba_operator.algorithm import Backlog
 from escriba_operator.signals import SignalError, SignalMissingError
 
 log = logging.getLogger(__name__)
 
-DURATION_HEADER = "Escriba-Audio-Duration-S"
+#: The services' header (escriba.bus), named here too for the tests that publish jobs.
+DURATION_HEADER = AUDIO_DURATION_HEADER
 #: The Secret key of a .creds file: the chart's default for the services' credentials, so one Secret
 #: serves both.
 CREDS_KEY = "nats.creds"
-_API = "$JS.API"
+#: JetStream's error codes for a missing consumer and a missing stream.
 _CONSUMER_NOT_FOUND = 10014
 _STREAM_NOT_FOUND = 10059
-_NO_MESSAGE = 10037
 
 
 @dataclass(frozen=True)
@@ -186,17 +188,20 @@ class BacklogIndex:
         return len(self._seconds)
 
     async def read(self, nc: NATS, *, now: float) -> Backlog:
-        info = await self._api(nc, f"CONSUMER.INFO.{self.stream}.{self.consumer}")
-        state = (await self._api(nc, f"STREAM.INFO.{self.stream}"))["state"]
-        waiting = int(info.get("num_pending", 0))
-        running = int(info.get("num_ack_pending", 0))
-        ack_floor = int((info.get("ack_floor") or {}).get("stream_seq", 0))
-        delivered = int((info.get("delivered") or {}).get("stream_seq", 0))
-        first, last = int(state.get("first_seq", 0)), int(state.get("last_seq", 0))
-        config = info.get("config") or {}
-        subjects = config.get("filter_subjects") or (
-            [config["filter_subject"]] if config.get("filter_subject") else [">"]
+        jsm = nc.jsm(timeout=self._timeout)
+        info = await self._consumer_info(jsm)
+        stream = await self._stream_info(jsm)
+        waiting = int(info.num_pending or 0)
+        running = int(info.num_ack_pending or 0)
+        ack_floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+        delivered = int(info.delivered.stream_seq or 0) if info.delivered else 0
+        first = int(stream.state.first_seq or 0)
+        last = int(stream.state.last_seq or 0)
+        config = info.config
+        subjects = list(config.filter_subjects or ()) or (
+            [config.filter_subject] if config.filter_subject else [">"]
         )
+        direct = bool(stream.config.allow_direct)
 
         if last + 1 < self._next_seq:  # the stream was recreated: sequences start over
             self._seconds, self._next_seq = {}, 0
@@ -204,14 +209,16 @@ class BacklogIndex:
         in_flight = [seq for seq in self._seconds if seq <= delivered]
         if len(in_flight) > running:
             present, _ = await self._walk(
-                nc, subjects, ack_floor + 1, delivered, budget=delivered - ack_floor
+                jsm, subjects, ack_floor + 1, delivered, budget=delivered - ack_floor, direct=direct
             )
             for seq in in_flight:
                 if seq not in present:
                     del self._seconds[seq]
             self._seconds.update(present)
         start = max(self._next_seq, first, ack_floor + 1)
-        found, self._next_seq = await self._walk(nc, subjects, start, last, budget=self._max_fetch)
+        found, self._next_seq = await self._walk(
+            jsm, subjects, start, last, budget=self._max_fetch, direct=direct
+        )
         self._seconds.update(found)
 
         jobs = waiting + running
@@ -228,7 +235,7 @@ class BacklogIndex:
         )
 
     async def _walk(
-        self, nc: NATS, subjects: list[str], start: int, end: int, *, budget: int
+        self, jsm: JetStreamManager, subjects: list[str], start: int, end: int, *, budget: int, direct: bool
     ) -> tuple[dict[int, float], int]:
         """Messages of ``subjects`` with sequences in [start, end], and where to resume."""
         found: dict[int, float] = {}
@@ -239,57 +246,53 @@ class BacklogIndex:
                 if len(found) >= budget:
                     resume = min(resume, seq)
                     break
-                message = await self._next_message(nc, subject, seq)
+                message = await self._next_message(jsm, subject, seq, direct=direct)
                 if message is None or message[0] > end:
                     break
                 found[message[0]] = message[1]
                 seq = message[0] + 1
         return found, max(resume, start)
 
-    async def _next_message(self, nc: NATS, subject: str, seq: int) -> tuple[int, float] | None:
-        request = {"seq": seq, "next_by_subj": subject}
-        body = await self._api(nc, f"STREAM.MSG.GET.{self.stream}", request, none_on=_NO_MESSAGE)
-        if body is None:
-            return None
-        message = body["message"]
-        return int(message["seq"]), self._duration(message.get("hdrs"))
-
-    def _duration(self, encoded: str | None) -> float:
-        if not encoded:
-            return self._assumed
-        raw = base64.b64decode(encoded).decode("utf-8", "replace")
-        for line in raw.split("\r\n")[1:]:
-            key, sep, value = line.partition(":")
-            if sep and key.strip().lower() == DURATION_HEADER.lower():
-                try:
-                    seconds = float(value.strip())
-                except ValueError:
-                    return self._assumed
-                return seconds if math.isfinite(seconds) and seconds >= 0 else self._assumed
-        return self._assumed
-
-    async def _api(
-        self, nc: NATS, subject: str, request: dict[str, Any] | None = None, *, none_on: int | None = None
-    ) -> Any:
-        payload = json.dumps(request).encode() if request is not None else b""
+    async def _next_message(
+        self, jsm: JetStreamManager, subject: str, seq: int, *, direct: bool
+    ) -> tuple[int, float] | None:
+        """The first message of ``subject`` at or after ``seq``, or None when there is none."""
         try:
-            reply = await nc.request(f"{_API}.{subject}", payload, timeout=self._timeout)
-            body = json.loads(reply.data)
-        except (NatsError, OSError, TimeoutError, ValueError) as exc:
-            raise SignalError(
-                f"JetStream {subject}: {exc or type(exc).__name__}", reason="NATSUnavailable"
-            ) from exc
-        error = body.get("error") if isinstance(body, dict) else None
-        if not error:
-            return body
-        code = error.get("err_code")
-        if none_on is not None and code == none_on:
+            message = await jsm.get_msg(self.stream, seq=seq, subject=subject, next=True, direct=direct)
+        except NotFoundError:
             return None
-        description = error.get("description", "")
-        if code == _CONSUMER_NOT_FOUND:
-            raise SignalMissingError(
-                f"consumer {self.consumer!r} not found on stream {self.stream!r}", reason="ConsumerNotFound"
-            )
-        if code == _STREAM_NOT_FOUND:
-            raise SignalMissingError(f"stream {self.stream!r} not found", reason="StreamNotFound")
-        raise SignalError(f"JetStream {subject}: {description} ({code})", reason="JetStreamError")
+        except (APIError, NatsError, OSError, TimeoutError) as exc:
+            raise self._translate(exc, "message get") from exc
+        if message.seq is None:
+            return None
+        seconds = audio_duration_from_headers(message.headers)
+        return int(message.seq), self._assumed if seconds is None else seconds
+
+    async def _consumer_info(self, jsm: JetStreamManager) -> ConsumerInfo:
+        try:
+            info: ConsumerInfo = await jsm.consumer_info(self.stream, self.consumer)
+            return info
+        except (APIError, NatsError, OSError, TimeoutError) as exc:
+            raise self._translate(exc, "consumer info") from exc
+
+    async def _stream_info(self, jsm: JetStreamManager) -> StreamInfo:
+        try:
+            return await jsm.stream_info(self.stream)
+        except (APIError, NatsError, OSError, TimeoutError) as exc:
+            raise self._translate(exc, "stream info") from exc
+
+    def _translate(self, exc: BaseException, what: str) -> SignalError:
+        """A missing stream or consumer is a missing signal (the spec may name the wrong one); any
+        other API error or a dead connection is an unreadable one."""
+        if isinstance(exc, APIError):
+            code = exc.err_code
+            if code == _CONSUMER_NOT_FOUND:
+                return SignalMissingError(
+                    f"consumer {self.consumer!r} not found on stream {self.stream!r}",
+                    reason="ConsumerNotFound",
+                )
+            if code == _STREAM_NOT_FOUND:
+                return SignalMissingError(f"stream {self.stream!r} not found", reason="StreamNotFound")
+            if exc.code not in (None, 503):
+                return SignalError(f"JetStream {what}: {exc.description} ({code})", reason="JetStreamError")
+        return SignalError(f"JetStream {what}: {exc or type(exc).__name__}", reason="NATSUnavailable")

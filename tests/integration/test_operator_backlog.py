@@ -17,6 +17,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
+from nats.js.manager import JetStreamManager
 
 from escriba_operator.backlog import DURATION_HEADER, BacklogIndex, Credentials, NatsPool
 from escriba_operator.signals import SignalError, SignalMissingError
@@ -74,9 +75,16 @@ class JobQueue:
     def js(self) -> Any:
         return self.nc.jetstream()
 
-    async def create(self, *, stream: str = STREAM, consumer: str | None = CONSUMER) -> None:
+    async def create(
+        self, *, stream: str = STREAM, consumer: str | None = CONSUMER, allow_direct: bool = False
+    ) -> None:
         await self.js.add_stream(
-            StreamConfig(name=stream, subjects=["escriba.jobs.>"], retention=RetentionPolicy.WORK_QUEUE)
+            StreamConfig(
+                name=stream,
+                subjects=["escriba.jobs.>"],
+                retention=RetentionPolicy.WORK_QUEUE,
+                allow_direct=allow_direct,
+            )
         )
         if consumer is not None:
             await self.js.add_consumer(
@@ -127,6 +135,10 @@ class CountingClient:
         self.requests.append(subject)
         return await self._nc.request(subject, payload, **options)
 
+    def jsm(self, *, timeout: float) -> JetStreamManager:
+        """The JetStream API the index uses, with its requests made (and counted) here."""
+        return JetStreamManager(self, timeout=timeout)  # type: ignore[arg-type]
+
 
 def index() -> BacklogIndex:
     return BacklogIndex(STREAM, CONSUMER, assumed_job_s=60, timeout_s=5)
@@ -148,6 +160,20 @@ async def test_backlog_sums_the_audio_seconds_of_pending_jobs_only_on_the_consum
     assert backlog.seconds == pytest.approx(7200.0 + 5.5 + 600.0 + 60.0)
     assert sorted(backlog.durations) == [5.5, 60.0, 600.0, 7200.0]  # each job's, for the per-job cap
     assert backlog.observed_at == 100.0
+
+
+@pytest.mark.timeout(60)
+async def test_a_stream_that_allows_direct_gets_is_read_with_them_to_the_same_seconds(
+    queue: JobQueue, pool: NatsPool, nats_url: str
+) -> None:
+    await queue.create(allow_direct=True)
+    await queue.publish([30.0, None, 12.5])
+    await queue.publish([999.0], subject="escriba.jobs.correct")
+    counting = CountingClient(await pool.connection(nats_url, Credentials(user=USER, password=PASSWORD)))
+    backlog = await index().read(counting, now=1.0)  # type: ignore[arg-type]
+    assert backlog.seconds == pytest.approx(30.0 + 60.0 + 12.5)
+    assert any(".DIRECT.GET." in s for s in counting.requests)
+    assert not any(".STREAM.MSG.GET." in s for s in counting.requests)
 
 
 @pytest.mark.timeout(60)
