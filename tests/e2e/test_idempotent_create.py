@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -20,6 +21,7 @@ from escriba.local.nats import EmbeddedNats
 from escriba.local.stack import LocalStack
 from escriba.v1 import tasks_pb2
 from tests.support.stack import stack_config
+from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(300)]
 
@@ -91,15 +93,25 @@ async def test_a_bad_key_is_refused(client: EscribaClient, data_dir: Path) -> No
 
 
 async def test_an_upload_refused_at_the_rpc_limit_is_retried_and_lands_once(
-    client: EscribaClient, stack: LocalStack, data_dir: Path
+    client: EscribaClient, stack: LocalStack, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     held = await hold_the_only_slot(client)
     spec = make_spec("jfk.flac")
     spec.idempotency_key = "retried-upload"
     # More attempts than the default, so a slow machine cannot run out of them before the release.
     async with EscribaClient(stack.address, upload_attempts=10) as patient:
+        attempts = 0
+        create = patient.stub.CreateTask
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal attempts
+            attempts += 1
+            return create(*args, **kwargs)
+
+        monkeypatch.setattr(patient.stub, "CreateTask", counted)
         upload = asyncio.create_task(patient.create_task(data_dir / "jfk.flac", spec))
-        await asyncio.sleep(0.3)  # the first attempt has been refused by now
+        # A second attempt means the gateway refused the first (the client retries only refusals).
+        await eventually(lambda: attempts >= 2, what="the first attempt to be refused and retried")
         assert not upload.done()
         await held.done_writing()  # an empty upload: refused, and the slot is free
         assert await code_of(held) == grpc.StatusCode.INVALID_ARGUMENT

@@ -22,8 +22,8 @@ import pytest_asyncio
 from bench.load import distinct_uploads, measure_create_task
 from escriba.local.nats import EmbeddedNats
 from escriba.local.stack import LocalStack
-from tests.faults.ledger import audit, wait_terminal
-from tests.faults.memory import PeakRss
+from tests.support.ledger import audit, wait_terminal
+from tests.support.memory import PeakRss
 from tests.support.stack import stack_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(900)]

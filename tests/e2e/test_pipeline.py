@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from tests.support import media
 from tests.support.recordings import missing_sentences, multi_window
 from tests.support.stack import run_task, run_tasks, status_name
 from tests.support.text import JFK_REFERENCE, wer
+from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(600)]
 
@@ -143,11 +143,20 @@ async def test_same_audio_again_comes_from_the_cache(
     assert second.result.corrected_text == first.result.corrected_text
 
 
-async def test_cancel_wins_over_later_stages(client: EscribaClient, audio_files: dict[str, Path]) -> None:
+async def test_cancel_wins_over_later_stages(
+    client: EscribaClient, stack: LocalStack, audio_files: dict[str, Path]
+) -> None:
     created = await client.create_task(audio_files["stereo.wav"])
     cancelled = await client.cancel(created.id)
     assert status_name(cancelled) == "cancelled"
-    await asyncio.sleep(2)
+    pipeline = stack.runtime.pipeline  # type: ignore[union-attr]
+
+    async def queue_drained() -> bool:
+        # The work queue empties once each job was taken and acked: skipped, or run and handed on.
+        info = await pipeline.js.stream_info(pipeline.names.jobs_stream)
+        return info.state.messages == 0
+
+    await eventually(queue_drained, what="the cancelled task's jobs to leave the queue", timeout_s=60)
     again = await client.get(created.id)
     assert status_name(again) == "cancelled"
     assert not again.result.corrected_text

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults.ledger import Ledger
+from tests.support.ledger import Ledger
 
 LEDGER = pytest.StashKey[Ledger]()
 

@@ -1,7 +1,7 @@
 """What every fault scenario does: boot a local stack, submit distinct short clips, settle, audit.
 
 A scenario records each task CreateTask accepted, then :meth:`FaultRun.settle` waits (bounded) until
-PostgreSQL shows every one of them terminal, audits them (:mod:`tests.faults.ledger`) and adds the
+PostgreSQL shows every one of them terminal, audits them (:mod:`tests.support.ledger`) and adds the
 result to the session's ledger, which the summary line adds up. If a scenario fails before settling,
 leaving the block settles it with a short deadline, so its tasks are still counted.
 """
@@ -19,10 +19,10 @@ import numpy as np
 from escriba.bus.names import BusNames
 from escriba.client import EscribaClient
 from escriba.local.stack import LocalStack, StackConfig
-from tests.faults.ledger import Audit, Ledger, audit, existing_ids, terminal_event_statuses, wait_terminal
 from tests.support import media
+from tests.support.ledger import Audit, Ledger, audit, existing_ids, terminal_event_statuses, wait_terminal
 from tests.support.stack import stack_config
-from tests.support.waiting import poll_until
+from tests.support.waiting import eventually
 
 #: Timings for fault runs: FAST_PIPELINE's short ack wait and heartbeats, with the production number of
 #: deliveries and a backoff long enough (7.5 s over five deliveries) to ride out a server restart.
@@ -121,7 +121,7 @@ class FaultRun:
         async def enough() -> bool:
             return await self.terminal_count() >= count
 
-        await poll_until(enough, timeout_s=timeout_s, interval_s=0.2, what=f"{count} finished tasks")
+        await eventually(enough, timeout_s=timeout_s, interval_s=0.2, what=f"{count} finished tasks")
 
     async def settle(self, timeout_s: float = 180.0) -> Audit:
         """Wait for every task so far to finish (bounded), audit them, and put the audit in the ledger.

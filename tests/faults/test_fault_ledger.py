@@ -11,7 +11,7 @@ from escriba.db.models import NewTask, TaskResult
 from escriba.db.settings import DatabaseSettings
 from escriba.db.states import Stage
 from escriba.db.tasks import TaskRepository
-from tests.faults.ledger import Ledger, Tally, audit, wait_terminal
+from tests.support.ledger import Ledger, Tally, audit, wait_terminal
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -30,8 +30,8 @@ from escriba.local.stack import LocalStack
 from escriba.pipeline import codec
 from escriba.pipeline.runtime import Pipeline
 from escriba.v1 import jobs_pb2
-from tests.faults.ledger import Ledger, connect_db
 from tests.faults.scenario import FaultRun, assert_clean, distinct_clips, fault_config, write_clips
+from tests.support.ledger import Ledger, connect_db
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(300)]
 

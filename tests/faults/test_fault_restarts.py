@@ -18,8 +18,8 @@ from escriba.client import EscribaClient
 from escriba.local.nats import EmbeddedNats
 from escriba.local.postgres import EmbeddedPostgres, free_port
 from escriba.local.stack import LocalStack
-from tests.faults.ledger import Ledger
 from tests.faults.scenario import FaultRun, assert_clean, distinct_clips, fault_config, write_clips
+from tests.support.ledger import Ledger
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(300)]
 

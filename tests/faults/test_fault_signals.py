@@ -23,7 +23,6 @@ import pytest_asyncio
 from escriba.client import EscribaClient
 from escriba.local.nats import EmbeddedNats
 from escriba.local.stack import LocalStack
-from tests.faults.ledger import Ledger, connect_db
 from tests.faults.scenario import (
     FaultRun,
     assert_clean,
@@ -32,7 +31,8 @@ from tests.faults.scenario import (
     write_clips,
 )
 from tests.support import media
-from tests.support.waiting import poll_until
+from tests.support.ledger import Ledger, connect_db
+from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(300)]
 
@@ -81,7 +81,7 @@ async def reached(run: FaultRun, service: str) -> bool:
 
 async def wait_restarted(stack: LocalStack, service: str, old_pid: int, timeout_s: float = 60) -> None:
     """The supervisor brought the service back (a new process that answers health checks)."""
-    await poll_until(
+    await eventually(
         lambda: stack.processes[service].pid != old_pid, timeout_s=timeout_s, what=f"{service} to restart"
     )
     await stack._wait_healthy(service)
@@ -99,7 +99,7 @@ async def test_sigkill_transcription_mid_job(stack: LocalStack, fault_ledger: Le
         async def transcribing() -> bool:
             return (await status_of(run, long_id))[0] == "transcribing"
 
-        await poll_until(transcribing, timeout_s=120, interval_s=0.05, what="the long task to be transcribed")
+        await eventually(transcribing, timeout_s=120, interval_s=0.05, what="the long task to be transcribed")
         await asyncio.sleep(1.0)  # the model is decoding now
         victim = stack.processes["transcription"]
         os.kill(victim.pid, signal.SIGKILL)
@@ -125,7 +125,7 @@ async def test_sigterm_during_work(
         victim = stack.processes[service]
         if service == "gateway":
             submitting = asyncio.create_task(run.submit_all(client, paths))
-            await poll_until(lambda: bool(run.ids), timeout_s=60, interval_s=0.01, what="the first upload")
+            await eventually(lambda: bool(run.ids), timeout_s=60, interval_s=0.01, what="the first upload")
             victim.send_signal(signal.SIGTERM)
             await submitting  # the rest finished, or were refused while it was away and retried
         else:
@@ -134,7 +134,7 @@ async def test_sigterm_during_work(
             async def busy() -> bool:
                 return await reached(run, service)
 
-            await poll_until(busy, timeout_s=120, interval_s=0.02, what=f"work in {service}")
+            await eventually(busy, timeout_s=120, interval_s=0.02, what=f"work in {service}")
             victim.send_signal(signal.SIGTERM)
         await wait_restarted(stack, service, victim.pid)
         assert victim.wait(timeout=30) == 0  # it stopped in order, not by a crash

@@ -10,7 +10,8 @@ import pytest
 
 from escriba.bus import BusUnavailableError, Job, JobWorker, Stage, connect, publish_job
 from escriba.local.nats import EmbeddedNats, EmbeddedNatsError, find_nats_server
-from tests.support.nats_fixtures import bus_settings, close_bus, eventually, open_bus
+from tests.support.nats_fixtures import bus_settings, close_bus, open_bus
+from tests.support.waiting import eventually
 
 
 def test_the_binary_comes_from_the_environment() -> None:

@@ -12,7 +12,8 @@ import pytest
 
 from escriba.bus import AudioStore, KvCache, ObjectMissingError, TopologyError
 from escriba.local.nats import EmbeddedNats
-from tests.support.nats_fixtures import Bus, close_bus, eventually, open_bus
+from tests.support.nats_fixtures import Bus, close_bus, open_bus
+from tests.support.waiting import eventually
 
 FEW_MB = 3 * 1024 * 1024 + 12345  # not a multiple of the chunk size
 

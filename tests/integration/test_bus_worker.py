@@ -18,7 +18,8 @@ from escriba.bus import (
     publish_job,
 )
 from escriba.common.errors import InvalidInputError, TransientError
-from tests.support.nats_fixtures import Bus, eventually
+from tests.support.nats_fixtures import Bus
+from tests.support.waiting import eventually
 
 STAGE = Stage.TRANSCRIPTION
 

@@ -1,7 +1,7 @@
 """Hostile input against the stage services over real gRPC: a clear status for each, bounded memory,
 and a server that stays healthy and serves the next request.
 
-Every upload of :mod:`tests.faults.hostile` goes to PreprocessService and to TranscriptionService's
+Every upload of :mod:`tests.support.hostile` goes to PreprocessService and to TranscriptionService's
 one-off call (which decodes any upload itself); malformed requests - unknown enum values sent as raw
 numbers, negative, huge and not-a-number values, 10 MB strings, a request that is not protobuf at all -
 go to all three services.
@@ -32,10 +32,10 @@ from escriba.v1 import (
     correction_pb2_grpc,
     preprocess_pb2,
 )
-from tests.faults.hostile import HOSTILE, MAX_DURATION_S, MEMORY_BOUND_MB, Hostile, hostile_ids, readable
-from tests.faults.memory import PeakRss
 from tests.support import media
 from tests.support.grpc_servers import serving
+from tests.support.hostile import HOSTILE, MAX_DURATION_S, MEMORY_BOUND_MB, Hostile, hostile_ids, readable
+from tests.support.memory import PeakRss
 from tests.support.stage_clients import preprocess, transcribe
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(300)]

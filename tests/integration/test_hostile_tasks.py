@@ -20,9 +20,9 @@ from escriba.common.client import byte_chunks, write_all
 from escriba.local.nats import EmbeddedNats
 from escriba.local.stack import LocalStack
 from escriba.v1 import common_pb2, tasks_pb2, tasks_pb2_grpc
-from tests.faults.hostile import HOSTILE, MAX_DURATION_S, MEMORY_BOUND_MB, Hostile, hostile_ids, readable
-from tests.faults.memory import PeakRss
 from tests.support import media
+from tests.support.hostile import HOSTILE, MAX_DURATION_S, MEMORY_BOUND_MB, Hostile, hostile_ids, readable
+from tests.support.memory import PeakRss
 from tests.support.stack import run_task, stack_config, status_name
 from tests.support.text import JFK_REFERENCE, wer
 

@@ -18,7 +18,8 @@ from escriba.bus import Job, JobWorker, Stage, publish_event, publish_job
 from escriba.common import tracing
 from escriba.common.errors import TransientError
 from escriba.common.logging import current_task_id
-from tests.support.nats_fixtures import Bus, eventually
+from tests.support.nats_fixtures import Bus
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -26,7 +26,7 @@ from escriba.preprocess.settings import PreprocessSettings
 from escriba.v1 import correction_pb2, correction_pb2_grpc, preprocess_pb2, preprocess_pb2_grpc
 from tests.support import media
 from tests.support.grpc_servers import serving
-from tests.support.nats_fixtures import eventually
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(60)
 

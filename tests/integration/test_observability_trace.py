@@ -24,8 +24,8 @@ from escriba.client import EscribaClient
 from escriba.common import tracing
 from escriba.common.logging import JsonFormatter
 from tests.support import media
-from tests.support.nats_fixtures import eventually
 from tests.support.stack import run_task, status_name
+from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(300)]
 

@@ -29,6 +29,7 @@ from escriba_operator.settings import OperatorSettings
 from tests.integration import test_operator_backlog as nats_fixtures
 from tests.integration.test_operator_backlog import PASSWORD, USER, JobQueue, free_port
 from tests.support.nats_secure import secured_nats
+from tests.support.waiting import eventually
 
 # The real nats-server and the job queue on it, shared with the backlog reader's tests.
 nats_url = nats_fixtures.nats_url
@@ -40,7 +41,6 @@ TAS = "escriba.io/v1alpha1/transcriptionautoscalers"
 DEPLOYMENTS = "apps/v1/deployments"
 EVENTS = "v1/events"
 PEERINGS = "kopf.dev/v1/clusterkopfpeerings"
-WAIT_S = 20.0
 
 
 # A Prometheus-compatible query endpoint ----------------------------------------------------------------
@@ -225,19 +225,6 @@ async def operator(
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=20)
-
-
-async def eventually(check: Callable[[], Any], what: str, within: float = WAIT_S) -> Any:
-    """Poll ``check`` until it returns something truthy (the emulator is updated by the operator)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        value = check()
-        if value:
-            return value
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def status_of(cluster: kmock.KubernetesEmulator, name: str = "transcription") -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,6 @@ from nats.js.client import JetStreamContext
 
 from escriba.bus import BusNames, NatsSettings, connect, delete_topology, ensure_topology
 from escriba.local.nats import EmbeddedNats
-from tests.support.waiting import poll_until
 
 #: Short enough that redelivery paths run in seconds, long enough for a loaded 2-core machine.
 TEST_SETTINGS: dict[str, Any] = {
@@ -65,16 +64,6 @@ class Bus:
         self.settings = dataclasses.replace(self.settings, **overrides)
         await ensure_topology(self.js, self.names, self.settings)
         return self.settings
-
-
-async def eventually(
-    condition: Callable[[], bool | Awaitable[bool]], *, timeout_s: float = 15.0, what: str = "condition"
-) -> None:
-    """Wait until ``condition()`` holds; fail the test (not hang it) when it never does."""
-    try:
-        await poll_until(condition, timeout_s=timeout_s, interval_s=0.02, what=what)
-    except TimeoutError as exc:
-        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")

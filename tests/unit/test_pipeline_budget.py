@@ -23,10 +23,10 @@ async def test_jobs_wait_for_room_and_a_large_job_runs_alone() -> None:
         order.append(f"end {name}")
 
     a = asyncio.create_task(job("a", 80.0, release_a))
-    await asyncio.sleep(0)
+    await _let_others_run()
     b = asyncio.create_task(job("b", 30.0))  # 80 + 30 > 100: waits for a
     big = asyncio.create_task(job("big", 500.0))  # over the whole budget: runs only alone
-    await asyncio.sleep(0.05)
+    await _let_others_run()
     assert order == ["start a"] and budget.used_s == 80.0
     release_a.set()
     await asyncio.gather(a, b, big)
@@ -45,7 +45,7 @@ async def test_small_jobs_share_the_budget() -> None:
         async with budget.hold(25.0):
             inside += 1
             peak = max(peak, inside)
-            await asyncio.sleep(0.01)
+            await _let_others_run()
             inside -= 1
 
     await asyncio.gather(*(job() for _ in range(10)))
@@ -61,17 +61,39 @@ async def test_the_wait_for_room_does_not_count_against_a_jobs_time_limit() -> N
     """A job queued behind others' audio is not hung: its time limit stops while it waits."""
     budget = AudioBudget(100.0)
     release = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    moved_s = 0.0
+
+    def now() -> float:
+        return loop.time() + moved_s
 
     async def holder() -> None:
+        nonlocal moved_s
         async with budget.hold(100.0):
             await release.wait()
+            moved_s += 1.5  # the holder's work took 1.5 s: longer than the waiting job's whole limit
 
     first = asyncio.create_task(holder())
-    await asyncio.sleep(0)
-    asyncio.get_running_loop().call_later(1.5, release.set)
+    await _let_others_run()
     async with asyncio.timeout(1.0) as limit:
-        clock = JobClock(limit)
-        async with budget.hold(10.0, while_waiting=clock.paused()):
-            pass  # got room after 1.5 s, past the 1 s limit: only the wait was that long
+        clock = JobClock(limit, now=now)
+        waiting = asyncio.create_task(_hold(budget, 10.0, clock))
+        await _let_others_run()
+        assert limit.when() is None  # paused while it waits for room
+        release.set()
+        await waiting
+        when = limit.when()
+        assert when is not None and 0.9 < when - now() <= 1.0  # the wait was not counted
     await first
     assert budget.used_s == 0.0
+
+
+async def _hold(budget: AudioBudget, seconds: float, clock: JobClock) -> None:
+    async with budget.hold(seconds, while_waiting=clock.paused()):
+        pass
+
+
+async def _let_others_run() -> None:
+    """Yield to every ready task a few times (they wait only on each other, never on time)."""
+    for _ in range(10):
+        await asyncio.sleep(0)

@@ -84,8 +84,12 @@ class JobClock:
     queued behind other jobs (the worker's audio budget) is not this job's work, so it is not counted.
     """
 
-    def __init__(self, timeout: asyncio.Timeout | None = None) -> None:
+    def __init__(
+        self, timeout: asyncio.Timeout | None = None, *, now: Callable[[], float] | None = None
+    ) -> None:
         self._timeout = timeout
+        #: The loop's clock, which ``asyncio.Timeout`` deadlines are in (tests pass one they move).
+        self._now = now
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
@@ -94,13 +98,13 @@ class JobClock:
         if timeout is None or when is None or timeout.expired():
             yield  # no limit, or already paused by an outer block
             return
-        loop = asyncio.get_running_loop()
-        remaining = when - loop.time()
+        now = self._now or asyncio.get_running_loop().time
+        remaining = when - now()
         timeout.reschedule(None)
         try:
             yield
         finally:
-            timeout.reschedule(loop.time() + max(0.0, remaining))
+            timeout.reschedule(now() + max(0.0, remaining))
 
 
 @dataclass(frozen=True)
