@@ -235,7 +235,7 @@ async def _transcribe(args: argparse.Namespace) -> int:
 
             if progress:
                 print("starting the embedded Escriba stack...", file=sys.stderr)
-            local = await stack.enter_async_context(LocalStack(StackConfig(port=0)))
+            local = await stack.enter_async_context(LocalStack(StackConfig(port=0, http_port=0)))
             client = await stack.enter_async_context(EscribaClient(local.address))
         else:
             client = await stack.enter_async_context(EscribaClient(server, **_connection(args)))

@@ -13,9 +13,9 @@ import pytest
 from escriba.common.errors import PermanentError
 from escriba.common.settings import load
 from escriba.transcription.devices import cuda_device_count
-from escriba.transcription.engine import BUNDLED_MODEL_NAME, WhisperEngine, resolve_model_source
+from escriba.transcription.engine import WhisperEngine, resolve_model_source
 from escriba.transcription.errors import ModelLoadError, ModelNotFoundError
-from escriba.transcription.settings import TranscriptionSettings
+from escriba.transcription.settings import BUNDLED_MODEL_NAME, TranscriptionSettings
 
 pytestmark = pytest.mark.timeout(60)
 

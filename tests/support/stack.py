@@ -39,6 +39,7 @@ def stack_config(
     suffix = uuid.uuid4().hex[:10]
     return StackConfig(
         port=0,
+        http_port=0,
         mode=mode,
         env={
             **FAST_PIPELINE,

@@ -45,7 +45,11 @@ _EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES51
 
 
 class Authenticator(Protocol):
+    """Who is calling, from a gRPC call's metadata or from an HTTP request's bearer token."""
+
     def owner(self, context: grpc.aio.ServicerContext) -> str: ...
+
+    def owner_of(self, token: str | None) -> str: ...
 
 
 class AnonymousAuthenticator:
@@ -53,6 +57,9 @@ class AnonymousAuthenticator:
         self._owner = owner
 
     def owner(self, context: grpc.aio.ServicerContext) -> str:
+        return self._owner
+
+    def owner_of(self, token: str | None) -> str:
         return self._owner
 
 
@@ -283,7 +290,9 @@ class TokenAuthenticator:
         self._verifier = verifier
 
     def owner(self, context: grpc.aio.ServicerContext) -> str:
-        token = bearer_token(context.invocation_metadata())
+        return self.owner_of(bearer_token(context.invocation_metadata()))
+
+    def owner_of(self, token: str | None) -> str:
         if token is None:
             raise AuthenticationError("send `authorization: Bearer <token>`", reason="missing_credentials")
         if self._tokens is not None:

@@ -13,37 +13,68 @@ from escriba.common.service import run_service
 from escriba.common.settings import load
 from escriba.db.settings import DatabaseSettings
 from escriba.gateway.auth import Authenticator, authenticator
+from escriba.gateway.openai_api import OpenAIApi
 from escriba.gateway.servicer import SERVICE_NAME, TaskServicer
-from escriba.gateway.settings import GatewaySettings
+from escriba.gateway.settings import GatewaySettings, HttpSettings
 from escriba.pipeline.runtime import PipelineRuntime
 from escriba.stages import GATEWAY
+from escriba.transcription.settings import TranscriptionSettings, served_model_name
 from escriba.v1 import tasks_pb2_grpc
 
 
 class GatewayComponent:
+    """TaskService on the gRPC server, and the OpenAI-compatible HTTP API on its own port."""
+
     service_names: Sequence[str] = (SERVICE_NAME,)
     #: TaskService checks bearer tokens itself (it needs the owner), not the stage services' gate.
     authenticates_callers = True
 
-    def __init__(self, runtime: PipelineRuntime, settings: GatewaySettings, auth: Authenticator) -> None:
+    def __init__(
+        self,
+        runtime: PipelineRuntime,
+        settings: GatewaySettings,
+        auth: Authenticator,
+        *,
+        http: OpenAIApi | None = None,
+        host: str = "",
+        http_port: int = 0,
+    ) -> None:
         self.servicer = TaskServicer(runtime, settings, auth)
+        self.http = http
+        self._host, self._http_port = host, http_port
 
     def register(self, server: grpc.aio.Server) -> None:
         tasks_pb2_grpc.add_TaskServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
-        return None
+        if self.http is not None:
+            await self.http.start(self._host, self._http_port)
 
     async def stop(self) -> None:
-        return None
+        if self.http is not None:
+            await self.http.stop()
 
 
-def build(runtime: PipelineRuntime, env: Mapping[str, str] | None = None) -> GatewayComponent:
-    """TaskService from its settings over ``runtime``'s connections: the one wiring ``serve`` and the
-    local stack use."""
+def build(
+    runtime: PipelineRuntime, env: Mapping[str, str] | None = None, *, host: str | None = None
+) -> GatewayComponent:
+    """TaskService and the HTTP API from their settings over ``runtime``'s connections: the one wiring
+    ``serve`` and the local stack use."""
     settings = load(GatewaySettings, env)
+    security = load(SecuritySettings, env)
+    auth = authenticator(security, settings.default_owner)
+    http_settings = load(HttpSettings, env)
+    http = None
+    if http_settings.enabled:
+        model = served_model_name(load(TranscriptionSettings, env).model)
+        http = OpenAIApi(runtime, settings, http_settings, auth, model_name=model, security=security)
     return GatewayComponent(
-        runtime, settings, authenticator(load(SecuritySettings, env), settings.default_owner)
+        runtime,
+        settings,
+        auth,
+        http=http,
+        host=host if host is not None else load(ServerSettings, env).host,
+        http_port=http_settings.port,
     )
 
 

@@ -8,9 +8,7 @@ identity and limits, and the upload's bytes.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -19,20 +17,18 @@ import grpc
 from escriba.common.errors import (
     EscribaError,
     InvalidInputError,
-    LimitExceededError,
     PermanentError,
 )
 from escriba.common.grpc_status import translate_errors, translate_stream_errors
-from escriba.common.logging import task_context
-from escriba.db.models import NewTask, TaskFilter, TaskRecord
-from escriba.db.states import TaskStatus
+from escriba.db.models import TaskFilter, TaskRecord
 from escriba.gateway.auth import Authenticator
+from escriba.gateway.intake import TaskIntake
 from escriba.gateway.settings import GatewaySettings
-from escriba.gateway.uploads import EmptyUploadError, UploadStream, output_formats, read_spec
+from escriba.gateway.uploads import UploadStream, read_spec
 from escriba.pipeline.runtime import Pipeline, PipelineRuntime
-from escriba.pipeline.taskpb import spec_to_dict, status_from_pb, status_to_pb, task_to_pb
+from escriba.pipeline.taskpb import status_from_pb, task_to_pb
 from escriba.pipeline.tasks import TaskFlow
-from escriba.v1 import jobs_pb2, tasks_pb2, tasks_pb2_grpc
+from escriba.v1 import tasks_pb2, tasks_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +40,6 @@ UNAUTHENTICATED_DRAIN_BYTES = 16 * 1024 * 1024
 class TaskStateError(PermanentError):
     reason = "failed_precondition"
     grpc_code = "FAILED_PRECONDITION"
-
-
-class QueueLimitError(LimitExceededError):
-    reason = "too_many_unfinished_tasks"
 
 
 class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
@@ -64,6 +56,10 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
     def tasks(self) -> TaskFlow:
         return TaskFlow(self.pipeline)
 
+    @property
+    def intake(self) -> TaskIntake:
+        return TaskIntake(self.runtime, self.settings)
+
     # Creating --------------------------------------------------------------------------------------
 
     async def _create(
@@ -78,66 +74,12 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
             # error grpc's asyncio client reports when refused while writing (escriba.common.upload).
             await stream.drain(UNAUTHENTICATED_DRAIN_BYTES)
             raise
-        pipeline = self.pipeline
-        task_id = str(uuid.uuid4())
-        object_name = f"uploads/{task_id}"
-        started = time.perf_counter()
         try:
             spec = await read_spec(requests)
-            key = spec.idempotency_key or None
-            if key is not None:
-                earlier = await pipeline.repo.find_by_idempotency_key(owner, key)
-                if earlier is not None:
-                    # A retry of a create that already happened: the same task, nothing stored again.
-                    await stream.drain()
-                    log.info("create replayed by its idempotency key", extra={"task_id": earlier.id})
-                    return earlier
-            await self._check_queue_limit(owner)
-            await pipeline.uploads.put_chunks(object_name, stream.chunks())
         except EscribaError:
             await stream.drain()
-            await pipeline.uploads.delete(object_name)
             raise
-        if stream.size == 0:
-            await pipeline.uploads.delete(object_name)
-            raise EmptyUploadError("the upload has no audio bytes")
-        upload_ms = (time.perf_counter() - started) * 1000
-        new = NewTask(
-            id=task_id,
-            owner_id=owner,
-            filename=spec.filename,
-            audio_object=object_name,
-            audio_sha256=stream.sha256,
-            options=spec_to_dict(spec),
-            upload_ms=upload_ms,
-            idempotency_key=key,
-        )
-        first_job = jobs_pb2.PreprocessJob(
-            task_id=task_id,
-            audio_object=object_name,
-            audio_sha256=stream.sha256,
-            filename=spec.filename,
-            transcription=spec.transcription,
-            correction=spec.correction,
-            output_formats=output_formats(spec),
-        )
-        with task_context(task_id):
-            record, created = await self.tasks.create(new, first_job)
-            if not created:
-                # The same key raced this create and won: keep its task, drop this copy of the audio.
-                await pipeline.uploads.delete(object_name)
-                return record
-            log.info("task created", extra={"owner": owner, "bytes": stream.size})
-        return record
-
-    async def _check_queue_limit(self, owner: str) -> None:
-        """Refuse before any byte is stored (the upload is drained like any refused one, so the
-        client reads this status). Concurrent creates may overshoot by a few: a soft cap."""
-        limit = self.settings.max_queued_per_owner
-        if limit and await self.pipeline.repo.count_unfinished(owner, up_to=limit) >= limit:
-            raise QueueLimitError(
-                f"{limit} of your tasks are already queued or running; wait for some to finish"
-            )
+        return await self.intake.create(owner, spec, stream)
 
     @translate_errors
     async def CreateTask(
@@ -152,15 +94,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         record = await self._create(request_iterator, context)
         remaining = context.time_remaining()
         timeout = self.settings.transcribe_timeout_s if remaining is None else remaining
-        final = record
-        try:
-            async with asyncio.timeout(timeout):
-                async for event in self.tasks.watch(record, poll_s=self.settings.watch_poll_s):
-                    if event.status in _TERMINAL_PB:
-                        return event.task
-        except TimeoutError:
-            pass
-        final = await self.pipeline.repo.get(record.id, owner_id=record.owner_id)
+        final = await self.tasks.wait(record, timeout_s=timeout, poll_s=self.settings.watch_poll_s)
         return task_to_pb(final)
 
     # Reading ---------------------------------------------------------------------------------------
@@ -234,9 +168,6 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
                 " only finished tasks can be archived"
             )
         return task_to_pb(transition.task)
-
-
-_TERMINAL_PB = {status_to_pb(s) for s in TaskStatus if s.terminal}
 
 
 def _task_id(value: str) -> str:

@@ -44,3 +44,23 @@ class GatewaySettings:
     @classmethod
     def from_env(cls) -> GatewaySettings:
         return load(cls)
+
+
+@settings_class
+@dataclass(frozen=True)
+class HttpSettings:
+    """The OpenAI-compatible HTTP API, served by the gateway process next to its gRPC port."""
+
+    enabled: bool = setting(
+        "ESCRIBA_HTTP_ENABLED", True, "serve the OpenAI-compatible HTTP API from the gateway"
+    )
+    port: int = setting(
+        "ESCRIBA_HTTP_PORT",
+        8080,
+        "TCP port of the OpenAI-compatible HTTP API (0: any free port); TLS and tokens as for gRPC",
+        check=between(0, 65535),
+    )
+
+    @classmethod
+    def from_env(cls) -> HttpSettings:
+        return load(cls)

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from escriba.common.errors import InvalidInputError
+from escriba.common.outbound import InvalidUrlError, check_url
 from escriba.common.upload import DRAIN_LIMIT_BYTES, MalformedUploadError, UploadTooLargeError, drain
 from escriba.correction.convert import correction_options_from_pb
 from escriba.correction.corrector import Corrector
@@ -75,6 +76,12 @@ def validate_spec(spec: tasks_pb2.TaskSpec) -> tasks_pb2.TaskSpec:
             f"the idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters",
             reason="invalid_idempotency_key",
         )
+    if spec.webhook_url:
+        check_url(spec.webhook_url, what="webhook_url")
+    if spec.audio_url:
+        parts = check_url(spec.audio_url, what="audio_url", schemes=("https", "http", "s3"))
+        if parts.scheme == "s3" and not parts.path.strip("/"):
+            raise InvalidUrlError("audio_url s3://BUCKET/KEY has no key")
     cleaned = tasks_pb2.TaskSpec()
     cleaned.CopyFrom(spec)
     cleaned.filename = clean_filename(spec.filename)

@@ -61,6 +61,8 @@ class StackConfig:
     data_dir: Path | None = None
     #: Port of the public API (TaskService); 0 picks a free one.
     port: int = 50051
+    #: Port of the OpenAI-compatible HTTP API; 0 picks a free one.
+    http_port: int = 8080
     host: str = "127.0.0.1"
     mode: str = "in_process"  # or "processes"
     #: Extra ESCRIBA_* variables for the services (tests shorten timeouts this way).
@@ -83,6 +85,7 @@ class LocalStack:
         self.nats_url = ""
         self.database_url = ""
         self.port = 0
+        self.http_port = 0
         self._server: RunningServer | None = None
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._service_env: dict[str, dict[str, str]] = {}
@@ -97,6 +100,12 @@ class LocalStack:
     @property
     def address(self) -> str:
         return f"{self.config.host}:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of the OpenAI-compatible API (``/v1`` included, as OpenAI clients take it)."""
+        scheme = "https" if self.security is not None else "http"
+        return f"{scheme}://{self.config.host}:{self.http_port}/v1"
 
     def environment(self) -> dict[str, str]:
         """The environment every service of this stack runs with: this process's, then the stack's."""
@@ -138,6 +147,8 @@ class LocalStack:
         db_settings = load(DatabaseSettings, env)
         await run_migrations(db_settings, dsn=self.database_url)
         self.port = self.config.port or free_port(self.config.host)
+        self.http_port = self.config.http_port or free_port(self.config.host)
+        env = {**env, "ESCRIBA_HTTP_PORT": str(self.http_port)}
         if self.config.mode == "processes":
             await self._start_processes(env)
         else:
@@ -161,7 +172,7 @@ class LocalStack:
         components: Sequence[Component] = [
             runtime,
             *(service.component for service in stages),
-            gateway_server.build(runtime, env),
+            gateway_server.build(runtime, env, host=self.config.host),
             *(service.worker(runtime, worker_settings) for service in stages if worker_settings.enabled),
         ]
         self._server = await start_server(

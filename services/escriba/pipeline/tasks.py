@@ -9,6 +9,7 @@ the stage workers are transports over this module: they read requests and delive
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable
 
@@ -139,6 +140,17 @@ class TaskFlow:
         finally:
             await subscription.unsubscribe()
 
+    async def wait(self, record: TaskRecord, *, timeout_s: float, poll_s: float) -> TaskRecord:
+        """The task once terminal, or as it is when ``timeout_s`` runs out (callers check the status)."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for event in self.watch(record, poll_s=poll_s):
+                    if status_from_pb(event.status) in _TERMINAL:
+                        break
+        except TimeoutError:
+            pass
+        return await self._pipeline.repo.get(record.id, owner_id=None)
+
 
 def task_event(record: TaskRecord, message: str = "") -> tasks_pb2.TaskEvent:
     """The event of ``record``'s status now; a terminal one carries the whole task."""
@@ -151,6 +163,9 @@ def task_event(record: TaskRecord, message: str = "") -> tasks_pb2.TaskEvent:
 
 #: Statuses in the order a task passes through them (terminal ones rank last, together).
 _ORDER = (TaskStatus.QUEUED, *(TaskStatus(spec.status) for spec in in_order()))
+
+
+_TERMINAL = frozenset(s for s in TaskStatus if s.terminal)
 
 
 def _rank(status: TaskStatus) -> int:

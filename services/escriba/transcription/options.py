@@ -27,6 +27,7 @@ MAX_PROMPT_CHARS = 1000
 #: The batched pipeline cuts speech into windows of at most 30 s (Whisper's input length).
 MAX_SPEECH_WINDOW_S = 30.0
 MAX_VAD_MS = 60_000
+TASKS = ("transcribe", "translate")
 
 
 def normalize_language(code: str) -> str:
@@ -96,6 +97,8 @@ class TranscriptionOptions:
     condition_on_previous_text: bool = False
     # Cut each 30 s window into sentence-sized segments (subtitles) from the word alignment.
     segment_timestamps: bool = True
+    #: "transcribe" writes what is said; "translate" writes it in English (multilingual models).
+    task: str = "transcribe"
 
     def __post_init__(self) -> None:
         if self.language is not None:
@@ -107,6 +110,8 @@ class TranscriptionOptions:
                 if problem:
                     raise UnsupportedLanguageError(problem)
                 object.__setattr__(self, "language", code)
+        if self.task not in TASKS:
+            raise InvalidOptionError("task", f"must be one of {', '.join(TASKS)}, got {self.task!r}")
         if isinstance(self.beam_size, bool) or not isinstance(self.beam_size, int):
             raise InvalidOptionError("beam_size", f"must be an integer, got {self.beam_size!r}")
         _check_range("beam_size", self.beam_size, *BEAM_SIZE_RANGE)

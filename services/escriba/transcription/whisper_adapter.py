@@ -55,6 +55,7 @@ class DecodeKey:
     prompt: tuple[int, ...]
     beam_size: int
     temperature: float
+    task: str = "transcribe"
 
     def at(self, temperature: float) -> DecodeKey:
         return replace(self, temperature=float(temperature))
@@ -115,22 +116,25 @@ class WhisperBatchRunner:
     def __init__(self, model: WhisperModel) -> None:
         self._model = model
         self._lock = threading.Lock()
-        self._tokenizers: dict[str, Tokenizer] = {}
-        self._suppressed: dict[str, list[int]] = {}
+        self._tokenizers: dict[tuple[str, str], Tokenizer] = {}
+        self._suppressed: dict[tuple[str, str], list[int]] = {}
 
-    def tokenizer(self, language: str) -> Tokenizer:
+    def tokenizer(self, language: str, task: str = "transcribe") -> Tokenizer:
+        """The tokenizer whose start sequence asks for ``task`` in ``language`` (an English-only
+        model has no task token: its tokenizer ignores ``task``)."""
+        key = (language, task)
         with self._lock:
-            if language not in self._tokenizers:
+            if key not in self._tokenizers:
                 model = self._model
-                self._tokenizers[language] = Tokenizer(
-                    model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language
+                self._tokenizers[key] = Tokenizer(
+                    model.hf_tokenizer, model.model.is_multilingual, task=task, language=language
                 )
-                self._suppressed[language] = get_suppressed_tokens(self._tokenizers[language], [-1])
-            return self._tokenizers[language]
+                self._suppressed[key] = get_suppressed_tokens(self._tokenizers[key], [-1])
+            return self._tokenizers[key]
 
     def __call__(self, key: DecodeKey, windows: Sequence[Window]) -> list[WindowOutput]:
         model = self._model
-        tokenizer = self.tokenizer(key.language)
+        tokenizer = self.tokenizer(key.language, key.task)
         encoder_output = model.encode(np.stack([w.features for w in windows]))
         if key.temperature > 0:
             ctranslate2.set_random_seed(SAMPLING_SEED)
@@ -148,7 +152,7 @@ class WhisperBatchRunner:
             length_penalty=1.0,
             max_length=model.max_length,
             suppress_blank=True,
-            suppress_tokens=self._suppressed[key.language],
+            suppress_tokens=self._suppressed[(key.language, key.task)],
             return_scores=True,
             return_no_speech_prob=True,
             repetition_penalty=1.0,
@@ -219,6 +223,7 @@ def prepare_request(
     hotwords: str | None,
     beam_size: int,
     temperature: float,
+    task: str = "transcribe",
 ) -> PreparedRequest:
     """Cut the audio into windows (speech found by VAD, or the given fixed ``windows_s``), compute their
     features, settle the language and build the prompt (no timestamp tokens): the steps of
@@ -265,14 +270,14 @@ def prepare_request(
         if not model.model.is_multilingual:
             language = "en"
         probability = 1.0
-    tokenizer = runner.tokenizer(language)
+    tokenizer = runner.tokenizer(language, task)
     prompt = model.get_prompt(
         tokenizer,
         previous_tokens=tokenizer.encode(initial_prompt) if initial_prompt is not None else [],
         without_timestamps=True,
         hotwords=hotwords,
     )
-    key = DecodeKey(language, tuple(prompt), beam_size, float(temperature))
+    key = DecodeKey(language, tuple(prompt), beam_size, float(temperature), task)
     return PreparedRequest(
         key, windows, tokenizer, speech_chunks, float(probability), duration, speech_duration
     )

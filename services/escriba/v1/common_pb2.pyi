@@ -261,6 +261,7 @@ class TranscriptionOptions(_message.Message):
     TEMPERATURE_FIELD_NUMBER: _builtins.int
     CONDITION_ON_PREVIOUS_TEXT_FIELD_NUMBER: _builtins.int
     TEMPERATURE_FALLBACK_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
     language: _builtins.str
     """ISO 639-1 code; empty: detect"""
     model: _builtins.str
@@ -276,6 +277,10 @@ class TranscriptionOptions(_message.Message):
     condition_on_previous_text: _builtins.bool
     temperature_fallback: _builtins.bool
     """Re-decode a window that fails the quality thresholds at the next temperature (default on)."""
+    task: _builtins.str
+    """"transcribe" (empty: the default) writes what is said; "translate" writes it in English
+    (multilingual models; an English-only model's transcript is already English).
+    """
     @_builtins.property
     def vad(self) -> Global___VadOptions: ...
     def __init__(
@@ -291,10 +296,11 @@ class TranscriptionOptions(_message.Message):
         temperature: _builtins.float | None = ...,
         condition_on_previous_text: _builtins.bool | None = ...,
         temperature_fallback: _builtins.bool | None = ...,
+        task: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_beam_size", b"_beam_size", "_condition_on_previous_text", b"_condition_on_previous_text", "_temperature", b"_temperature", "_temperature_fallback", b"_temperature_fallback", "_word_timestamps", b"_word_timestamps", "beam_size", b"beam_size", "condition_on_previous_text", b"condition_on_previous_text", "temperature", b"temperature", "temperature_fallback", b"temperature_fallback", "vad", b"vad", "word_timestamps", b"word_timestamps"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_beam_size", b"_beam_size", "_condition_on_previous_text", b"_condition_on_previous_text", "_temperature", b"_temperature", "_temperature_fallback", b"_temperature_fallback", "_word_timestamps", b"_word_timestamps", "beam_size", b"beam_size", "condition_on_previous_text", b"condition_on_previous_text", "hotwords", b"hotwords", "initial_prompt", b"initial_prompt", "language", b"language", "model", b"model", "temperature", b"temperature", "temperature_fallback", b"temperature_fallback", "vad", b"vad", "word_timestamps", b"word_timestamps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_beam_size", b"_beam_size", "_condition_on_previous_text", b"_condition_on_previous_text", "_temperature", b"_temperature", "_temperature_fallback", b"_temperature_fallback", "_word_timestamps", b"_word_timestamps", "beam_size", b"beam_size", "condition_on_previous_text", b"condition_on_previous_text", "hotwords", b"hotwords", "initial_prompt", b"initial_prompt", "language", b"language", "model", b"model", "task", b"task", "temperature", b"temperature", "temperature_fallback", b"temperature_fallback", "vad", b"vad", "word_timestamps", b"word_timestamps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__beam_size: _TypeAlias = _typing.Literal["beam_size"]  # noqa: Y015
     _WhichOneofArgType__beam_size: _TypeAlias = _typing.Literal["_beam_size", b"_beam_size"]  # noqa: Y015

@@ -37,11 +37,14 @@ class PreprocessJob(_message.Message):
     TRANSCRIPTION_FIELD_NUMBER: _builtins.int
     CORRECTION_FIELD_NUMBER: _builtins.int
     OUTPUT_FORMATS_FIELD_NUMBER: _builtins.int
+    AUDIO_URL_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     audio_object: _builtins.str
     """object name in escriba-audio (the upload)"""
     audio_sha256: _builtins.str
     filename: _builtins.str
+    audio_url: _builtins.str
+    """set instead of audio_object: the stage fetches the audio itself"""
     @_builtins.property
     def transcription(self) -> _common_pb2.TranscriptionOptions: ...
     @_builtins.property
@@ -60,10 +63,11 @@ class PreprocessJob(_message.Message):
         transcription: _common_pb2.TranscriptionOptions | None = ...,
         correction: _common_pb2.CorrectionOptions | None = ...,
         output_formats: _abc.Iterable[_builtins.str] | None = ...,
+        audio_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["correction", b"correction", "transcription", b"transcription"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_object", b"audio_object", "audio_sha256", b"audio_sha256", "correction", b"correction", "filename", b"filename", "output_formats", b"output_formats", "task_id", b"task_id", "transcription", b"transcription"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_object", b"audio_object", "audio_sha256", b"audio_sha256", "audio_url", b"audio_url", "correction", b"correction", "filename", b"filename", "output_formats", b"output_formats", "task_id", b"task_id", "transcription", b"transcription"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

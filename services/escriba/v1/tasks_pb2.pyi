@@ -74,12 +74,23 @@ class TaskSpec(_message.Message):
     CORRECTION_FIELD_NUMBER: _builtins.int
     OUTPUT_FORMATS_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    WEBHOOK_URL_FIELD_NUMBER: _builtins.int
+    AUDIO_URL_FIELD_NUMBER: _builtins.int
     filename: _builtins.str
     """shown in listings; a hint for the decoder"""
     idempotency_key: _builtins.str
     """Chosen by the caller (at most 128 printable ASCII characters) to make CreateTask safe to retry:
     a second CreateTask of the same owner with the same key returns the first task and stores
     nothing. EscribaClient sets one per upload and retries refused uploads with it.
+    """
+    webhook_url: _builtins.str
+    """On a terminal state Escriba POSTs a signed JSON event here (Standard Webhooks headers), retried
+    with backoff; every attempt is listed on the task. http or https; private addresses are refused
+    unless the server allows them.
+    """
+    audio_url: _builtins.str
+    """Audio by reference instead of uploaded chunks: https, http or s3://bucket/key. The preprocess
+    stage fetches it under the same byte and duration limits as an upload. Send no chunks with it.
     """
     @_builtins.property
     def transcription(self) -> _common_pb2.TranscriptionOptions: ...
@@ -95,10 +106,12 @@ class TaskSpec(_message.Message):
         correction: _common_pb2.CorrectionOptions | None = ...,
         output_formats: _abc.Iterable[Global___OutputFormat.ValueType] | None = ...,
         idempotency_key: _builtins.str = ...,
+        webhook_url: _builtins.str = ...,
+        audio_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["correction", b"correction", "transcription", b"transcription"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["correction", b"correction", "filename", b"filename", "idempotency_key", b"idempotency_key", "output_formats", b"output_formats", "transcription", b"transcription"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_url", b"audio_url", "correction", b"correction", "filename", b"filename", "idempotency_key", b"idempotency_key", "output_formats", b"output_formats", "transcription", b"transcription", "webhook_url", b"webhook_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -207,6 +220,8 @@ class Task(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     STARTED_AT_FIELD_NUMBER: _builtins.int
     COMPLETED_AT_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    WEBHOOK_ATTEMPTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     owner_id: _builtins.str
     status: Global___TaskStatus.ValueType
@@ -232,6 +247,14 @@ class Task(_message.Message):
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def completed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def progress(self) -> Global___Progress:
+        """how far transcription is (set once it started)"""
+
+    @_builtins.property
+    def webhook_attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___WebhookAttempt]:
+        """every delivery attempt, oldest first"""
+
     def __init__(
         self,
         *,
@@ -249,14 +272,79 @@ class Task(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         started_at: _timestamp_pb2.Timestamp | None = ...,
         completed_at: _timestamp_pb2.Timestamp | None = ...,
+        progress: Global___Progress | None = ...,
+        webhook_attempts: _abc.Iterable[Global___WebhookAttempt] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "completed_at", b"completed_at", "created_at", b"created_at", "result", b"result", "spec", b"spec", "started_at", b"started_at", "timings", b"timings"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "completed_at", b"completed_at", "created_at", b"created_at", "progress", b"progress", "result", b"result", "spec", b"spec", "started_at", b"started_at", "timings", b"timings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "audio", b"audio", "completed_at", b"completed_at", "created_at", b"created_at", "error", b"error", "error_reason", b"error_reason", "id", b"id", "is_archived", b"is_archived", "owner_id", b"owner_id", "result", b"result", "spec", b"spec", "started_at", b"started_at", "status", b"status", "timings", b"timings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "audio", b"audio", "completed_at", b"completed_at", "created_at", b"created_at", "error", b"error", "error_reason", b"error_reason", "id", b"id", "is_archived", b"is_archived", "owner_id", b"owner_id", "progress", b"progress", "result", b"result", "spec", b"spec", "started_at", b"started_at", "status", b"status", "timings", b"timings", "webhook_attempts", b"webhook_attempts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Task: _TypeAlias = Task  # noqa: Y015
+
+@_typing.final
+class Progress(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUDIO_DONE_S_FIELD_NUMBER: _builtins.int
+    AUDIO_TOTAL_S_FIELD_NUMBER: _builtins.int
+    audio_done_s: _builtins.float
+    """seconds of the recording decoded so far"""
+    audio_total_s: _builtins.float
+    """the recording's duration"""
+    def __init__(
+        self,
+        *,
+        audio_done_s: _builtins.float = ...,
+        audio_total_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_done_s", b"audio_done_s", "audio_total_s", b"audio_total_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Progress: _TypeAlias = Progress  # noqa: Y015
+
+@_typing.final
+class WebhookAttempt(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    HTTP_STATUS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    DURATION_MS_FIELD_NUMBER: _builtins.int
+    DELIVERED_FIELD_NUMBER: _builtins.int
+    attempt: _builtins.int
+    """1 for the first try"""
+    http_status: _builtins.int
+    """0 when no answer came (refused, timed out, unreachable)"""
+    error: _builtins.str
+    """why the attempt failed; empty when delivered"""
+    duration_ms: _builtins.float
+    delivered: _builtins.bool
+    """the receiver answered 2xx"""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        attempt: _builtins.int = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        http_status: _builtins.int = ...,
+        error: _builtins.str = ...,
+        duration_ms: _builtins.float = ...,
+        delivered: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "attempt", b"attempt", "delivered", b"delivered", "duration_ms", b"duration_ms", "error", b"error", "http_status", b"http_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookAttempt: _TypeAlias = WebhookAttempt  # noqa: Y015
 
 @_typing.final
 class GetTaskRequest(_message.Message):
@@ -369,15 +457,28 @@ class TaskEvent(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
     TASK_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    SEGMENTS_FIELD_NUMBER: _builtins.int
+    FIRST_SEGMENT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     status: Global___TaskStatus.ValueType
     message: _builtins.str
+    first_segment: _builtins.int
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def task(self) -> Global___Task:
         """the full task on terminal events"""
 
+    @_builtins.property
+    def progress(self) -> Global___Progress:
+        """On progress events (status TRANSCRIBING, repeated): how far decoding is, and the segments
+        finished since the previous progress event, in order; `first_segment` numbers the first of them
+        from 0, so a watcher can tell whether it missed some. Bounded: a long backlog is sent in parts.
+        """
+
+    @_builtins.property
+    def segments(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Segment]: ...
     def __init__(
         self,
         *,
@@ -386,10 +487,13 @@ class TaskEvent(_message.Message):
         message: _builtins.str = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
         task: Global___Task | None = ...,
+        progress: Global___Progress | None = ...,
+        segments: _abc.Iterable[_common_pb2.Segment] | None = ...,
+        first_segment: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "task", b"task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "progress", b"progress", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "message", b"message", "status", b"status", "task", b"task", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "first_segment", b"first_segment", "message", b"message", "progress", b"progress", "segments", b"segments", "status", b"status", "task", b"task", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
