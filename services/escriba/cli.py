@@ -23,6 +23,7 @@ from escriba.common.errors import EscribaError
 from escriba.common.settings import SettingsError, load, setting, settings_class
 from escriba.settings_catalog import SETTINGS_MODULES
 from escriba.stages import GATEWAY, GATEWAY_MODULE, in_order
+from escriba.transcribe_files import DEFAULT_JOBS
 
 if TYPE_CHECKING:
     from escriba.local.secure import LocalSecurity
@@ -219,56 +220,59 @@ def _write_output(out_dir: Path, source: Path, fmt: str, output: str) -> Path:
 
 async def _transcribe(args: argparse.Namespace) -> int:
     from escriba.client import EscribaClient, make_spec
-    from escriba.pipeline.taskpb import status_from_pb
+    from escriba.transcribe_files import FileRun, FileRunner, display_for, expand
 
-    files = [Path(f) for f in args.files]
+    files = expand(args.files)
     for path in files:
         if not path.is_file():
             print(f"escriba: {path}: no such file", file=sys.stderr)
             return 2
+    if not files:
+        print("escriba: no audio files found in what was given", file=sys.stderr)
+        return 2
     server = args.server or load(CliSettings).server
-    progress = sys.stderr.isatty() and not args.quiet
-    failures = 0
+    show = not args.quiet
+    formats = [args.format] if args.format in ("srt", "vtt") else []
+    glossary = _parse_glossary(args.glossary or [])
+
+    def spec_for(path: Path) -> Any:
+        return make_spec(
+            path.name,
+            language=args.language or "",
+            hotwords=args.hotwords or "",
+            glossary=glossary,
+            output_formats=formats,
+        )
+
+    def emit(run: FileRun) -> None:
+        """Results in input order: on stdout, or one file each under --output."""
+        if not run.ok:
+            if args.format == "json" and run.task is not None:
+                print(_render(run.task, "json"), flush=True)
+            return
+        assert run.task is not None
+        output = _render(run.task, args.format)
+        if args.output:
+            _write_output(Path(args.output), run.path, args.format, output)
+        else:
+            print(output, flush=True)
+
     async with AsyncExitStack() as stack:
         if not server:
             from escriba.local.stack import LocalStack, StackConfig
 
-            if progress:
+            if show:
                 print("starting the embedded Escriba stack...", file=sys.stderr)
             local = await stack.enter_async_context(LocalStack(StackConfig(port=0, http_port=0)))
             client = await stack.enter_async_context(EscribaClient(local.address))
         else:
             client = await stack.enter_async_context(EscribaClient(server, **_connection(args)))
-        formats = [args.format] if args.format in ("srt", "vtt") else []
-        for path in files:
-            spec = make_spec(
-                path.name,
-                language=args.language or "",
-                hotwords=args.hotwords or "",
-                glossary=_parse_glossary(args.glossary or []),
-                output_formats=formats,
-            )
-            task = await client.create_task(path, spec)
-            async for event in client.watch(task.id):
-                status = status_from_pb(event.status)
-                if progress and status is not None:
-                    print(f"{path.name}: {status.value}", file=sys.stderr)
-                if event.HasField("task"):
-                    task = event.task
-            status = status_from_pb(task.status)
-            if status is None or status.value != "completed":
-                failures += 1
-                if args.format != "json":
-                    print(f"escriba: {path}: {task.error or 'not completed'}", file=sys.stderr)
-                    continue
-            output = _render(task, args.format)
-            if args.output:
-                target = await asyncio.to_thread(_write_output, Path(args.output), path, args.format, output)
-                if progress:
-                    print(f"{path.name}: wrote {target}", file=sys.stderr)
-            else:
-                print(output, flush=True)
-    return 1 if failures else 0
+        runner = FileRunner(client, spec_for, jobs=args.jobs, display=display_for(len(files), quiet=not show))
+        summary = await runner.run(files, on_done=emit)
+    if show:
+        for line in summary.lines():
+            print(line, file=sys.stderr)
+    return 1 if summary.failures else 0
 
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
@@ -361,7 +365,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=_cmd_up)
 
     tr = sub.add_parser("transcribe", help="transcribe files (boots the embedded stack without --server)")
-    tr.add_argument("files", nargs="+", metavar="FILE")
+    tr.add_argument("files", nargs="+", metavar="FILE", help="audio files, or directories to search")
+    tr.add_argument(
+        "--jobs",
+        type=int,
+        default=DEFAULT_JOBS,
+        metavar="N",
+        help=f"files in flight at once, so the server batches them together (default {DEFAULT_JOBS})",
+    )
     tr.add_argument("--server", default=None, help="TaskService address (default: ESCRIBA_SERVER)")
     tr.add_argument("--format", choices=("text", "json", "srt", "vtt"), default="text")
     tr.add_argument("--language", default=None, help="ISO 639-1 code; default: detect")
@@ -373,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace aliases with TERM (repeatable)",
     )
     tr.add_argument("--output", default=None, metavar="DIR", help="write one file per input into DIR")
-    tr.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    tr.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
     _add_connection_options(tr)
     tr.set_defaults(func=_cmd_transcribe)
 
