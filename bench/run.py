@@ -34,7 +34,7 @@ import numpy as np
 from bench import audio
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-PARTS = ("transcription", "preprocess", "listing", "rss", "objects")
+PARTS = ("transcription", "cli", "preprocess", "listing", "rss", "objects")
 
 #: key -> (target, "min" when the value must reach it, "max" when it must stay under it, or None).
 TARGETS: dict[str, tuple[float | None, str | None]] = {
@@ -45,6 +45,10 @@ TARGETS: dict[str, tuple[float | None, str | None]] = {
     "short_clips_throughput_ratio": (2.0, "min"),
     "short_clips_wer_pipeline": (None, None),
     "short_clips_wer_plain": (None, None),
+    # 30 short real files: `escriba transcribe` (files in flight together) vs a plain faster-whisper loop.
+    "cli_many_files_vs_plain_ratio": (1.0, "min"),
+    "cli_many_files_wer_cli": (None, None),
+    "cli_many_files_wer_plain": (None, None),
     "preprocess_vs_ffmpeg_loudnorm_ratio": (10.0, "min"),
     "cache_hit_speedup": (100.0, "min"),
     "list_tasks_p99_ms": (None, None),
@@ -163,6 +167,41 @@ async def _transcription(args: argparse.Namespace, keys: dict[str, Any], details
             keys["create_task_p99_ms"], details["create_task"] = await _create_task_p99(
                 client, stack.address, clip_files[0][0]
             )
+
+
+async def _cli(args: argparse.Namespace, keys: dict[str, Any], details: dict[str, Any]) -> None:
+    from bench import cli_files
+    from bench import transcription as tr
+    from escriba.client import EscribaClient
+    from escriba.common.settings import load
+    from escriba.local.stack import LocalStack, StackConfig
+    from escriba.transcription.settings import TranscriptionSettings
+
+    env = _engine_env(args)
+    settings = load(TranscriptionSettings, {**os.environ, **env})
+    with tempfile.TemporaryDirectory(prefix="escriba-bench-cli-") as tmp:
+        files = await asyncio.to_thread(cli_files.short_files, Path(tmp))
+        _say("loading plain faster-whisper and starting the local stack")
+        plain = await asyncio.to_thread(tr.PlainWhisper, settings)
+        config = StackConfig(port=0, http_port=0, env={"ESCRIBA_LOG_LEVEL": "WARNING", **env})
+        async with LocalStack(config) as stack, EscribaClient(stack.address) as client:
+            warm = audio.DATA_DIR / "jfk.flac"
+            await asyncio.to_thread(plain.transcribe, str(warm), 11.0)
+            await tr.through_pipeline(client, warm)
+            _say(f"{len(files)} short real files: plain faster-whisper loop vs `escriba transcribe`")
+            result = await cli_files.compare(stack.address, plain, files)
+    keys["cli_many_files_vs_plain_ratio"] = result.ratio
+    keys["cli_many_files_wer_cli"] = result.cli_wer
+    keys["cli_many_files_wer_plain"] = result.plain_wer
+    details["cli_many_files"] = {
+        "files": result.files,
+        "audio_s": result.audio_s,
+        "plain_s": result.plain_s,
+        "cli_s": result.cli_s,
+        "jobs": result.jobs,
+        "cli_failures": result.cli_failures,
+        "cli_includes": "process start-up, connection, uploads, the whole pipeline",
+    }
 
 
 def _engine_env(args: argparse.Namespace) -> dict[str, str]:
@@ -339,6 +378,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
     parts = [p for p in (args.only or PARTS) if p not in args.skip]
     runners: dict[str, Callable[[argparse.Namespace, dict[str, Any], dict[str, Any]], Awaitable[None]]] = {
         "transcription": _transcription,
+        "cli": _cli,
         "preprocess": _preprocess,
         "listing": _listing,
         "rss": _rss,
