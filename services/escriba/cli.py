@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from escriba.common.errors import EscribaError
 from escriba.common.settings import SettingsError, load, setting, settings_class
+from escriba.common.startup import StartupError
 from escriba.settings_catalog import SETTINGS_MODULES
 from escriba.stages import GATEWAY, GATEWAY_MODULE, in_order
 from escriba.transcribe_files import DEFAULT_JOBS
@@ -415,6 +416,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"escriba: bad setting: {exc}", file=sys.stderr)
         return 2
+    except StartupError as exc:
+        print(f"escriba: cannot start: {exc.message}", file=sys.stderr)
+        return 1
     except EscribaError as exc:
         print(f"escriba: {exc.reason}: {exc.message}", file=sys.stderr)
         return 1

@@ -79,7 +79,7 @@ async def connect(settings: NatsSettings, *, url: str | None = None, name: str =
         # nats-py keeps retrying a refused login too: say why, or an auth problem reads as an outage.
         why = f" (last error: {last_error[0]})" if last_error else ""
         raise BusUnavailableError(
-            f"NATS at {where} not reachable within {settings.startup_timeout_s:g}s{why}"
+            f"NATS at {where} (ESCRIBA_NATS_URL) not reachable within {settings.startup_timeout_s:g}s{why}"
         ) from exc
     except (OSError, nats.errors.Error) as exc:
         raise BusUnavailableError(f"cannot connect to NATS at {where}: {exc}") from exc

@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from escriba.common.security import SecuritySettings, bind, server_interceptors, start_health_server
 from escriba.common.settings import at_least, between, load, positive, setting, settings_class
+from escriba.common.startup import StartupError, probe_bind
 from escriba.common.tracing import TracingInterceptor
 
 log = logging.getLogger(__name__)
@@ -170,13 +171,30 @@ async def start_server(
         component.register(server)
         names.extend(component.service_names)
     reflection.enable_server_reflection(names, server)
-    address = f"{settings.host}:{settings.port if port is None else port}"
-    bound = bind(server, address, security)
+    wanted = settings.port if port is None else port
+    address = f"{settings.host}:{wanted}"
+    if wanted and (taken := probe_bind(settings.host, wanted, quiet_if_free=True)):
+        # Asked first: gRPC binds with SO_REUSEPORT, so a second server could share a port silently.
+        raise StartupError("ESCRIBA_GRPC_PORT", f"cannot listen on {address} for gRPC: {taken}")
+    try:
+        bound = bind(server, address, security)
+    except RuntimeError:  # grpc >= 1.60 raises where it used to return 0
+        bound = 0
     if bound == 0:
-        raise OSError(f"cannot bind gRPC server to {address}")
+        raise StartupError(
+            "ESCRIBA_GRPC_PORT",
+            f"cannot listen on {address} for gRPC: {probe_bind(settings.host, wanted)}",
+        )
     running = RunningServer(server, health, components, bound, settings.shutdown_grace_s)
     await running.set_serving(False)
-    running.health_server = await start_health_server(health, settings.host, security)
+    try:
+        running.health_server = await start_health_server(health, settings.host, security)
+    except OSError as exc:
+        raise StartupError(
+            "ESCRIBA_HEALTH_PORT",
+            f"cannot listen on {settings.host}:{security.health_port} for health checks:"
+            f" {probe_bind(settings.host, security.health_port)}",
+        ) from exc
     await server.start()
     return running
 
@@ -209,20 +227,24 @@ async def serve_until_stopped(
     log.info("grpc server listening", extra={"port": running.port, "services": _names(components)})
     ready = asyncio.create_task(make_ready(running))
     stopper = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait({ready, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    if ready in done:
-        ready.result()  # a failed start-up is fatal: let it raise
-        log.info("ready", extra={"port": running.port})
-        if on_ready is not None:
-            result = on_ready(running)
-            if asyncio.iscoroutine(result):
-                await result
-        await stopper
-    else:
-        ready.cancel()
-    log.info("shutting down", extra={"grace_s": settings.shutdown_grace_s})
-    await running.shutdown()
-    log.info("stopped")
+    try:
+        done, _ = await asyncio.wait({ready, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if ready in done:
+            ready.result()  # a failed start-up is fatal: raised after the shutdown below
+            log.info("ready", extra={"port": running.port})
+            if on_ready is not None:
+                result = on_ready(running)
+                if asyncio.iscoroutine(result):
+                    await result
+            await stopper
+        else:
+            ready.cancel()
+    finally:
+        stopper.cancel()
+        # Also after a failed start-up: what did start (the server, connections) stops in order.
+        log.info("shutting down", extra={"grace_s": settings.shutdown_grace_s})
+        await running.shutdown()
+        log.info("stopped")
 
 
 def _names(components: Sequence[Component]) -> list[str]:

@@ -22,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from escriba.common.rpc_handlers import INFRASTRUCTURE_METHOD_PREFIXES, Behavior, wrap_handler
+from escriba.common.startup import listening
 from escriba.common.tracing import escriba_cause
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -111,7 +112,8 @@ def record_work(
 def start_metrics_server(port: int) -> None:
     """Serve /metrics on ``port`` (0: metrics stay in-process, e.g. in tests)."""
     if port:
-        start_http_server(port, registry=REGISTRY)
+        with listening("ESCRIBA_METRICS_PORT", "Prometheus metrics", "0.0.0.0", port):
+            start_http_server(port, registry=REGISTRY)
 
 
 def grpc_methods(service_name: str) -> list[str]:

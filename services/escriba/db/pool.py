@@ -53,7 +53,7 @@ async def _with_retries(settings: DatabaseSettings, what: str, attempt_once: Any
                 raise DatabaseError(f"{what}: {type(exc).__name__}: {exc}") from exc
             if attempt == settings.connect_attempts:
                 raise DatabaseUnavailable(
-                    f"{what}: PostgreSQL unreachable after {attempt} attempts: {exc}"
+                    f"{what}: PostgreSQL (ESCRIBA_DATABASE_URL) unreachable after {attempt} attempts: {exc}"
                 ) from exc
             _log.warning(
                 "PostgreSQL not reachable (attempt %d of %d), retrying in %.1f s: %s",

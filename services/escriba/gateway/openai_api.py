@@ -23,6 +23,7 @@ from aiohttp import BodyPartReader, web
 from escriba.common.errors import EscribaError, InvalidInputError, LimitExceededError
 from escriba.common.grpc_status import status_code_for
 from escriba.common.security import SecuritySettings, bearer_token
+from escriba.common.startup import StartupError, listening
 from escriba.common.upload import DRAIN_LIMIT_BYTES, UploadTooLargeError
 from escriba.db.models import TaskRecord
 from escriba.db.states import TaskStatus
@@ -151,7 +152,12 @@ class OpenAIApi:
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=self._ssl_context())
-        await site.start()
+        try:
+            with listening("ESCRIBA_HTTP_PORT", "the OpenAI-compatible HTTP API", host, port):
+                await site.start()
+        except BaseException:
+            await self.stop()
+            raise
         self.port = int(self._runner.addresses[0][1])
         log.info("OpenAI-compatible HTTP API listening", extra={"port": self.port})
         return self.port
@@ -167,7 +173,14 @@ class OpenAIApi:
         if security is None or not security.tls_cert_file:
             return None
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(security.tls_cert_file, security.tls_key_file)
+        try:
+            context.load_cert_chain(security.tls_cert_file, security.tls_key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise StartupError(
+                "ESCRIBA_TLS_CERT_FILE",
+                f"cannot use {security.tls_cert_file} with ESCRIBA_TLS_KEY_FILE {security.tls_key_file}:"
+                f" {getattr(exc, 'strerror', None) or exc}",
+            ) from exc
         return context
 
     # Middleware ------------------------------------------------------------------------------------
