@@ -53,7 +53,16 @@ class BusNames:
         """Limits-retention stream of task events, kept briefly for late watchers."""
         return f"{self.prefix.upper()}_EVENTS"
 
+    @property
+    def webhooks_stream(self) -> str:
+        """Work-queue stream of webhook deliveries (one message per terminal task with a webhook)."""
+        return f"{self.prefix.upper()}_WEBHOOKS"
+
     # Subjects -----------------------------------------------------------------------------------
+
+    @property
+    def webhook_subject(self) -> str:
+        return f"{self.prefix}.webhooks"
 
     def job_subject(self, stage: Stage) -> str:
         return f"{self.prefix}.jobs.{STAGES[stage].subject_token}"
@@ -78,6 +87,9 @@ class BusNames:
     def consumer(stage: Stage) -> str:
         """Durable pull consumer of ``stage`` on the jobs stream (scoped by the stream, so unprefixed)."""
         return stage.value
+
+    #: Durable pull consumer of the webhook dispatchers (gateway replicas) on the webhooks stream.
+    webhook_consumer = "webhooks"
 
     # Buckets ------------------------------------------------------------------------------------
 

@@ -72,6 +72,19 @@ def events_stream_config(names: BusNames, settings: NatsSettings) -> api.StreamC
     )
 
 
+def webhooks_stream_config(names: BusNames, settings: NatsSettings) -> api.StreamConfig:
+    return api.StreamConfig(
+        name=names.webhooks_stream,
+        description="Escriba webhook deliveries (work queue: removed once delivered or given up)",
+        subjects=[names.webhook_subject],
+        retention=api.RetentionPolicy.WORK_QUEUE,
+        storage=api.StorageType.FILE,
+        discard=api.DiscardPolicy.OLD,
+        num_replicas=settings.replicas,
+        duplicate_window=settings.duplicate_window_s,
+    )
+
+
 def consumer_config(names: BusNames, stage: Stage, settings: NatsSettings) -> api.ConsumerConfig:
     consumer = names.consumer(stage)
     return api.ConsumerConfig(
@@ -98,8 +111,9 @@ async def ensure_topology(js: JetStreamContext, names: BusNames, settings: NatsS
     try:
         await _ensure_stream(js, jobs_stream_config(names, settings))
         await _ensure_stream(js, events_stream_config(names, settings))
+        await _ensure_stream(js, webhooks_stream_config(names, settings))
         for stage in Stage:
-            await _ensure_consumer(js, names.jobs_stream, consumer_config(names, stage, settings))
+            await ensure_consumer(js, names.jobs_stream, consumer_config(names, stage, settings))
         for bucket, ttl_s in (
             (names.audio_bucket, settings.audio_ttl_s),
             (names.normalized_bucket, settings.normalized_ttl_s),
@@ -115,7 +129,7 @@ async def ensure_topology(js: JetStreamContext, names: BusNames, settings: NatsS
     except nats.errors.ConnectionClosedError as exc:
         raise BusUnavailableError("the NATS connection closed while creating the topology") from exc
     topology = Topology(
-        streams=(names.jobs_stream, names.events_stream),
+        streams=(names.jobs_stream, names.events_stream, names.webhooks_stream),
         consumers=tuple(names.consumer(stage) for stage in Stage),
         object_buckets=(names.audio_bucket, names.normalized_bucket),
         kv_buckets=(names.transcripts_bucket, names.corrections_bucket),
@@ -129,6 +143,7 @@ async def delete_topology(js: JetStreamContext, names: BusNames) -> None:
     streams = [
         names.jobs_stream,
         names.events_stream,
+        names.webhooks_stream,
         *(OBJ_STREAM_TEMPLATE.format(bucket=b) for b in (names.audio_bucket, names.normalized_bucket)),
         *(KV_STREAM_TEMPLATE.format(bucket=b) for b in (names.transcripts_bucket, names.corrections_bucket)),
     ]
@@ -146,7 +161,7 @@ async def _ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None
     await _create_or_update(f"stream {config.name}", lambda: js.add_stream(config), update)
 
 
-async def _ensure_consumer(js: JetStreamContext, stream: str, config: api.ConsumerConfig) -> None:
+async def ensure_consumer(js: JetStreamContext, stream: str, config: api.ConsumerConfig) -> None:
     # JetStream's consumer create is already create-or-update; a refused update is a topology error.
     try:
         await js.add_consumer(stream, config)

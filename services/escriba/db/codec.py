@@ -131,6 +131,7 @@ def task_from_row(row: Row, *, with_result: bool) -> TaskRecord:
         updated_at=row["updated_at"],
         started_at=row["started_at"],
         completed_at=row["completed_at"],
+        progress_audio_s=row["progress_audio_s"],
     )
 
 

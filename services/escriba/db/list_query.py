@@ -41,7 +41,8 @@ _CURSOR_VERSION = 1
 SUMMARY_COLUMNS = (
     "id, owner_id, status, is_archived, filename, audio_object, audio_sha256, options, audio_duration_s, "
     "audio, error_reason, error, attempts, stage_attempts, upload_ms, queue_ms, preprocess_ms, "
-    "transcription_ms, correction_ms, total_ms, created_at, updated_at, started_at, completed_at"
+    "transcription_ms, correction_ms, total_ms, created_at, updated_at, started_at, completed_at, "
+    "progress_audio_s"
 )
 #: The result columns, added when results are asked for.
 RESULT_COLUMNS = (

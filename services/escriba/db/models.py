@@ -82,6 +82,21 @@ class TaskRecord:
     updated_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
+    #: Audio-seconds transcription has decoded so far (``None`` before it started).
+    progress_audio_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookAttempt:
+    """One try at delivering a task's webhook: what the receiver answered, or why there was no answer."""
+
+    task_id: str
+    attempt: int
+    at: datetime
+    http_status: int
+    error: str
+    duration_ms: float
+    delivered: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,7 @@ from escriba.db.models import (
     TaskRecord,
     TaskResult,
     Transition,
+    WebhookAttempt,
 )
 from escriba.db.states import ACTIVE, TERMINAL, Stage, TaskStatus, allowed_sources, stage_status
 from escriba.stages import STAGES
@@ -305,6 +306,67 @@ class TaskRepository:
             )
         if status == "UPDATE 0":
             raise TaskNotFound(f"task {task_id} not found")
+
+    async def record_progress(self, task_id: str, audio_s: float) -> None:
+        """How far transcription is; only while the task is transcribing (a late report after the task
+        moved on, or a smaller number, changes nothing)."""
+        tid = self._task_uuid(task_id)
+        with database_errors("recording progress"):
+            await self._pool.execute(
+                "UPDATE transcription_tasks SET progress_audio_s = $2"
+                " WHERE id = $1 AND status = $3"
+                " AND (progress_audio_s IS NULL OR progress_audio_s < $2)",
+                tid,
+                max(0.0, float(audio_s)),
+                TaskStatus.TRANSCRIBING.value,
+            )
+
+    async def record_webhook_attempt(
+        self,
+        task_id: str,
+        attempt: int,
+        *,
+        http_status: int,
+        error: str,
+        duration_ms: float,
+        delivered: bool,
+    ) -> None:
+        """One delivery attempt (a redelivered attempt number overwrites its row: the last word wins)."""
+        tid = self._task_uuid(task_id)
+        with database_errors("recording a webhook attempt"):
+            await self._pool.execute(
+                "INSERT INTO webhook_attempts (task_id, attempt, http_status, error, duration_ms, delivered)"
+                " VALUES ($1, $2, $3, $4, $5, $6)"
+                " ON CONFLICT (task_id, attempt) DO UPDATE SET at = now(), http_status = $3, error = $4,"
+                " duration_ms = $5, delivered = $6",
+                tid,
+                attempt,
+                http_status,
+                error[:2000],
+                max(0.0, duration_ms),
+                delivered,
+            )
+
+    async def webhook_attempts(self, task_id: str) -> list[WebhookAttempt]:
+        tid = self._task_uuid(task_id)
+        with database_errors("reading webhook attempts"):
+            rows = await self._pool.fetch(
+                "SELECT task_id, attempt, at, http_status, error, duration_ms, delivered"
+                " FROM webhook_attempts WHERE task_id = $1 ORDER BY attempt",
+                tid,
+            )
+        return [
+            WebhookAttempt(
+                task_id=str(r["task_id"]),
+                attempt=r["attempt"],
+                at=r["at"],
+                http_status=r["http_status"],
+                error=r["error"],
+                duration_ms=r["duration_ms"],
+                delivered=r["delivered"],
+            )
+            for r in rows
+        ]
 
     async def record_stage_result(
         self, task_id: str, stage: Stage, result: Mapping[str, Any], *, duration_ms: float | None = None

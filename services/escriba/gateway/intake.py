@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from escriba.common.errors import EscribaError, LimitExceededError
+from escriba.common.errors import EscribaError, InvalidInputError, LimitExceededError
 from escriba.common.logging import task_context
 from escriba.common.upload import MalformedUploadError
 from escriba.db.models import NewTask, TaskRecord
@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 
 class QueueLimitError(LimitExceededError):
     reason = "too_many_unfinished_tasks"
+
+
+class WebhooksUnavailableError(InvalidInputError):
+    reason = "webhooks_unavailable"
+    grpc_code = "FAILED_PRECONDITION"
 
 
 class AudioUpload(Protocol):
@@ -61,6 +66,11 @@ class TaskIntake:
 
         ``spec`` must have passed :func:`escriba.gateway.uploads.validate_spec`.
         """
+        if spec.webhook_url and not self._settings.accept_webhooks:
+            await upload.drain()
+            raise WebhooksUnavailableError(
+                "this server delivers no webhooks (ESCRIBA_WEBHOOK_SECRET_FILE is not set)"
+            )
         pipeline = self._runtime.pipeline
         task_id = str(uuid.uuid4())
         by_url = bool(spec.audio_url)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import grpc
 
 from escriba.bus import NatsSettings
 from escriba.common.grpc_server import ServerSettings
+from escriba.common.outbound import OutboundSettings
 from escriba.common.security import SecuritySettings
 from escriba.common.service import run_service
 from escriba.common.settings import load
@@ -20,6 +22,8 @@ from escriba.pipeline.runtime import PipelineRuntime
 from escriba.stages import GATEWAY
 from escriba.transcription.settings import TranscriptionSettings, served_model_name
 from escriba.v1 import tasks_pb2_grpc
+from escriba.webhooks.dispatcher import WebhookDispatcher
+from escriba.webhooks.settings import WebhookSettings
 
 
 class GatewayComponent:
@@ -38,21 +42,28 @@ class GatewayComponent:
         http: OpenAIApi | None = None,
         host: str = "",
         http_port: int = 0,
+        webhooks: WebhookDispatcher | None = None,
     ) -> None:
         self.servicer = TaskServicer(runtime, settings, auth)
         self.http = http
+        self.webhooks = webhooks
         self._host, self._http_port = host, http_port
 
     def register(self, server: grpc.aio.Server) -> None:
         tasks_pb2_grpc.add_TaskServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
+        if self.webhooks is not None:
+            await self.webhooks.start()
         if self.http is not None:
             await self.http.start(self._host, self._http_port)
 
     async def stop(self) -> None:
         if self.http is not None:
             await self.http.stop()
+        if self.webhooks is not None:
+            # Deliveries in flight finish or go back to the work queue for another replica.
+            await self.webhooks.stop()
 
 
 def build(
@@ -63,6 +74,9 @@ def build(
     settings = load(GatewaySettings, env)
     security = load(SecuritySettings, env)
     auth = authenticator(security, settings.default_owner)
+    webhooks = WebhookDispatcher(runtime, load(WebhookSettings, env), load(OutboundSettings, env))
+    webhooks.load_key()  # a missing or bad secret stops start-up here, naming its variable
+    settings = dataclasses.replace(settings, accept_webhooks=webhooks.enabled)
     http_settings = load(HttpSettings, env)
     http = None
     if http_settings.enabled:
@@ -75,6 +89,7 @@ def build(
         http=http,
         host=host if host is not None else load(ServerSettings, env).host,
         http_port=http_settings.port,
+        webhooks=webhooks,
     )
 
 

@@ -26,7 +26,7 @@ from escriba.gateway.intake import TaskIntake
 from escriba.gateway.settings import GatewaySettings
 from escriba.gateway.uploads import UploadStream, read_spec
 from escriba.pipeline.runtime import Pipeline, PipelineRuntime
-from escriba.pipeline.taskpb import status_from_pb, task_to_pb
+from escriba.pipeline.taskpb import status_from_pb, task_to_pb, webhook_attempts_to_pb
 from escriba.pipeline.tasks import TaskFlow
 from escriba.v1 import tasks_pb2, tasks_pb2_grpc
 
@@ -104,7 +104,12 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         self, request: tasks_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
     ) -> tasks_pb2.Task:
         record = await self.pipeline.repo.get(_task_id(request.task_id), owner_id=self.auth.owner(context))
-        return task_to_pb(record)
+        task = task_to_pb(record)
+        if record.options.get("webhook_url"):
+            task.webhook_attempts.extend(
+                webhook_attempts_to_pb(await self.pipeline.repo.webhook_attempts(record.id))
+            )
+        return task
 
     @translate_errors
     async def ListTasks(

@@ -41,6 +41,9 @@ class GatewaySettings:
         check=positive,
     )
 
+    #: Whether this gateway delivers webhooks (it has a signing secret); set by its wiring, not read.
+    accept_webhooks: bool = False
+
     @classmethod
     def from_env(cls) -> GatewaySettings:
         return load(cls)

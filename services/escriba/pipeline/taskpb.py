@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from escriba.db.models import TaskRecord
+from escriba.db.models import TaskRecord, WebhookAttempt
 from escriba.db.states import TaskStatus
 from escriba.transcript_pb import edit_to_pb, segment_to_pb
 from escriba.v1 import common_pb2, tasks_pb2
@@ -55,6 +56,21 @@ def _timestamp(value: datetime | None) -> Timestamp | None:
     return ts
 
 
+def webhook_attempts_to_pb(attempts: Iterable[WebhookAttempt]) -> list[tasks_pb2.WebhookAttempt]:
+    out = []
+    for a in attempts:
+        item = tasks_pb2.WebhookAttempt(
+            attempt=a.attempt,
+            http_status=a.http_status,
+            error=a.error,
+            duration_ms=a.duration_ms,
+            delivered=a.delivered,
+        )
+        item.at.FromDatetime(a.at)
+        out.append(item)
+    return out
+
+
 def task_to_pb(record: TaskRecord, *, include_result: bool = True) -> tasks_pb2.Task:
     task = tasks_pb2.Task(
         id=record.id,
@@ -87,6 +103,16 @@ def task_to_pb(record: TaskRecord, *, include_result: bool = True) -> tasks_pb2.
         ts = _timestamp(value)
         if ts is not None:
             getattr(task, field).CopyFrom(ts)
+    if record.status is TaskStatus.COMPLETED and record.audio_duration_s is not None:
+        task.progress.CopyFrom(
+            tasks_pb2.Progress(audio_done_s=record.audio_duration_s, audio_total_s=record.audio_duration_s)
+        )
+    elif record.progress_audio_s is not None:
+        task.progress.CopyFrom(
+            tasks_pb2.Progress(
+                audio_done_s=record.progress_audio_s, audio_total_s=record.audio_duration_s or 0.0
+            )
+        )
     result = record.result
     if include_result and result is not None:
         task.result.CopyFrom(

@@ -23,9 +23,13 @@ from escriba.pipeline import codec
 from escriba.pipeline.runtime import Pipeline
 from escriba.pipeline.taskpb import status_from_pb, status_to_pb, task_to_pb
 from escriba.stages import FIRST, Stage, in_order
-from escriba.v1 import tasks_pb2
+from escriba.v1 import jobs_pb2, tasks_pb2
 
 log = logging.getLogger(__name__)
+
+
+#: The ``stage`` a webhook delivery travels under (headers, message ids, metrics).
+WEBHOOK_STAGE = "webhook"
 
 
 class EnqueueError(TransientError):
@@ -41,11 +45,35 @@ class TaskFlow:
     # Changing state ---------------------------------------------------------------------------------
 
     async def transition(self, change: Awaitable[Transition], message: str = "") -> Transition:
-        """Apply a guarded status change; publish the task's event when it applied."""
+        """Apply a guarded status change; publish the task's event when it applied, and queue its
+        webhook when that change ended a task that asked for one."""
         transition = await change
         if transition.applied:
             await self._pipeline.events.publish(transition.task, message)
+            if transition.task.status.terminal:
+                await self._queue_webhook(transition.task)
         return transition
+
+    async def _queue_webhook(self, record: TaskRecord) -> None:
+        url = str(record.options.get("webhook_url") or "")
+        if not url:
+            return
+        pipeline = self._pipeline
+        job = jobs_pb2.WebhookJob(task_id=record.id, url=url, event=f"task.{record.status.value}")
+        try:
+            # Deduplicated by task: a retried stage that ends the task again queues one delivery.
+            await publish_job(
+                pipeline.js,
+                pipeline.names.webhook_subject,
+                job.SerializeToString(),
+                task_id=record.id,
+                stage=WEBHOOK_STAGE,
+                audio_duration_s=0.0,
+            )
+        except Exception:
+            # The task's end is already stored and told to its watchers; a lost webhook is logged
+            # with the task, never allowed to undo that.
+            log.exception("could not queue the task's webhook", extra={"task_id": record.id})
 
     async def fail(self, task_id: str, reason: str, message: str) -> Transition:
         return await self.transition(self._pipeline.repo.fail(task_id, reason, message), message)

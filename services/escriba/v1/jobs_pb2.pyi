@@ -150,3 +150,33 @@ class CorrectJob(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CorrectJob: _TypeAlias = CorrectJob  # noqa: Y015
+
+@_typing.final
+class WebhookJob(_message.Message):
+    """A webhook to deliver: published on escriba.webhooks when a task with a webhook_url ends. The
+    dispatcher reads the task itself, so the event it sends is the task as stored.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    url: _builtins.str
+    event: _builtins.str
+    """"task.completed", "task.failed" or "task.cancelled" """
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        url: _builtins.str = ...,
+        event: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "task_id", b"task_id", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookJob: _TypeAlias = WebhookJob  # noqa: Y015
