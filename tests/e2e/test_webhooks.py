@@ -110,7 +110,10 @@ async def attempts_of(client: EscribaClient, task_id: str, count: int) -> list[t
         task = await client.get(task_id)
         return list(task.webhook_attempts) if len(task.webhook_attempts) >= count else None
 
-    return await eventually(enough, f"{count} webhook attempts", timeout_s=60)
+    found: list[tasks_pb2.WebhookAttempt] = await eventually(
+        enough, f"{count} webhook attempts", timeout_s=60
+    )
+    return found
 
 
 def assert_signed(call: Received, task_id: str) -> dict[str, object]:
