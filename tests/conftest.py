@@ -19,4 +19,5 @@ pytest_plugins: list[str] = [
     "tests.support.postgres_fixtures",
     "tests.support.nats_fixtures",
     "tests.support.stack_fixtures",
+    "tests.support.s3",
 ]

@@ -184,6 +184,17 @@ class EscribaClient:
             await asyncio.sleep(UPLOAD_BACKOFF_S * 2 ** (attempt - 1) * (0.5 + random.random()))
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def create_task_from_url(self, spec: tasks_pb2.TaskSpec) -> tasks_pb2.Task:
+        """A task whose audio the server fetches from ``spec.audio_url`` (nothing is uploaded)."""
+        if not spec.audio_url:
+            raise ValueError("spec.audio_url is empty")
+
+        async def only_spec() -> AsyncIterator[tasks_pb2.CreateTaskRequest]:
+            yield tasks_pb2.CreateTaskRequest(spec=spec)
+
+        task: tasks_pb2.Task = await self.stub.CreateTask(only_spec(), metadata=self.metadata)
+        return task
+
     async def create_task(self, path: Path, spec: tasks_pb2.TaskSpec | None = None) -> tasks_pb2.Task:
         return await self._upload("CreateTask", path, spec or make_spec(path.name))
 

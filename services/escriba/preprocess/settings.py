@@ -66,3 +66,37 @@ class PreprocessSettings:
     @classmethod
     def from_env(cls) -> PreprocessSettings:
         return load(cls)
+
+
+@settings_class
+@dataclass(frozen=True)
+class FetchSettings:
+    """Audio by URL (``TaskSpec.audio_url``): how long a download may take, and how to reach S3."""
+
+    total_timeout_s: float = setting(
+        "ESCRIBA_FETCH_TIMEOUT_S",
+        600.0,
+        "longest the preprocess stage spends downloading one audio URL, start to end (seconds)",
+        check=at_least(1),
+    )
+    s3_endpoint_url: str = setting(
+        "ESCRIBA_S3_ENDPOINT_URL",
+        "",
+        "S3 endpoint for s3:// audio URLs (MinIO, Ceph, another S3-compatible store); empty: AWS",
+    )
+    s3_region: str = setting("ESCRIBA_S3_REGION", "", "S3 region (empty: the SDK's default chain)")
+    s3_access_key_id: str = setting(
+        "ESCRIBA_S3_ACCESS_KEY_ID",
+        "",
+        "S3 access key id; with ESCRIBA_S3_SECRET_ACCESS_KEY_FILE (both empty: the SDK's default chain,"
+        " e.g. an IAM role for the service account)",
+    )
+    s3_secret_access_key_file: str = setting(
+        "ESCRIBA_S3_SECRET_ACCESS_KEY_FILE",
+        "",
+        "file holding the S3 secret access key (a mounted Secret)",
+    )
+
+    @classmethod
+    def from_env(cls) -> FetchSettings:
+        return load(cls)

@@ -20,6 +20,7 @@ from escriba.pipeline.stage import StageHandler
 from escriba.pipeline.taskpb import audio_to_dict
 from escriba.preprocess.convert import audio_info_to_pb
 from escriba.preprocess.engine import Preprocessor
+from escriba.preprocess.fetch import AudioFetcher
 from escriba.stages import Stage
 from escriba.v1 import common_pb2, jobs_pb2
 
@@ -32,21 +33,35 @@ class PreprocessStage(StageHandler[jobs_pb2.PreprocessJob]):
     stage = Stage.PREPROCESS
     job_type = jobs_pb2.PreprocessJob
 
-    def __init__(self, runtime: PipelineRuntime, engine: Preprocessor) -> None:
+    def __init__(self, runtime: PipelineRuntime, engine: Preprocessor, fetcher: AudioFetcher) -> None:
         super().__init__(runtime)
         self.engine = engine
+        self.fetcher = fetcher
 
     async def process(self, message: jobs_pb2.PreprocessJob, job: Job) -> None:
         pipeline = self.pipeline
         task_id = message.task_id
         started = time.perf_counter()
-        key = self.engine.cache_key(message.audio_sha256)
+        data: bytes | None = None
+        filename = message.filename
+        sha256 = message.audio_sha256
+        if message.audio_url:
+            # Fetched on every delivery: the content may have changed, and only its hash names it.
+            # Not this job's work time: the download has its own limits (ESCRIBA_FETCH_TIMEOUT_S).
+            with job.clock.paused():
+                fetched = await self.fetcher.fetch(
+                    message.audio_url, max_bytes=self.engine.settings.max_input_bytes
+                )
+            data, sha256 = fetched.data, fetched.sha256
+            filename = filename or fetched.filename
+        key = self.engine.cache_key(sha256)
         info = await self._cached(key)
         count_lookup(self.stage, hit=info is not None)
         if info is None:
-            data = await pipeline.uploads.get_bytes(message.audio_object)
+            if data is None:
+                data = await pipeline.uploads.get_bytes(message.audio_object)
             work_started = time.perf_counter()
-            result = await asyncio.to_thread(self.engine.run, data, filename=message.filename)
+            result = await asyncio.to_thread(self.engine.run, data, filename=filename)
             work_s = time.perf_counter() - work_started
             info = audio_info_to_pb(result.info)
             header = base64.b64encode(info.SerializeToString()).decode()
