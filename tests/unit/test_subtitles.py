@@ -165,6 +165,9 @@ def test_line_break_balances_the_two_lines() -> None:
 def test_line_break_prefers_punctuation() -> None:
     result = cues([_spoken("When the rain finally stopped, we all went outside to play")])
     assert result[0].text.split("\n") == ["When the rain finally stopped,", "we all went outside to play"]
+    # Lines of 22 and 33 after the comma beat the 29 and 26 of "back, please / bring ...".
+    result = cues([_spoken("If you ever come back, please bring the old map with you")])
+    assert result[0].text.split("\n") == ["If you ever come back,", "please bring the old map with you"]
 
 
 def test_text_fitting_one_line_stays_on_one_line() -> None:
