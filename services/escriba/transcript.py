@@ -41,6 +41,9 @@ class Segment:
     def with_text(self, text: str) -> Segment:
         return replace(self, text=text)
 
+    def with_words(self, words: tuple[Word, ...]) -> Segment:
+        return replace(self, words=words)
+
 
 @dataclass(frozen=True, slots=True)
 class Transcript:
@@ -73,3 +76,13 @@ class Edit:
 class GlossaryEntry:
     term: str
     aliases: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far one transcription is: ``done_s`` of the recording's ``total_s`` decoded, and the
+    segments finished so far (a preview: the final transcript's segments may be cut differently)."""
+
+    done_s: float
+    total_s: float
+    segments: tuple[Segment, ...] = ()

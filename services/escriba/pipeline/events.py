@@ -3,8 +3,10 @@ without polling PostgreSQL.
 
 Events are best-effort notifications next to the database (the record of truth): a failed publish is
 logged, never allowed to fail the stage, and watchers re-read the task from the database periodically.
-Events carry the status only; a watcher reads the full task from the database on a terminal event, so
-an event never approaches the NATS message size limit however long the transcript.
+Status events carry the status only; a watcher reads the full task from the database on a terminal
+event. Progress events (while transcribing) carry how far decoding is and the segments finished since
+the previous one, in bounded parts, so no event approaches the NATS message size limit however long
+the transcript.
 """
 
 from __future__ import annotations
@@ -44,3 +46,20 @@ class EventPublisher:
             )
         except Exception:
             log.warning("could not publish task event", extra={"status": task.status.value}, exc_info=True)
+
+    async def publish_progress(self, event: tasks_pb2.TaskEvent, sequence: int) -> None:
+        """One progress event of a task (``sequence`` numbers them per task, for deduplication)."""
+        now = Timestamp()
+        now.FromDatetime(datetime.now(UTC))
+        event.at.CopyFrom(now)
+        event.status = tasks_pb2.TASK_STATUS_TRANSCRIBING
+        try:
+            await publish_event(
+                self.js,
+                self.names,
+                event.task_id,
+                event.SerializeToString(),
+                msg_id=f"{event.task_id}:progress:{sequence}",
+            )
+        except Exception:
+            log.warning("could not publish a progress event", exc_info=True)

@@ -145,6 +145,11 @@ class TaskFlow:
                     msg = await subscription.next_msg(timeout=poll_s)
                     event = tasks_pb2.TaskEvent.FromString(msg.data)
                     status, message = status_from_pb(event.status), event.message
+                    if event.HasField("progress") and status is not None and not status.terminal:
+                        if _rank(status) >= last:  # a late progress event after a later status: old news
+                            last = _rank(status)
+                            yield event
+                        continue
                 except (TimeoutError, DecodeError):
                     pass  # nothing new, or not an event we can read: the re-read below decides
                 current: TaskRecord | None = None

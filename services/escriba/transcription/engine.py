@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +40,7 @@ import numpy.typing as npt
 from faster_whisper import WhisperModel
 from faster_whisper.vad import VadOptions, get_vad_model
 
-from escriba.transcript import Segment, Transcript, Word
+from escriba.transcript import Progress, Segment, Transcript, Word
 from escriba.transcription.batching import choose_batch_size, table_for_device
 from escriba.transcription.devices import resolve_compute_type, resolve_cpu_threads, resolve_device
 from escriba.transcription.errors import (
@@ -63,6 +63,8 @@ from escriba.transcription.whisper_adapter import (
     Window,
     WindowOutput,
     assemble_segments,
+    decoded_until_s,
+    draft_segments,
     prepare_request,
     uncovered_tail,
 )
@@ -136,27 +138,41 @@ class _SharedInfo:
     duration_after_vad: float
 
 
+#: Called with how far a transcription is, from the thread that decodes it.
+ProgressListener = Callable[[Progress], None]
+
+
+def _reporting(raw: Iterable[Any], duration_s: float, progress: ProgressListener | None) -> Iterator[Any]:
+    """The sequential path's segments as they come, each one told to ``progress`` with those before."""
+    so_far: list[Segment] = []
+    for seg in raw:
+        if progress is not None:
+            so_far.append(_segment(len(so_far), seg))
+            done_s = min(float(seg.end), duration_s)
+            progress(Progress(done_s=done_s, total_s=duration_s, segments=tuple(so_far)))
+        yield seg
+
+
+def _segment(index: int, seg: Any) -> Segment:
+    words = tuple(
+        Word(start_s=float(w.start), end_s=float(w.end), word=w.word, probability=float(w.probability))
+        for w in (seg.words or ())
+    )
+    return Segment(
+        id=index,
+        start_s=float(seg.start),
+        end_s=float(seg.end),
+        text=seg.text,
+        words=words,
+        avg_logprob=float(seg.avg_logprob),
+        no_speech_prob=float(seg.no_speech_prob),
+        compression_ratio=float(seg.compression_ratio),
+        temperature=float(seg.temperature or 0.0),
+    )
+
+
 def _to_segments(raw: Iterable[Any]) -> tuple[Segment, ...]:
-    segments = []
-    for index, seg in enumerate(raw):
-        words = tuple(
-            Word(start_s=float(w.start), end_s=float(w.end), word=w.word, probability=float(w.probability))
-            for w in (seg.words or ())
-        )
-        segments.append(
-            Segment(
-                id=index,
-                start_s=float(seg.start),
-                end_s=float(seg.end),
-                text=seg.text,
-                words=words,
-                avg_logprob=float(seg.avg_logprob),
-                no_speech_prob=float(seg.no_speech_prob),
-                compression_ratio=float(seg.compression_ratio),
-                temperature=float(seg.temperature or 0.0),
-            )
-        )
-    return tuple(segments)
+    return tuple(_segment(index, seg) for index, seg in enumerate(raw))
 
 
 #: Rounds of re-decoding what a window's text stopped short of (a tail's own tail is the second).
@@ -209,20 +225,26 @@ class _RequestBatches:
         key: DecodeKey,
         slot: Slot[DecodeKey, Window, WindowOutput] | None,
         duration_s: float,
+        progress: Callable[[Sequence[WindowOutput]], None] | None = None,
     ) -> None:
         self._engine, self._runner, self._key = engine, runner, key
         self._slot, self._duration_s = slot, duration_s
         self.largest_batch = 0
+        #: Told of the first pass over every window as it goes (re-decodes are not progress).
+        self._progress = progress
 
     def __call__(self, temperature: float, windows: Sequence[Window]) -> Sequence[WindowOutput]:
         key = self._key.at(temperature)
         batcher = self._engine.batcher
+        progress, self._progress = self._progress, None
         if batcher is not None:
             slot, self._slot = self._slot, None
             if slot is not None:
-                done = slot.run(key, windows, weight=self._duration_s)
+                done = slot.run(key, windows, weight=self._duration_s, on_progress=progress)
             else:
-                done = batcher.run(key, windows, weight=sum(w.duration_s for w in windows))
+                done = batcher.run(
+                    key, windows, weight=sum(w.duration_s for w in windows), on_progress=progress
+                )
             self.largest_batch = max(self.largest_batch, done.batch_size)
             return done.results
         size = self._engine.batch_size_for(self._duration_s)
@@ -230,6 +252,8 @@ class _RequestBatches:
         results: list[WindowOutput] = []
         for start in range(0, len(windows), size):
             results.extend(self._runner(key, windows[start : start + size]))
+            if progress is not None:
+                progress(list(results))
         return results
 
 
@@ -391,10 +415,13 @@ class WhisperEngine:
     # Transcription -------------------------------------------------------------------------------
 
     def transcribe(
-        self, samples: npt.NDArray[Any], options: TranscriptionOptions | None = None
+        self,
+        samples: npt.NDArray[Any],
+        options: TranscriptionOptions | None = None,
+        progress: ProgressListener | None = None,
     ) -> Transcript:
         """Transcribe 16 kHz mono float samples. Blocking and thread-safe; silence gives an empty
-        transcript."""
+        transcript. ``progress`` hears how far decoding is as windows finish (on a model thread)."""
         opts = self._defaults if options is None else options
         audio = _as_samples(samples)
         duration_s = audio.shape[0] / SAMPLE_RATE_HZ
@@ -428,9 +455,9 @@ class WhisperEngine:
                 raw, info = self._sequential(model, audio, opts)
                 # The segments are a lazy generator: decoding happens while it is consumed, so consume
                 # it here, in the worker thread, never on an event loop.
-                segments = _to_segments(raw)
+                segments = _to_segments(_reporting(raw, duration_s, progress))
             else:
-                segments, info, batch_size, retried = self._windowed(model, audio, opts, duration_s)
+                segments, info, batch_size, retried = self._windowed(model, audio, opts, duration_s, progress)
         except RuntimeError as exc:
             raise InferenceError(f"inference failed on {self._device}: {exc}") from exc
         inference_ms = (time.perf_counter() - started) * 1000.0
@@ -461,13 +488,16 @@ class WhisperEngine:
         return transcript
 
     async def transcribe_async(
-        self, samples: npt.NDArray[Any], options: TranscriptionOptions | None = None
+        self,
+        samples: npt.NDArray[Any],
+        options: TranscriptionOptions | None = None,
+        progress: ProgressListener | None = None,
     ) -> Transcript:
         """:meth:`transcribe` on the engine's thread pool (``max_concurrency`` at once, the rest
         queued). Cancelling a queued request drops it; a running one finishes in its thread."""
         self._require_model()
         loop = asyncio.get_running_loop()
-        call = functools.partial(contextvars.copy_context().run, self.transcribe, samples, options)
+        call = functools.partial(contextvars.copy_context().run, self.transcribe, samples, options, progress)
         self._pending += 1
         try:
             return await loop.run_in_executor(self._executor, call)
@@ -497,6 +527,7 @@ class WhisperEngine:
         audio: npt.NDArray[np.float32],
         opts: TranscriptionOptions,
         duration_s: float,
+        progress: ProgressListener | None = None,
     ) -> tuple[tuple[Segment, ...], _SharedInfo, int, int]:
         """The batched paths: windows through the shared batcher, or in batches of this request's own,
         with temperature fallback either way."""
@@ -519,7 +550,19 @@ class WhisperEngine:
                 temperature=opts.temperature,
                 task=opts.task,
             )
-            run = _RequestBatches(self, runner, prepared.key, slot, duration_s)
+            rate = SAMPLE_RATE_HZ
+
+            def told(outputs: Sequence[WindowOutput], prepared: PreparedRequest = prepared) -> None:
+                if progress is not None:
+                    progress(
+                        Progress(
+                            done_s=decoded_until_s(prepared, len(outputs), rate),
+                            total_s=duration_s,
+                            segments=tuple(draft_segments(prepared, outputs, rate)),
+                        )
+                    )
+
+            run = _RequestBatches(self, runner, prepared.key, slot, duration_s, told)
             outputs, retried = decode_with_fallback(policy, prepared.windows, run)
         prepared, outputs, tails = _decode_tails(prepared, outputs, policy, run)
         retried += tails

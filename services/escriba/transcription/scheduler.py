@@ -51,6 +51,9 @@ class _Request(Generic[I, R]):
     error: BaseException | None = None
     largest_batch: int = 0
     done: threading.Event = field(default_factory=threading.Event)
+    #: Told the results so far (the first items, in order) after each batch that held some of them,
+    #: on the loop's thread.
+    on_progress: Callable[[Sequence[R]], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +83,16 @@ class Slot(Generic[K, I, R]):
         self._batcher = batcher
         self.announced = True
 
-    def run(self, key: K, items: Sequence[I], *, weight: float) -> BatchedResults[R]:
+    def run(
+        self,
+        key: K,
+        items: Sequence[I],
+        *,
+        weight: float,
+        on_progress: Callable[[Sequence[R]], None] | None = None,
+    ) -> BatchedResults[R]:
         """:meth:`CrossTaskBatcher.run`, ending the announcement as the items are queued."""
-        return self._batcher._run_items(key, items, weight, self)
+        return self._batcher._run_items(key, items, weight, self, on_progress)
 
 
 class CrossTaskBatcher(Generic[K, I, R]):
@@ -166,10 +176,18 @@ class CrossTaskBatcher(Generic[K, I, R]):
             with self._cond:
                 self._release(slot)
 
-    def run(self, key: K, items: Sequence[I], *, weight: float) -> BatchedResults[R]:
+    def run(
+        self,
+        key: K,
+        items: Sequence[I],
+        *,
+        weight: float,
+        on_progress: Callable[[Sequence[R]], None] | None = None,
+    ) -> BatchedResults[R]:
         """Queue ``items`` under ``key`` and block until every one has its result (in order). The
-        first failure of a batch holding one of them is raised here."""
-        return self._run_items(key, items, weight, None)
+        first failure of a batch holding one of them is raised here. ``on_progress`` is given the
+        results so far after each batch (items are taken in order, so those are the first ones)."""
+        return self._run_items(key, items, weight, None, on_progress)
 
     def _release(self, slot: Slot[K, I, R]) -> None:
         if slot.announced:
@@ -178,7 +196,12 @@ class CrossTaskBatcher(Generic[K, I, R]):
             self._cond.notify_all()
 
     def _run_items(
-        self, key: K, items: Sequence[I], weight: float, slot: Slot[K, I, R] | None
+        self,
+        key: K,
+        items: Sequence[I],
+        weight: float,
+        slot: Slot[K, I, R] | None,
+        on_progress: Callable[[Sequence[R]], None] | None = None,
     ) -> BatchedResults[R]:
         request: _Request[I, R] = _Request(
             items=items,
@@ -186,6 +209,7 @@ class CrossTaskBatcher(Generic[K, I, R]):
             arrived=time.monotonic(),
             results=[None] * len(items),
             remaining=len(items),
+            on_progress=on_progress,
         )
         with self._cond:
             if slot is not None:
@@ -273,6 +297,7 @@ class CrossTaskBatcher(Generic[K, I, R]):
         cap: int,
         error: BaseException | None,
     ) -> None:
+        told: dict[int, tuple[Callable[[Sequence[R]], None], list[R]]] = {}
         with self._cond:
             for position, (request, index) in enumerate(taken):
                 request.largest_batch = max(request.largest_batch, cap)
@@ -281,9 +306,17 @@ class CrossTaskBatcher(Generic[K, I, R]):
                 elif results is not None:
                     request.results[index] = results[position]
                 request.remaining -= 1
+                if request.on_progress is not None and request.error is None:
+                    done = len(request.items) - request.remaining
+                    told[id(request)] = (request.on_progress, cast(list[R], request.results[:done]))
                 if request.remaining == 0 or request.error is not None:
                     self._drop(request)
                     request.done.set()
+        for callback, so_far in told.values():
+            try:
+                callback(so_far)
+            except Exception:  # a progress listener must never stop the batching loop
+                log.exception("progress callback failed")
 
     def _drop(self, request: _Request[I, R]) -> None:
         """Take a finished or failed request's untaken items out of the queue."""

@@ -59,7 +59,10 @@ def build(env: Mapping[str, str] | None = None, engine: WhisperEngine | None = N
         Stage.TRANSCRIPTION,
         component,
         lambda runtime: TranscriptionStage(
-            runtime, component.engine, max_audio_in_flight_s=settings.max_audio_in_flight_s
+            runtime,
+            component.engine,
+            max_audio_in_flight_s=settings.max_audio_in_flight_s,
+            progress_interval_s=settings.progress_interval_s,
         ),
         # One more job than requests run at once (enough to fill shared batches when they are on), so the
         # next one is fetched while the others decode.

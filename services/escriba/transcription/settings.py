@@ -209,6 +209,12 @@ class TranscriptionSettings:
         f"VAD: longer speech (seconds) is split, at a pause if there is one; at most {MAX_SPEECH_WINDOW_S:g}",
         check=between(1.0, MAX_SPEECH_WINDOW_S),
     )
+    progress_interval_s: float = setting(
+        "ESCRIBA_TRANSCRIPTION_PROGRESS_INTERVAL_S",
+        1.0,
+        "least time between two progress events of one task (seconds); the last is always sent",
+        check=positive,
+    )
 
     def default_options(self) -> TranscriptionOptions:
         """The options a request starts from before its own values are applied."""

@@ -319,6 +319,33 @@ class _Timeline:
         return self._map.get_original_time(start), self._map.get_original_time(end, is_end=True)
 
 
+def decoded_until_s(prepared: PreparedRequest, windows_done: int, rate: int) -> float:
+    """Where on the recording's timeline the first ``windows_done`` windows end."""
+    if windows_done <= 0 or not prepared.windows:
+        return 0.0
+    window = prepared.windows[min(windows_done, len(prepared.windows)) - 1]
+    if windows_done >= len(prepared.windows):
+        return prepared.duration_s
+    return min(
+        prepared.duration_s,
+        _Timeline(prepared.speech_chunks, rate).span(window.offset_s, window.offset_s + window.duration_s)[1],
+    )
+
+
+def draft_segments(prepared: PreparedRequest, outputs: Sequence[WindowOutput], rate: int) -> list[Segment]:
+    """The first ``len(outputs)`` windows as one segment each, on the recording's timeline: what
+    progress shows before the request is assembled (its final segments are cut from the words)."""
+    timeline = _Timeline(prepared.speech_chunks, rate)
+    drafts: list[Segment] = []
+    for window, output in zip(prepared.windows, outputs, strict=False):
+        text = output.text.strip()
+        if not text:
+            continue
+        start, end = timeline.span(window.offset_s, window.offset_s + window.duration_s)
+        drafts.append(Segment(id=len(drafts), start_s=start, end_s=end, text=" " + text))
+    return drafts
+
+
 def assemble_segments(
     model: WhisperModel,
     prepared: PreparedRequest,

@@ -23,6 +23,7 @@ from escriba.transcript_pb import transcript_to_pb
 from escriba.transcription.convert import transcription_options_from_pb
 from escriba.transcription.engine import WhisperEngine
 from escriba.transcription.options import TranscriptionOptions
+from escriba.transcription.progress import ProgressReporter
 from escriba.transcription.servicer import UnknownModelError
 from escriba.v1 import jobs_pb2, transcription_pb2
 
@@ -52,11 +53,17 @@ class TranscriptionStage(StageHandler[jobs_pb2.TranscribeJob]):
     job_type = jobs_pb2.TranscribeJob
 
     def __init__(
-        self, runtime: PipelineRuntime, engine: WhisperEngine, *, max_audio_in_flight_s: float
+        self,
+        runtime: PipelineRuntime,
+        engine: WhisperEngine,
+        *,
+        max_audio_in_flight_s: float,
+        progress_interval_s: float = 1.0,
     ) -> None:
         super().__init__(runtime)
         self.engine = engine
         self.budget = AudioBudget(max_audio_in_flight_s)
+        self.progress_interval_s = progress_interval_s
 
     @property
     def cache(self) -> MessageCache[transcription_pb2.Transcript]:
@@ -85,7 +92,9 @@ class TranscriptionStage(StageHandler[jobs_pb2.TranscribeJob]):
                 data = await pipeline.normalized.get_bytes(message.audio_object)
                 samples = await asyncio.to_thread(decode_pcm, data)
                 del data
-                result = await self.engine.transcribe_async(samples, options)
+                reporter = ProgressReporter(pipeline, task_id, interval_s=self.progress_interval_s)
+                async with reporter:
+                    result = await self.engine.transcribe_async(samples, options, reporter)
                 del samples
             duration_ms = result.inference_ms
             metrics.record_work(
