@@ -124,11 +124,13 @@ def _cmd_up(args: argparse.Namespace) -> int:
         config = StackConfig(
             data_dir=Path(args.data_dir) if args.data_dir else default_data_dir(),
             port=args.port,
+            http_port=args.http_port,
             mode="in_process" if args.in_process else "processes",
             secure=args.secure,
         )
         async with LocalStack(config) as stack:
             print(f"Escriba is up: TaskService at {stack.address}", flush=True)
+            print(f"  OpenAI-compatible HTTP API at {stack.http_url}", flush=True)
             print(f"  NATS {stack.nats_url}  PostgreSQL {_redact(stack.database_url)}", flush=True)
             if stack.security is None:
                 print("  try: escriba transcribe --server " + stack.address + " FILE", flush=True)
@@ -356,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
         "up", help="run the whole stack locally (embedded NATS and PostgreSQL unless configured)"
     )
     up.add_argument("--port", type=int, default=50051, help="TaskService port (default 50051)")
+    up.add_argument(
+        "--http-port", type=int, default=8080, help="OpenAI-compatible HTTP API port (default 8080; 0: any)"
+    )
     up.add_argument("--data-dir", default=None, help="where embedded servers keep data")
     up.add_argument("--in-process", action="store_true", help="one process instead of one per service")
     up.add_argument(

@@ -67,6 +67,7 @@ def _row(**overrides: Any) -> dict[str, Any]:
         "updated_at": now,
         "started_at": None,
         "completed_at": None,
+        "progress_audio_s": None,
         "language": "",
         "language_probability": None,
         "model": "",

@@ -33,7 +33,10 @@ async def connect(settings: NatsSettings, *, url: str | None = None, name: str =
     last_error: list[Exception] = []
 
     async def on_error(exc: Exception) -> None:
-        last_error[:] = [exc]
+        # A refused login is the reason to report, even when the server's reset of the refused
+        # connection is the error that comes after it.
+        if not (last_error and _is_refusal(last_error[0]) and not _is_refusal(exc)):
+            last_error[:] = [exc]
         log.warning("nats error: %s", exc, extra={"nats_client": name})
 
     opened: list[Client] = []
@@ -126,3 +129,9 @@ def _redact(url: Any) -> str:
     if sep and "@" in rest:
         rest = "***@" + rest.split("@", 1)[1]
     return f"{scheme}{sep}{rest}"
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "authorization" in text or "authentication" in text
+
