@@ -61,8 +61,8 @@ class StackConfig:
     data_dir: Path | None = None
     #: Port of the public API (TaskService); 0 picks a free one.
     port: int = 50051
-    #: Port of the OpenAI-compatible HTTP API; 0 picks a free one.
-    http_port: int = 8080
+    #: Port of the OpenAI-compatible HTTP API; 0 picks a free one (``escriba up`` asks for 8080).
+    http_port: int = 0
     host: str = "127.0.0.1"
     mode: str = "in_process"  # or "processes"
     #: Extra ESCRIBA_* variables for the services (tests shorten timeouts this way).
