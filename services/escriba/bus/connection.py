@@ -134,4 +134,3 @@ def _redact(url: Any) -> str:
 def _is_refusal(exc: BaseException) -> bool:
     text = str(exc).lower()
     return "authorization" in text or "authentication" in text
-
