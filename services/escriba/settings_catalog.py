@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 SETTINGS_MODULES = (
     "escriba.common.grpc_server",
+    "escriba.common.outbound",
     "escriba.bus.settings",
     "escriba.db.settings",
     "escriba.pipeline.settings",
@@ -18,6 +19,7 @@ SETTINGS_MODULES = (
     "escriba.preprocess.settings",
     "escriba.transcription.settings",
     "escriba.correction.settings",
+    "escriba.webhooks.settings",
     "escriba.cli",
     "escriba_operator.settings",
 )

@@ -213,6 +213,19 @@ def test_every_key_in_values_yaml_has_a_comment() -> None:
     assert undocumented == []
 
 
+def test_every_setting_values_yaml_names_is_one_the_services_read() -> None:
+    import importlib
+
+    from escriba.cli import SERVICES, SETTINGS_MODULES
+    from escriba.common.settings import env_variables
+
+    for module in (*SETTINGS_MODULES, "escriba_operator.settings", *SERVICES.values()):
+        importlib.import_module(module)
+    named = set(re.findall(r"\bESCRIBA_[A-Z0-9_]*[A-Z0-9]\b", (CHART / "values.yaml").read_text()))
+    assert {"ESCRIBA_HTTP_PORT", "ESCRIBA_WEBHOOK_SECRET_FILE", "ESCRIBA_S3_REGION"} <= named
+    assert named - env_variables().keys() == set()
+
+
 def _schema_paths(schema: dict[str, Any], prefix: str = "") -> set[str]:
     paths = set()
     for key, sub in schema.get("properties", {}).items():
@@ -283,4 +296,19 @@ def test_dockerfile_builds_the_image_the_chart_runs() -> None:
 def test_chart_readme_covers_installation_and_the_external_services() -> None:
     readme = (CHART / "README.md").read_text()
     for topic in ("helm install", "JetStream", "CloudNativePG", "nvidia.com/gpu", "existingSecret"):
+        assert topic in readme, topic
+
+
+def test_chart_readme_shows_the_http_api_webhooks_and_audio_urls() -> None:
+    readme = (CHART / "README.md").read_text()
+    for topic in (
+        "/v1/audio/transcriptions",  # an example call of the HTTP API
+        "port-forward svc/escriba-gateway 8080",
+        "gateway.http.ingress",
+        "webhooks.secret.secretName",  # enabling webhooks
+        "ESCRIBA_WEBHOOK_SECRET_FILE",
+        "audioUrls.s3",
+        "outbound.allowedNetworks",
+        "networkPolicy.egress.outbound",
+    ):
         assert topic in readme, topic

@@ -3,8 +3,9 @@
 Every rendering is validated (Kubernetes schemas, strict, and the chart's CRDs); the tests then check what
 a schema cannot: probes on the ports and health names the servers use, the restrictive security context,
 GPUs only on transcription, labels and selectors that match, the migration hook, the operator's
-least-privilege RBAC, and that every ESCRIBA_* variable the chart sets is a setting the code reads and
-parses.
+least-privilege RBAC, the gateway's HTTP API (ports, Services, Ingress, NetworkPolicy), webhook, S3 and
+outbound settings on the services that use them only, and that every ESCRIBA_* variable the chart sets
+is a setting the code reads and parses.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ GPU_RESOURCE = "nvidia.com/gpu"
 
 
 def _settings_registry() -> dict[str, str]:
-    for module in (*SETTINGS_MODULES, "escriba_operator.settings"):
+    # The settings catalog, and what each `escriba serve <service>` imports (settings register on import:
+    # the gateway's webhook and outbound settings, for one, live in modules only the servers load).
+    for module in (*SETTINGS_MODULES, "escriba_operator.settings", *SERVICES.values()):
         importlib.import_module(module)
     return env_variables()
 
@@ -467,7 +470,7 @@ def test_grpc_tls_and_caller_checks_reach_the_services_that_use_them() -> None:
         assert gateway_only <= env.keys() if component == "gateway" else not gateway_only & env.keys()
     assert service_env("gpu", "gateway")["ESCRIBA_AUTH_JWT_AUDIENCE"] == "escriba"
     gateway = one("gpu", "Service", f"{helm.RELEASE}-gateway")
-    assert {p["name"] for p in gateway["spec"]["ports"]} == {"grpc", "health"}
+    assert {p["name"] for p in gateway["spec"]["ports"]} == {"grpc", "health", "http"}
     for component in SERVICE_NAMES:
         assert "ESCRIBA_TLS_CERT_FILE" not in service_env("default", component)
 
@@ -727,3 +730,324 @@ def test_dashboard_config_map_is_labelled_for_the_grafana_sidecar() -> None:
     (gpu,) = [c for c in objects("gpu", "ConfigMap") if c["metadata"]["name"].endswith("-dashboard")]
     assert gpu["metadata"]["namespace"] == "monitoring"
     assert gpu["metadata"]["annotations"]["grafana_folder"] == "Escriba"
+
+
+# HTTP API, webhooks, audio URLs and outbound connections --------------------------------------------
+
+#: The values files that turn the HTTP API off (the others keep the default, on).
+HTTP_OFF = {"autoscaling-off"}
+#: The default egress peers for webhooks and audio URLs: public IPv4 (and IPv6) addresses only.
+PRIVATE_IPV4 = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"]
+
+
+def gateway_spec(name: str) -> Manifest:
+    spec: Manifest = deployment(name, "gateway")["spec"]["template"]["spec"]
+    return spec
+
+
+def mounted_secret(spec: Manifest, c: Manifest, path: str) -> tuple[str, str]:
+    """(Secret name, key) of the file at ``path`` in container ``c``: the mount, then the volume's item."""
+    mount = next(m for m in c.get("volumeMounts", []) if path.startswith(m["mountPath"] + "/"))
+    assert mount.get("readOnly") is True, mount
+    secret = next(v for v in spec["volumes"] if v["name"] == mount["name"])["secret"]
+    file_name = path[len(mount["mountPath"]) + 1 :]
+    (item,) = [i for i in secret["items"] if i["path"] == file_name]
+    return secret["secretName"], item["key"]
+
+
+def volume_and_mount_names(spec: Manifest, container_name: str) -> set[str]:
+    mounts = {m["name"] for m in container(spec, container_name).get("volumeMounts", [])}
+    return mounts | {v["name"] for v in spec.get("volumes", [])}
+
+
+def policy_rules_with_port(policy: Manifest, port: str | int) -> list[Manifest]:
+    return [rule for rule in policy["spec"]["ingress"] if port in {p["port"] for p in rule["ports"]}]
+
+
+def outbound_egress(policy: Manifest) -> list[Manifest]:
+    """The egress rules towards webhook receivers and audio URLs (the ones with an ipBlock 0.0.0.0/0)."""
+    return [
+        rule
+        for rule in policy["spec"].get("egress", [])
+        if any(peer.get("ipBlock", {}).get("cidr") == "0.0.0.0/0" for peer in rule.get("to", []))
+    ]
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_the_gateway_container_and_service_expose_the_http_api_on_its_port(name: str) -> None:
+    env = service_env(name, "gateway")
+    ports = {p["name"]: p for p in container(gateway_spec(name), "gateway")["ports"]}
+    service_ports = {p["name"]: p for p in one(name, "Service", f"{helm.RELEASE}-gateway")["spec"]["ports"]}
+    if name in HTTP_OFF:
+        assert env["ESCRIBA_HTTP_ENABLED"] == "false"
+        assert "http" not in ports and "http" not in service_ports
+        return
+    assert env["ESCRIBA_HTTP_ENABLED"] == "true"
+    port = int(env["ESCRIBA_HTTP_PORT"])
+    assert ports["http"] == {"name": "http", "containerPort": port, "protocol": "TCP"}
+    assert port not in {p["containerPort"] for n, p in ports.items() if n != "http"}
+    assert service_ports["http"]["port"] == port and service_ports["http"]["targetPort"] == "http"
+    # https exactly when the gateway has its TLS certificate (the HTTP API serves with it).
+    tls = "ESCRIBA_TLS_CERT_FILE" in env
+    assert service_ports["http"]["appProtocol"] == ("https" if tls else "http")
+    assert tls == (name == "gpu")
+    for component in SERVICE_NAMES[1:]:  # the stage services serve no HTTP API
+        spec = deployment(name, component)["spec"]["template"]["spec"]
+        assert "http" not in {p["name"] for p in container(spec, component)["ports"]}, component
+        assert not {"ESCRIBA_HTTP_PORT", "ESCRIBA_HTTP_ENABLED"} & service_env(name, component).keys()
+        service = one(name, "Service", f"{helm.RELEASE}-{component}")
+        assert "http" not in {p["name"] for p in service["spec"]["ports"]}, component
+
+
+def test_the_http_api_parses_as_the_gateway_reads_it_and_its_port_may_move() -> None:
+    from escriba.gateway.settings import HttpSettings
+
+    assert load(HttpSettings, service_env("default", "gateway")) == HttpSettings(enabled=True, port=8080)
+    assert load(HttpSettings, service_env("autoscaling-off", "gateway")).enabled is False
+    moved = helm.template(None, "--set", "http.port=9000")
+    (gateway,) = [o for o in moved if o["kind"] == "Service" and o["metadata"]["name"] == "escriba-gateway"]
+    assert {"name": "http", "port": 9000} in [
+        {"name": p["name"], "port": p["port"]} for p in gateway["spec"]["ports"]
+    ]
+    (config,) = [o for o in moved if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "escriba-gateway"]
+    assert config["data"]["ESCRIBA_HTTP_PORT"] == "9000"
+
+
+def test_an_http_port_on_another_port_of_the_gateway_is_refused() -> None:
+    for other in ("grpc.port", "grpc.healthPort", "metrics.port"):
+        with pytest.raises(helm.HelmError, match=r"http.port \(1234\) must differ"):
+            helm.template(None, "--set", f"http.port=1234,{other}=1234")
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_the_ingress_renders_only_when_enabled_and_routes_to_the_http_port(name: str) -> None:
+    ingresses = objects(name, "Ingress")
+    if name != "cpu":  # the one values file that enables it
+        assert ingresses == []
+        return
+    (ingress,) = ingresses
+    assert ingress["apiVersion"] == "networking.k8s.io/v1"
+    spec = ingress["spec"]
+    assert spec["ingressClassName"] == "nginx"
+    assert spec["tls"] == [{"secretName": "escriba-example-tls", "hosts": ["escriba.example.com"]}]
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "1g"
+    (rule,) = spec["rules"]
+    assert rule["host"] == "escriba.example.com"
+    (path,) = rule["http"]["paths"]
+    assert (path["path"], path["pathType"]) == ("/v1", "Prefix")
+    backend = path["backend"]["service"]
+    service = one(name, "Service", backend["name"])
+    assert backend["port"] == {"name": "http"}
+    assert "http" in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_the_default_ingress_matches_every_host_and_validates() -> None:
+    rendered = helm.template(None, "--set", "gateway.http.ingress.enabled=true")
+    (ingress,) = [o for o in rendered if o["kind"] == "Ingress"]
+    assert "ingressClassName" not in ingress["spec"] and "tls" not in ingress["spec"]
+    (rule,) = ingress["spec"]["rules"]
+    assert "host" not in rule
+    assert rule["http"]["paths"][0]["path"] == "/"
+    assert rule["http"]["paths"][0]["backend"]["service"] == {
+        "name": f"{helm.RELEASE}-gateway",
+        "port": {"name": "http"},
+    }
+    assert helm.validate([ingress], helm.kubernetes_versions()).problems == []
+    with pytest.raises(helm.HelmError, match=r"gateway\.http\.ingress\.enabled needs http\.enabled"):
+        helm.template(None, "--set", "gateway.http.ingress.enabled=true,http.enabled=false")
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_the_http_api_gets_a_service_of_its_own_only_when_asked(name: str) -> None:
+    found = [s for s in objects(name, "Service") if s["metadata"]["name"] == f"{helm.RELEASE}-gateway-http"]
+    if name != "gpu":
+        assert found == []
+        return
+    (service,) = found
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["metadata"]["annotations"] == {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"}
+    # Only the HTTP API: exposing it never exposes gRPC or /metrics with it.
+    (port,) = service["spec"]["ports"]
+    assert (port["name"], port["targetPort"], port["appProtocol"]) == ("http", "http", "https")
+    assert "escriba.io/metrics" not in service["metadata"]["labels"]
+    pod_labels = deployment(name, "gateway")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+
+
+#: Values file -> (Secret, key) the gateway's webhook signing secret comes from; None: webhooks off.
+WEBHOOK_SECRETS = {
+    "default": None,
+    "autoscaling-off": None,
+    "cpu": (f"{helm.RELEASE}-webhooks", "secret"),  # created by the chart from webhooks.secret.value
+    "gpu": ("escriba-webhook-signing", "signing-secret"),
+    "existing-secrets": ("escriba-webhooks", "secret"),
+}
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_the_webhook_secret_is_mounted_into_the_gateway_only(name: str) -> None:
+    expected = WEBHOOK_SECRETS[name]
+    spec = gateway_spec(name)
+    env = service_env(name, "gateway")
+    if expected is None:
+        assert "ESCRIBA_WEBHOOK_SECRET_FILE" not in env
+        assert "webhooks" not in volume_and_mount_names(spec, "gateway")
+    else:
+        path = env["ESCRIBA_WEBHOOK_SECRET_FILE"]
+        assert mounted_secret(spec, container(spec, "gateway"), path) == expected
+    for component in SERVICE_NAMES[1:]:
+        other = deployment(name, component)["spec"]["template"]["spec"]
+        assert not {k for k in service_env(name, component) if k.startswith("ESCRIBA_WEBHOOK_")}, component
+        assert "webhooks" not in volume_and_mount_names(other, component), component
+    chart_secret = [s for s in objects(name, "Secret") if s["metadata"]["name"] == f"{helm.RELEASE}-webhooks"]
+    assert len(chart_secret) == (name == "cpu")
+
+
+def test_the_chart_made_webhook_secret_holds_the_value_and_the_settings_parse() -> None:
+    from escriba.webhooks.settings import WebhookSettings
+
+    secret = one("cpu", "Secret", f"{helm.RELEASE}-webhooks")
+    assert secret["stringData"] == {"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
+    for config_map in objects("cpu", "ConfigMap"):
+        assert "whsec_" not in str(config_map.get("data")), "the signing secret leaked into a ConfigMap"
+    settings = load(WebhookSettings, service_env("cpu", "gateway"))
+    assert (settings.max_attempts, settings.backoff, settings.timeout_s) == (4, (1.0, 10.0, 60.5), 10.0)
+    assert settings.max_in_flight == 4  # from gateway.config
+    assert load(WebhookSettings, service_env("gpu", "gateway")).timeout_s == 5.0
+    assert (
+        not {"ESCRIBA_WEBHOOK_TIMEOUT_S", "ESCRIBA_WEBHOOK_BACKOFF_S"}
+        & service_env("default", "gateway").keys()
+    )
+
+
+def test_webhook_secrets_that_cannot_work_are_refused() -> None:
+    with pytest.raises(helm.HelmError, match=r"webhooks\.secret: set secretName"):
+        helm.template(None, "--set", "webhooks.secret.secretName=a,webhooks.secret.value=0123456789abcdefXYZ")
+    with pytest.raises(helm.HelmError, match="webhooks/secret/value"):
+        helm.template(None, "--set", "webhooks.secret.value=short")  # under 16 bytes
+
+
+def test_s3_settings_reach_preprocess_only() -> None:
+    from escriba.preprocess.settings import FetchSettings
+
+    spec = deployment("gpu", "preprocess")["spec"]["template"]["spec"]
+    env = service_env("gpu", "preprocess")
+    settings = load(FetchSettings, env)
+    assert (settings.s3_endpoint_url, settings.s3_region, settings.s3_access_key_id) == (
+        "http://minio.minio.svc:9000",
+        "us-east-1",
+        "escriba-reader",
+    )
+    assert mounted_secret(spec, container(spec, "preprocess"), settings.s3_secret_access_key_file) == (
+        "escriba-minio",
+        "secret-key",
+    )
+    assert load(FetchSettings, service_env("cpu", "preprocess")).total_timeout_s == 120.0
+    # The SDK's default chain (an IAM role for the ServiceAccount): a region, no credentials.
+    env = service_env("existing-secrets", "preprocess")
+    assert env["ESCRIBA_S3_REGION"] == "eu-central-1"
+    assert not {"ESCRIBA_S3_ACCESS_KEY_ID", "ESCRIBA_S3_SECRET_ACCESS_KEY_FILE"} & env.keys()
+    s3_or_fetch = ("ESCRIBA_S3_", "ESCRIBA_FETCH_")
+    assert not [k for k in service_env("default", "preprocess") if k.startswith(s3_or_fetch)]
+    for name in VALUES:
+        for component in ("gateway", "transcription", "correction"):
+            assert not [k for k in service_env(name, component) if k.startswith(s3_or_fetch)], (
+                name,
+                component,
+            )
+            other = deployment(name, component)["spec"]["template"]["spec"]
+            assert "s3-credentials" not in volume_and_mount_names(other, component), (name, component)
+
+
+def test_s3_credentials_go_together() -> None:
+    for half in ("audioUrls.s3.accessKeyId=AKIA", "audioUrls.s3.secretAccessKey.secretName=s3"):
+        with pytest.raises(helm.HelmError, match=r"set accessKeyId and secretAccessKey\.secretName together"):
+            helm.template(None, "--set", half)
+
+
+def test_outbound_settings_reach_the_gateway_and_preprocess_only() -> None:
+    from escriba.common.outbound import OutboundSettings
+
+    for component in ("gateway", "preprocess"):
+        cpu = load(OutboundSettings, service_env("cpu", component))
+        assert cpu.allowed_networks == ("10.20.0.0/16",) and cpu.connect_timeout_s == 2.5, component
+        gpu = load(OutboundSettings, service_env("gpu", component))
+        assert (gpu.allowed_networks, gpu.max_redirects) == (("10.30.0.0/16",), 0), component
+        # Default: public addresses only, the services' own timeouts.
+        assert not [k for k in service_env("default", component) if k.startswith("ESCRIBA_OUTBOUND_")]
+    for name in VALUES:
+        for component in ("transcription", "correction"):
+            assert not [k for k in service_env(name, component) if k.startswith("ESCRIBA_OUTBOUND_")], (
+                name,
+                component,
+            )
+    # Several networks are one comma-separated setting.
+    rendered = helm.template(None, "--set", "outbound.allowedNetworks={10.0.0.0/8,fd00::/8}")
+    (config,) = [
+        o for o in rendered if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "escriba-preprocess"
+    ]
+    assert load(OutboundSettings, config["data"]).allowed_networks == ("10.0.0.0/8", "fd00::/8")
+    with pytest.raises(helm.HelmError, match="allowedNetworks"):
+        helm.template(None, "--set", "outbound.allowedNetworks={example.com}")
+
+
+def test_network_policy_admits_the_http_api_from_the_gateways_peers() -> None:
+    gateway = one("cpu", "NetworkPolicy", f"{helm.RELEASE}-gateway")
+    (grpc_rule,) = policy_rules_with_port(gateway, "grpc")
+    (http_rule,) = policy_rules_with_port(gateway, "http")
+    assert http_rule["from"] == grpc_rule["from"]
+    assert {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}
+    } in http_rule["from"]
+    for component in SERVICE_NAMES[1:]:
+        policy = one("cpu", "NetworkPolicy", f"{helm.RELEASE}-{component}")
+        assert policy_rules_with_port(policy, "http") == [], component
+    # Default peers: every pod of the namespace, on the HTTP port as on gRPC.
+    rendered = helm.template(None, "--set", "networkPolicy.enabled=true")
+    (policy,) = [
+        o for o in rendered if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "escriba-gateway"
+    ]
+    (rule,) = policy_rules_with_port(policy, "http")
+    assert {"podSelector": {}} in rule["from"]
+    # Without the HTTP API the policy names no port the pod lacks.
+    rendered = helm.template(helm.values_files()["autoscaling-off"], "--set", "networkPolicy.enabled=true")
+    (policy,) = [
+        o for o in rendered if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "escriba-gateway"
+    ]
+    assert policy_rules_with_port(policy, "http") == []
+
+
+def test_network_policy_lets_only_the_gateway_and_preprocess_out_to_webhooks_and_audio_urls() -> None:
+    for component in (*SERVICE_NAMES, "operator"):
+        policy = one("cpu", "NetworkPolicy", f"{helm.RELEASE}-{component}")
+        rules = outbound_egress(policy)
+        if component not in ("gateway", "preprocess"):
+            assert rules == [], component
+            continue
+        (rule,) = rules
+        assert {p["port"] for p in rule["ports"]} == {80, 443, 8443}
+        assert {"ipBlock": {"cidr": "10.20.0.0/16"}} in rule["to"]  # the in-cluster receivers' network
+    # The documented default: public addresses on 80 and 443, the private ranges excepted.
+    rendered = helm.template(None, "--set", "networkPolicy.enabled=true,networkPolicy.egress.enabled=true")
+    policies = {o["metadata"]["name"]: o for o in rendered if o["kind"] == "NetworkPolicy"}
+    (rule,) = outbound_egress(policies[f"{helm.RELEASE}-preprocess"])
+    assert {p["port"] for p in rule["ports"]} == {80, 443}
+    ipv4 = next(peer["ipBlock"] for peer in rule["to"] if peer["ipBlock"]["cidr"] == "0.0.0.0/0")
+    assert ipv4["except"] == PRIVATE_IPV4
+    assert helm.validate(list(policies.values()), helm.kubernetes_versions()).problems == []
+    assert outbound_egress(policies[f"{helm.RELEASE}-transcription"]) == []
+    # No egress restriction, no egress rules at all.
+    assert all("egress" not in p["spec"] for p in objects("gpu", "NetworkPolicy"))
+
+
+def test_notes_tell_where_the_http_api_is() -> None:
+    text = helm.notes(None)
+    assert f"http://{helm.RELEASE}-gateway.{helm.NAMESPACE}.svc:8080/v1" in text
+    assert "Webhooks: off" in text
+    text = helm.notes(helm.values_files()["cpu"])
+    assert "https://escriba.example.com/v1" in text  # through the Ingress, with its TLS
+    assert f'Secret "{helm.RELEASE}-webhooks"' in text
+    text = helm.notes(helm.values_files()["gpu"])
+    assert f"https://{helm.RELEASE}-gateway.{helm.NAMESPACE}.svc:8080/v1" in text
+    assert f"{helm.RELEASE}-gateway-http" in text
+    assert "/v1" not in helm.notes(helm.values_files()["autoscaling-off"])

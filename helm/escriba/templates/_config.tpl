@@ -74,6 +74,65 @@ dict so a key given in `config` replaces the chart's own instead of duplicating 
 {{- $_ = set $data "ESCRIBA_AUTH_JWT_AUDIENCE" $auth.jwt.audience }}
 {{- $_ = set $data "ESCRIBA_AUTH_JWT_OWNER_CLAIM" $auth.jwt.ownerClaim }}
 {{- end }}
+{{- $http := .root.Values.http }}
+{{- $_ := set $data "ESCRIBA_HTTP_ENABLED" (toString $http.enabled) }}
+{{- if $http.enabled }}
+{{- $v := .root.Values }}
+{{- if has (int $http.port) (list (int $v.grpc.port) (int $v.grpc.healthPort) (int $v.metrics.port)) }}
+{{- fail (printf "http.port (%d) must differ from grpc.port, grpc.healthPort and metrics.port" (int $http.port)) }}
+{{- end }}
+{{- $_ = set $data "ESCRIBA_HTTP_PORT" (include "escriba.envValue" $http.port) }}
+{{- end }}
+{{- $hooks := .root.Values.webhooks }}
+{{- with include "escriba.webhookSecretName" .root }}
+{{- $_ := set $data "ESCRIBA_WEBHOOK_SECRET_FILE" (printf "/var/run/escriba/webhooks/%s" $hooks.secret.key) }}
+{{- end }}
+{{- if not (kindIs "invalid" $hooks.timeoutSeconds) }}
+{{- $_ := set $data "ESCRIBA_WEBHOOK_TIMEOUT_S" (include "escriba.envValue" $hooks.timeoutSeconds) }}
+{{- end }}
+{{- if not (kindIs "invalid" $hooks.maxAttempts) }}
+{{- $_ := set $data "ESCRIBA_WEBHOOK_MAX_ATTEMPTS" (include "escriba.envValue" $hooks.maxAttempts) }}
+{{- end }}
+{{- with $hooks.backoffSeconds }}
+{{- $delays := list }}
+{{- range . }}
+{{- $delays = append $delays (include "escriba.envValue" .) }}
+{{- end }}
+{{- $_ := set $data "ESCRIBA_WEBHOOK_BACKOFF_S" (join "," $delays) }}
+{{- end }}
+{{- end }}
+{{- /* Outbound connections for callers: webhooks from the gateway, audio URLs from preprocess. */}}
+{{- if has .component (list "gateway" "preprocess") }}
+{{- $out := .root.Values.outbound }}
+{{- with $out.allowedNetworks }}
+{{- $_ := set $data "ESCRIBA_OUTBOUND_ALLOWED_NETWORKS" (join "," .) }}
+{{- end }}
+{{- if not (kindIs "invalid" $out.connectTimeoutSeconds) }}
+{{- $_ := set $data "ESCRIBA_OUTBOUND_CONNECT_TIMEOUT_S" (include "escriba.envValue" $out.connectTimeoutSeconds) }}
+{{- end }}
+{{- if not (kindIs "invalid" $out.maxRedirects) }}
+{{- $_ := set $data "ESCRIBA_OUTBOUND_MAX_REDIRECTS" (include "escriba.envValue" $out.maxRedirects) }}
+{{- end }}
+{{- end }}
+{{- if eq .component "preprocess" }}
+{{- $urls := .root.Values.audioUrls }}
+{{- $s3 := $urls.s3 }}
+{{- if not (kindIs "invalid" $urls.fetchTimeoutSeconds) }}
+{{- $_ := set $data "ESCRIBA_FETCH_TIMEOUT_S" (include "escriba.envValue" $urls.fetchTimeoutSeconds) }}
+{{- end }}
+{{- with $s3.endpointUrl }}
+{{- $_ := set $data "ESCRIBA_S3_ENDPOINT_URL" . }}
+{{- end }}
+{{- with $s3.region }}
+{{- $_ := set $data "ESCRIBA_S3_REGION" . }}
+{{- end }}
+{{- if ne (empty $s3.accessKeyId) (empty $s3.secretAccessKey.secretName) }}
+{{- fail "audioUrls.s3: set accessKeyId and secretAccessKey.secretName together (both empty: the SDK's default credential chain)" }}
+{{- end }}
+{{- with $s3.accessKeyId }}
+{{- $_ := set $data "ESCRIBA_S3_ACCESS_KEY_ID" . }}
+{{- $_ = set $data "ESCRIBA_S3_SECRET_ACCESS_KEY_FILE" (printf "/var/run/escriba/s3/%s" $s3.secretAccessKey.key) }}
+{{- end }}
 {{- end }}
 {{- if eq .component "transcription" }}
 {{- $model := $values.model }}

@@ -132,6 +132,20 @@ url
 {{- end }}
 {{- end }}
 
+{{/* The Secret with the webhook signing secret: the existing one, the chart's own (from
+webhooks.secret.value), or "" when webhooks are off. */}}
+{{- define "escriba.webhookSecretName" -}}
+{{- $s := .Values.webhooks.secret }}
+{{- if and $s.secretName $s.value }}
+{{- fail "webhooks.secret: set secretName (an existing Secret) or value (the chart creates one), not both" }}
+{{- end }}
+{{- if $s.secretName }}
+{{- $s.secretName }}
+{{- else if $s.value }}
+{{- printf "%s-webhooks" (include "escriba.fullname" .) }}
+{{- end }}
+{{- end }}
+
 {{/* True (non-empty) when the services need a NATS Secret at all. */}}
 {{- define "escriba.natsHasSecret" -}}
 {{- $auth := include "escriba.natsAuth" . | fromJson }}
@@ -258,7 +272,8 @@ from Secrets, and the TLS files. Call with the root context. */}}
 {{- end }}
 
 {{/* A service's volume mounts: /tmp, NATS .creds, CA bundle, PostgreSQL client certificate, gRPC TLS and
-auth files (the gateway's tokens and JWT keys only on the gateway). Call with (dict "root" $ "component" X). */}}
+auth files (the gateway's tokens, JWT keys and webhook signing secret only on the gateway, the S3 secret
+access key only on preprocess). Call with (dict "root" $ "component" X). */}}
 {{- define "escriba.secretVolumeMounts" -}}
 {{- $v := .root.Values }}
 {{- $auth := include "escriba.natsAuth" .root | fromJson }}
@@ -305,6 +320,16 @@ auth files (the gateway's tokens and JWT keys only on the gateway). Call with (d
   mountPath: /var/run/escriba/auth-jwt
   readOnly: true
 {{- end }}
+{{- if include "escriba.webhookSecretName" .root }}
+- name: webhooks
+  mountPath: /var/run/escriba/webhooks
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- if and (eq .component "preprocess") $v.audioUrls.s3.secretAccessKey.secretName }}
+- name: s3-credentials
+  mountPath: /var/run/escriba/s3
+  readOnly: true
 {{- end }}
 {{- end }}
 
@@ -389,6 +414,23 @@ auth files (the gateway's tokens and JWT keys only on the gateway). Call with (d
       {{- $key := ternary $v.auth.jwt.publicKeyKey $v.auth.jwt.hmacKey (not (empty $v.auth.jwt.publicKeySecret)) }}
       - {key: {{ $key }}, path: {{ $key }}}
 {{- end }}
+{{- with include "escriba.webhookSecretName" .root }}
+- name: webhooks
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+    items:
+      - {key: {{ $v.webhooks.secret.key }}, path: {{ $v.webhooks.secret.key }}}
+{{- end }}
+{{- end }}
+{{- $s3 := $v.audioUrls.s3.secretAccessKey }}
+{{- if and (eq .component "preprocess") $s3.secretName }}
+- name: s3-credentials
+  secret:
+    secretName: {{ $s3.secretName }}
+    defaultMode: 0440
+    items:
+      - {key: {{ $s3.key }}, path: {{ $s3.key }}}
 {{- end }}
 {{- end }}
 

@@ -45,6 +45,9 @@ def probe_bind(host: str, port: int, *, quiet_if_free: bool = False) -> str:
     family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # As servers bind (gRPC and http.server set it): a restarted process's old connections in
+            # TIME_WAIT do not count as the port being taken, another process listening there does.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((bind_host, port))
     except OSError as exc:
         return describe_bind_error(exc)
