@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required" or 0)'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[local,spell,operator,dev]'
+	$(PY) -m pip install --quiet -e '.[local,spell,operator,multilingual,dev]'
 	touch $(STAMP)
 
 setup: $(STAMP) ## Create .venv and install Escriba with every extra and the test tools

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 SETTINGS_MODULES = (
     "escriba.common.grpc_server",
     "escriba.common.outbound",
+    "escriba.models",
     "escriba.bus.settings",
     "escriba.db.settings",
     "escriba.pipeline.settings",

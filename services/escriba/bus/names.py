@@ -64,12 +64,21 @@ class BusNames:
     def webhook_subject(self) -> str:
         return f"{self.prefix}.webhooks"
 
-    def job_subject(self, stage: Stage) -> str:
-        return f"{self.prefix}.jobs.{STAGES[stage].subject_token}"
+    def job_subject(self, stage: Stage, route: str | None = None) -> str:
+        """``stage``'s subject; ``route`` (a model's token) gives that model's own transcription
+        subject, ``<prefix>.jobs.transcribe.<model>`` (the default model keeps the plain one)."""
+        base = f"{self.prefix}.jobs.{STAGES[stage].subject_token}"
+        if route is None:
+            return base
+        if not _TOKEN_RE.match(route):
+            raise ValueError(f"route {route!r} cannot be a subject token")
+        return f"{base}.{route}"
 
     @property
     def job_subjects(self) -> tuple[str, ...]:
-        return tuple(self.job_subject(stage) for stage in Stage)
+        """What the jobs stream captures: every stage's subject, and every model's transcription one."""
+        plain = tuple(self.job_subject(stage) for stage in Stage)
+        return (*plain, f"{self.job_subject(Stage.TRANSCRIPTION)}.*")
 
     def event_subject(self, task_id: str) -> str:
         if not _TOKEN_RE.match(task_id):
@@ -84,9 +93,10 @@ class BusNames:
     # Consumers ----------------------------------------------------------------------------------
 
     @staticmethod
-    def consumer(stage: Stage) -> str:
-        """Durable pull consumer of ``stage`` on the jobs stream (scoped by the stream, so unprefixed)."""
-        return stage.value
+    def consumer(stage: Stage, route: str | None = None) -> str:
+        """Durable pull consumer of ``stage`` on the jobs stream (scoped by the stream, so unprefixed);
+        a model's own transcription consumer is ``transcription-<model>``."""
+        return stage.value if route is None else f"{stage.value}-{route}"
 
     #: Durable pull consumer of the webhook dispatchers (gateway replicas) on the webhooks stream.
     webhook_consumer = "webhooks"

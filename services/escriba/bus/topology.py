@@ -14,7 +14,7 @@ shortest retry delay) and stretches every ``nak`` delay by the difference betwee
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import nats.errors
@@ -85,13 +85,15 @@ def webhooks_stream_config(names: BusNames, settings: NatsSettings) -> api.Strea
     )
 
 
-def consumer_config(names: BusNames, stage: Stage, settings: NatsSettings) -> api.ConsumerConfig:
-    consumer = names.consumer(stage)
+def consumer_config(
+    names: BusNames, stage: Stage, settings: NatsSettings, route: str | None = None
+) -> api.ConsumerConfig:
+    consumer = names.consumer(stage, route)
     return api.ConsumerConfig(
         name=consumer,
         durable_name=consumer,
-        description=f"Escriba {stage.value} workers",
-        filter_subject=names.job_subject(stage),
+        description=f"Escriba {stage.value} workers" + (f" of model {route}" if route else ""),
+        filter_subject=names.job_subject(stage, route),
         deliver_policy=api.DeliverPolicy.ALL,
         ack_policy=api.AckPolicy.EXPLICIT,
         ack_wait=settings.ack_wait_s,
@@ -106,14 +108,21 @@ def _ttl(seconds: float) -> float | None:
     return seconds if seconds > 0 else None
 
 
-async def ensure_topology(js: JetStreamContext, names: BusNames, settings: NatsSettings) -> Topology:
-    """Create or update every stream, consumer and bucket of ``names``; safe to call concurrently."""
+async def ensure_topology(
+    js: JetStreamContext, names: BusNames, settings: NatsSettings, routes: Sequence[str] = ()
+) -> Topology:
+    """Create or update every stream, consumer and bucket of ``names``, and a transcription consumer
+    per model route (``routes``: the catalogue's models but the default); safe to call concurrently."""
     try:
         await _ensure_stream(js, jobs_stream_config(names, settings))
         await _ensure_stream(js, events_stream_config(names, settings))
         await _ensure_stream(js, webhooks_stream_config(names, settings))
         for stage in Stage:
             await ensure_consumer(js, names.jobs_stream, consumer_config(names, stage, settings))
+        for route in routes:
+            await ensure_consumer(
+                js, names.jobs_stream, consumer_config(names, Stage.TRANSCRIPTION, settings, route)
+            )
         for bucket, ttl_s in (
             (names.audio_bucket, settings.audio_ttl_s),
             (names.normalized_bucket, settings.normalized_ttl_s),
@@ -130,7 +139,10 @@ async def ensure_topology(js: JetStreamContext, names: BusNames, settings: NatsS
         raise BusUnavailableError("the NATS connection closed while creating the topology") from exc
     topology = Topology(
         streams=(names.jobs_stream, names.events_stream, names.webhooks_stream),
-        consumers=tuple(names.consumer(stage) for stage in Stage),
+        consumers=(
+            *(names.consumer(stage) for stage in Stage),
+            *(names.consumer(Stage.TRANSCRIPTION, route) for route in routes),
+        ),
         object_buckets=(names.audio_bucket, names.normalized_bucket),
         kv_buckets=(names.transcripts_bucket, names.corrections_bucket),
     )

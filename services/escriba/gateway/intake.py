@@ -72,6 +72,12 @@ class TaskIntake:
                 "this server delivers no webhooks (ESCRIBA_WEBHOOK_SECRET_FILE is not set)"
             )
         pipeline = self._runtime.pipeline
+        options = spec.transcription
+        try:
+            pipeline.models.check_request(options.model, language=options.language, task=options.task)
+        except EscribaError:
+            await upload.drain()
+            raise
         task_id = str(uuid.uuid4())
         by_url = bool(spec.audio_url)
         object_name = "" if by_url else f"uploads/{task_id}"

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("word", "segment")
-#: What OpenAI's clients send as the model name; it means "the model this server serves".
+#: What OpenAI's clients send as the model name; it means "this install's default model".
 OPENAI_MODEL_ALIAS = "whisper-1"
 #: Longest form field other than the file (a prompt is at most 1000 characters in any script).
 MAX_FIELD_BYTES = 16 * 1024
@@ -124,12 +124,10 @@ class OpenAIApi:
         http: HttpSettings,
         auth: Authenticator,
         *,
-        model_name: str,
         security: SecuritySettings | None = None,
         ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self._runtime, self._settings, self._http, self._auth = runtime, settings, http, auth
-        self._model_name = model_name
         self._security = security
         self._ready = ready
         self._runner: web.AppRunner | None = None
@@ -213,7 +211,7 @@ class OpenAIApi:
     def _model_entries(self) -> list[dict[str, Any]]:
         return [
             {"id": name, "object": "model", "created": 0, "owned_by": "escriba"}
-            for name in (self._model_name, OPENAI_MODEL_ALIAS)
+            for name in (*self._runtime.pipeline.models.names, OPENAI_MODEL_ALIAS)
         ]
 
     async def _models(self, request: web.Request) -> web.Response:
@@ -338,15 +336,19 @@ class OpenAIApi:
                     param="timestamp_granularities[]",
                 )
         model = fields.get("model", "")
-        if model not in ("", OPENAI_MODEL_ALIAS, self._model_name):
+        catalogue = self._runtime.pipeline.models
+        if model not in ("", OPENAI_MODEL_ALIAS) and catalogue.find(model) is None:
+            served = ", ".join((*catalogue.names, OPENAI_MODEL_ALIAS))
             raise ApiError(
                 400,
-                f"the model {model!r} is not served here; use {self._model_name!r} or {OPENAI_MODEL_ALIAS!r}",
+                f"the model {model!r} is not served here; models: {served}",
                 code="model_not_found",
                 param="model",
             )
         spec = tasks_pb2.TaskSpec(filename=filename)
         options = spec.transcription
+        if model not in ("", OPENAI_MODEL_ALIAS):
+            options.model = model
         if task == "translate":
             options.task = "translate"
         else:

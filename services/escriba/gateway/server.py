@@ -18,9 +18,9 @@ from escriba.gateway.auth import Authenticator, authenticator
 from escriba.gateway.openai_api import OpenAIApi
 from escriba.gateway.servicer import SERVICE_NAME, TaskServicer
 from escriba.gateway.settings import GatewaySettings, HttpSettings
+from escriba.models import ModelSettings
 from escriba.pipeline.runtime import PipelineRuntime
 from escriba.stages import GATEWAY
-from escriba.transcription.settings import TranscriptionSettings, served_model_name
 from escriba.v1 import tasks_pb2_grpc
 from escriba.webhooks.dispatcher import WebhookDispatcher
 from escriba.webhooks.settings import WebhookSettings
@@ -80,8 +80,7 @@ def build(
     http_settings = load(HttpSettings, env)
     http = None
     if http_settings.enabled:
-        model = served_model_name(load(TranscriptionSettings, env).model)
-        http = OpenAIApi(runtime, settings, http_settings, auth, model_name=model, security=security)
+        http = OpenAIApi(runtime, settings, http_settings, auth, security=security)
     return GatewayComponent(
         runtime,
         settings,
@@ -95,5 +94,7 @@ def build(
 
 async def serve(port: int | None = None) -> None:
     server_settings = ServerSettings.from_env()
-    runtime = PipelineRuntime(load(NatsSettings), load(DatabaseSettings), client_name=GATEWAY)
+    runtime = PipelineRuntime(
+        load(NatsSettings), load(DatabaseSettings), client_name=GATEWAY, models=load(ModelSettings).models()
+    )
     await run_service(GATEWAY, [runtime, build(runtime)], server_settings, port=port)

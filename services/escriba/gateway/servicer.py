@@ -145,6 +145,29 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         async for event in self.tasks.watch(record, poll_s=self.settings.watch_poll_s):
             yield event
 
+    @translate_errors
+    async def ListModels(
+        self, request: tasks_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> tasks_pb2.ListModelsResponse:
+        self.auth.owner(context)
+        catalogue = self.pipeline.models
+        kinds = {
+            None: tasks_pb2.MODEL_LANGUAGES_UNSPECIFIED,
+            False: tasks_pb2.MODEL_LANGUAGES_ENGLISH_ONLY,
+            True: tasks_pb2.MODEL_LANGUAGES_MULTILINGUAL,
+        }
+        return tasks_pb2.ListModelsResponse(
+            models=[
+                tasks_pb2.Model(
+                    name=entry.name,
+                    is_default=entry is catalogue.default,
+                    languages=kinds[entry.multilingual],
+                    allowed_languages=list(entry.languages),
+                )
+                for entry in catalogue.entries
+            ]
+        )
+
     # Changing --------------------------------------------------------------------------------------
 
     @translate_errors

@@ -38,6 +38,7 @@ from escriba.db.settings import DatabaseSettings
 from escriba.local.nats import EmbeddedNats
 from escriba.local.postgres import EmbeddedPostgres, free_port
 from escriba.local.secure import LOCAL_HOSTS, LocalSecurity, create_local_security
+from escriba.models import ModelSettings
 from escriba.pipeline.runtime import PipelineRuntime
 from escriba.pipeline.settings import WorkerSettings
 from escriba.stages import GATEWAY, Stage, in_order
@@ -74,6 +75,9 @@ class StackConfig:
     secure: bool = False
     #: Owners that get a static token when ``secure`` (``LocalStack.security.token(owner)``).
     owners: tuple[str, ...] = ("local",)
+    #: Catalogue models (``ESCRIBA_MODELS``) to run a transcription service for; empty: the default
+    #: one. In-process mode only.
+    models: tuple[str, ...] = ()
 
 
 class LocalStack:
@@ -93,6 +97,8 @@ class LocalStack:
         #: In-process mode: the shared connections and the model (tests inspect them).
         self.runtime: PipelineRuntime | None = None
         self.transcription_engine: WhisperEngine | None = None
+        #: In-process mode: every served model's engine, by catalogue name.
+        self.transcription_engines: dict[str, WhisperEngine] = {}
         #: Secure mode: the CA, certificates and tokens clients need.
         self.security: LocalSecurity | None = None
         self._stopping = False
@@ -162,13 +168,25 @@ class LocalStack:
 
         server_settings = replace(load(ServerSettings, env), host=self.config.host, metrics_port=0)
         security = load(SecuritySettings, env).validate()
-        runtime = PipelineRuntime(load(NatsSettings, env), load(DatabaseSettings, env), client_name="local")
+        catalogue = load(ModelSettings, env).models()
+        runtime = PipelineRuntime(
+            load(NatsSettings, env), load(DatabaseSettings, env), client_name="local", models=catalogue
+        )
         self.runtime = runtime
         worker_settings = load(WorkerSettings, env)
-        stages = [importlib.import_module(spec.server_module).build(env) for spec in in_order()]
-        for service in stages:
-            if service.stage is Stage.TRANSCRIPTION:
-                self.transcription_engine = service.component.engine
+        stages = []
+        for spec in in_order():
+            module = importlib.import_module(spec.server_module)
+            if spec.stage is not Stage.TRANSCRIPTION:
+                stages.append(module.build(env))
+                continue
+            # One transcription service per model served, each on its model's own consumer.
+            for model in self.config.models or (catalogue.default.name,):
+                service = module.build({**env, "ESCRIBA_TRANSCRIPTION_MODEL": model})
+                engine = service.component.engine
+                self.transcription_engines[model] = engine
+                self.transcription_engine = self.transcription_engine or engine
+                stages.append(service)
         components: Sequence[Component] = [
             runtime,
             *(service.component for service in stages),
@@ -185,6 +203,10 @@ class LocalStack:
         await make_ready(self._server)
 
     async def _start_processes(self, env: Mapping[str, str]) -> None:
+        if self.config.models:
+            raise ValueError(
+                "StackConfig.models runs in-process only; processes mode serves the default model"
+            )
         for service in (GATEWAY, *(spec.name for spec in in_order())):
             port = self.port if service == GATEWAY else free_port(self.config.host)
             service_env = dict(env)

@@ -19,6 +19,7 @@ from escriba.common import metrics
 from escriba.common.grpc_server import Component
 from escriba.common.settings import load
 from escriba.db.settings import DatabaseSettings
+from escriba.models import ModelSettings
 from escriba.pipeline.runtime import PipelineRuntime
 from escriba.pipeline.settings import WorkerSettings
 from escriba.pipeline.stage import StageHandler, StageWorkerComponent
@@ -36,6 +37,9 @@ class StageService:
     handler: HandlerFactory
     #: Jobs taken at once when ``ESCRIBA_WORKER_MAX_IN_FLIGHT`` is unset (the service's own measure).
     default_in_flight: int
+    #: The model route this service works (transcription of a non-default model); ``None``: the
+    #: stage's plain subject and consumer.
+    route: str | None = None
 
     def __post_init__(self) -> None:
         spec = STAGES[self.stage]
@@ -43,7 +47,10 @@ class StageService:
 
     def worker(self, runtime: PipelineRuntime, settings: WorkerSettings) -> StageWorkerComponent:
         return StageWorkerComponent(
-            runtime, self.handler(runtime), max_in_flight=settings.max_in_flight or self.default_in_flight
+            runtime,
+            self.handler(runtime),
+            max_in_flight=settings.max_in_flight or self.default_in_flight,
+            route=self.route,
         )
 
 
@@ -53,7 +60,12 @@ def stage_components(service: StageService, env: Mapping[str, str] | None = None
     worker_settings = load(WorkerSettings, env)
     if not worker_settings.enabled or not nats_settings.servers:
         return [service.component]
-    runtime = PipelineRuntime(nats_settings, load(DatabaseSettings, env), client_name=service.stage.value)
+    runtime = PipelineRuntime(
+        nats_settings,
+        load(DatabaseSettings, env),
+        client_name=service.stage.value,
+        models=load(ModelSettings, env).models(),
+    )
     # Started in this order, stopped in reverse: the worker hands back its jobs first, then the
     # service drains its RPCs, and the connections close last.
     return [runtime, service.component, service.worker(runtime, worker_settings)]

@@ -21,6 +21,7 @@ from escriba.bus import AudioStore, BusNames, KvCache, NatsSettings, connect, en
 from escriba.db.pool import create_pool
 from escriba.db.settings import DatabaseSettings
 from escriba.db.tasks import TaskRepository
+from escriba.models import ModelCatalogue, ModelSettings
 from escriba.pipeline.events import EventPublisher
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ class Pipeline:
     normalized: AudioStore
     transcripts: KvCache
     corrections: KvCache
+    #: The models this install serves (routes transcription jobs; the gateway checks requests).
+    models: ModelCatalogue
 
 
 class PipelineRuntime:
@@ -56,7 +59,9 @@ class PipelineRuntime:
         client_name: str,
         nats_url: str | None = None,
         database_url: str | None = None,
+        models: ModelCatalogue | None = None,
     ) -> None:
+        self.models = models or ModelSettings.from_env().models()
         self.nats_settings = nats_settings
         self.db_settings = db_settings
         self.client_name = client_name
@@ -79,7 +84,8 @@ class PipelineRuntime:
         pool: asyncpg.Pool | None = None
         try:
             js = nc.jetstream(timeout=self.nats_settings.request_timeout_s)
-            await ensure_topology(js, names, self.nats_settings)
+            routes = tuple(entry.token for entry in self.models.entries[1:])
+            await ensure_topology(js, names, self.nats_settings, routes)
             pool = await create_pool(self.db_settings, self.database_url)
             # Stores open inside the guard too: a missing bucket must not leak the connection or pool.
             self._pipeline = Pipeline(
@@ -94,6 +100,7 @@ class PipelineRuntime:
                 normalized=await AudioStore.open(js, names.normalized_bucket),
                 transcripts=await KvCache.open(js, names.transcripts_bucket),
                 corrections=await KvCache.open(js, names.corrections_bucket),
+                models=self.models,
             )
         except BaseException:
             if pool is not None:

@@ -124,10 +124,19 @@ class StageWorkerComponent:
 
     service_names: Sequence[str] = ()
 
-    def __init__(self, runtime: PipelineRuntime, handler: StageHandler[M], *, max_in_flight: int) -> None:
+    def __init__(
+        self,
+        runtime: PipelineRuntime,
+        handler: StageHandler[M],
+        *,
+        max_in_flight: int,
+        route: str | None = None,
+    ) -> None:
         self.runtime = runtime
         self.handler = handler
         self.max_in_flight = max_in_flight
+        #: A model's own transcription consumer (``None``: the stage's plain one).
+        self.route = route
         self._worker: JobWorker | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -139,7 +148,7 @@ class StageWorkerComponent:
         self._worker = JobWorker(
             pipeline.nc,
             stream=pipeline.names.jobs_stream,
-            consumer=pipeline.names.consumer(stage),
+            consumer=pipeline.names.consumer(stage, self.route),
             handler=self.handler,
             on_give_up=self.handler.give_up,
             settings=pipeline.nats_settings,

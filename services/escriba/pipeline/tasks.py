@@ -85,9 +85,13 @@ class TaskFlow:
         The duration header lets the autoscaler size the backlog without decoding the job."""
         body, headers = codec.encode(job)
         pipeline = self._pipeline
+        route = None
+        if stage is Stage.TRANSCRIPTION and isinstance(job, jobs_pb2.TranscribeJob):
+            # Each model has its own subject and consumer, so each scales on its own backlog.
+            route = pipeline.models.route(job.transcription.model)
         await publish_job(
             pipeline.js,
-            pipeline.names.job_subject(stage),
+            pipeline.names.job_subject(stage, route),
             body,
             task_id=task_id,
             stage=stage.value,

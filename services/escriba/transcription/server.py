@@ -7,6 +7,7 @@ NOT_SERVING (and whose RPCs answer UNAVAILABLE) until the model is in memory.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import grpc
@@ -15,6 +16,7 @@ from escriba.common import metrics
 from escriba.common.grpc_server import ServerSettings
 from escriba.common.service import run_service
 from escriba.common.settings import load
+from escriba.models import ModelCatalogue, ModelEntry, ModelSettings
 from escriba.pipeline.assemble import StageService, stage_components
 from escriba.stages import Stage
 from escriba.transcription.engine import WhisperEngine
@@ -50,11 +52,35 @@ class TranscriptionComponent:
         await asyncio.to_thread(self.engine.close)
 
 
+def served_settings(
+    settings: TranscriptionSettings, catalogue: ModelCatalogue
+) -> tuple[TranscriptionSettings, ModelEntry | None]:
+    """The settings of the model this process serves: ``ESCRIBA_TRANSCRIPTION_MODEL`` names a
+    catalogue entry (empty: the default one), whose source, device and precision apply; anything else
+    is a model directory or name served outside the catalogue (its jobs are the default route's)."""
+    entry = catalogue.find(settings.model)
+    if entry is None:
+        return settings, None
+    return (
+        dataclasses.replace(
+            settings,
+            model=entry.source or "bundled",
+            device=entry.device or settings.device,
+            compute_type=entry.compute_type or settings.compute_type,
+        ),
+        entry,
+    )
+
+
 def build(env: Mapping[str, str] | None = None, engine: WhisperEngine | None = None) -> StageService:
-    """The transcription service from its settings (``engine``: one already loaded, e.g. shared by
-    tests); the one wiring ``serve``, the local stack and tests use."""
-    settings = load(TranscriptionSettings, env)
-    component = TranscriptionComponent(settings, engine)
+    """The transcription service of one model from its settings (``engine``: one already loaded, e.g.
+    shared by tests); the one wiring ``serve``, the local stack and tests use."""
+    catalogue = load(ModelSettings, env).models()
+    settings, entry = served_settings(load(TranscriptionSettings, env), catalogue)
+    component = TranscriptionComponent(
+        settings, engine or WhisperEngine(settings, name=entry.name if entry else "")
+    )
+    route = catalogue.route(entry.name) if entry is not None else None
     return StageService(
         Stage.TRANSCRIPTION,
         component,
@@ -67,6 +93,7 @@ def build(env: Mapping[str, str] | None = None, engine: WhisperEngine | None = N
         # One more job than requests run at once (enough to fill shared batches when they are on), so the
         # next one is fetched while the others decode.
         default_in_flight=component.engine.request_slots + 1,
+        route=route,
     )
 
 

@@ -6,7 +6,6 @@ request gets for every option it leaves unset.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from escriba.common.settings import at_least, between, positive, setting, settings_class
@@ -239,13 +238,3 @@ class TranscriptionSettings:
 
 #: The name transcripts carry when ESCRIBA_TRANSCRIPTION_MODEL is empty (the bundled model).
 BUNDLED_MODEL_NAME = "tiny.en"
-
-
-def served_model_name(model: str) -> str:
-    """The name a deployment's transcripts (and its OpenAI ``/v1/models``) carry for ``model``:
-    known without loading it, so the gateway can name it."""
-    if not model:
-        return BUNDLED_MODEL_NAME
-    if model.startswith(("/", ".", "~")) or os.path.isdir(os.path.expanduser(model)):
-        return os.path.basename(os.path.normpath(os.path.expanduser(model)))
-    return model

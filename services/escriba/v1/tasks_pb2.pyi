@@ -65,6 +65,25 @@ OUTPUT_FORMAT_SRT: OutputFormat.ValueType  # 1
 OUTPUT_FORMAT_VTT: OutputFormat.ValueType  # 2
 Global___OutputFormat: _TypeAlias = OutputFormat  # noqa: Y015
 
+class _ModelLanguages:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ModelLanguagesEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ModelLanguages.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MODEL_LANGUAGES_UNSPECIFIED: _ModelLanguages.ValueType  # 0
+    """not known before the model is loaded"""
+    MODEL_LANGUAGES_ENGLISH_ONLY: _ModelLanguages.ValueType  # 1
+    MODEL_LANGUAGES_MULTILINGUAL: _ModelLanguages.ValueType  # 2
+
+class ModelLanguages(_ModelLanguages, metaclass=_ModelLanguagesEnumTypeWrapper): ...
+
+MODEL_LANGUAGES_UNSPECIFIED: ModelLanguages.ValueType  # 0
+"""not known before the model is loaded"""
+MODEL_LANGUAGES_ENGLISH_ONLY: ModelLanguages.ValueType  # 1
+MODEL_LANGUAGES_MULTILINGUAL: ModelLanguages.ValueType  # 2
+Global___ModelLanguages: _TypeAlias = ModelLanguages  # noqa: Y015
+
 @_typing.final
 class TaskSpec(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -536,3 +555,70 @@ class ArchiveTaskRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ArchiveTaskRequest: _TypeAlias = ArchiveTaskRequest  # noqa: Y015
+
+@_typing.final
+class ListModelsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListModelsRequest: _TypeAlias = ListModelsRequest  # noqa: Y015
+
+@_typing.final
+class Model(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    IS_DEFAULT_FIELD_NUMBER: _builtins.int
+    LANGUAGES_FIELD_NUMBER: _builtins.int
+    ALLOWED_LANGUAGES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    is_default: _builtins.bool
+    languages: Global___ModelLanguages.ValueType
+    """MULTILINGUAL models detect the language and translate; ENGLISH_ONLY ones do neither."""
+    @_builtins.property
+    def allowed_languages(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """empty: every language the model knows"""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        is_default: _builtins.bool = ...,
+        languages: Global___ModelLanguages.ValueType = ...,
+        allowed_languages: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_languages", b"allowed_languages", "is_default", b"is_default", "languages", b"languages", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Model: _TypeAlias = Model  # noqa: Y015
+
+@_typing.final
+class ListModelsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODELS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___Model]: ...
+    def __init__(
+        self,
+        *,
+        models: _abc.Iterable[Global___Model] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListModelsResponse: _TypeAlias = ListModelsResponse  # noqa: Y015

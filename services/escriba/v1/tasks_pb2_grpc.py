@@ -70,6 +70,11 @@ class TaskServiceStub:
                 request_serializer=escriba_dot_v1_dot_tasks__pb2.CreateTaskRequest.SerializeToString,
                 response_deserializer=escriba_dot_v1_dot_tasks__pb2.Task.FromString,
                 _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/escriba.v1.TaskService/ListModels',
+                request_serializer=escriba_dot_v1_dot_tasks__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=escriba_dot_v1_dot_tasks__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -121,6 +126,13 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListModels(self, request, context):
+        """The models this install serves (TranscriptionOptions.model picks one; empty: the default).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +170,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.Transcribe,
                     request_deserializer=escriba_dot_v1_dot_tasks__pb2.CreateTaskRequest.FromString,
                     response_serializer=escriba_dot_v1_dot_tasks__pb2.Task.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=escriba_dot_v1_dot_tasks__pb2.ListModelsRequest.FromString,
+                    response_serializer=escriba_dot_v1_dot_tasks__pb2.ListModelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -350,6 +367,33 @@ class TaskService:
             '/escriba.v1.TaskService/Transcribe',
             escriba_dot_v1_dot_tasks__pb2.CreateTaskRequest.SerializeToString,
             escriba_dot_v1_dot_tasks__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/escriba.v1.TaskService/ListModels',
+            escriba_dot_v1_dot_tasks__pb2.ListModelsRequest.SerializeToString,
+            escriba_dot_v1_dot_tasks__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

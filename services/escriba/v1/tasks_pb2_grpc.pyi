@@ -43,6 +43,8 @@ class TaskServiceStub:
     ArchiveTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.ArchiveTaskRequest, _tasks_pb2.Task]
     Transcribe: _grpc.StreamUnaryMultiCallable[_tasks_pb2.CreateTaskRequest, _tasks_pb2.Task]
     """Submit and wait for the terminal state: CreateTask + WatchTask for simple callers."""
+    ListModels: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.ListModelsRequest, _tasks_pb2.ListModelsResponse]
+    """The models this install serves (TranscriptionOptions.model picks one; empty: the default)."""
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
@@ -59,6 +61,8 @@ class TaskServiceAsyncStub(TaskServiceStub):
     ArchiveTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.ArchiveTaskRequest, _tasks_pb2.Task]  # type: ignore[assignment]
     Transcribe: _aio.StreamUnaryMultiCallable[_tasks_pb2.CreateTaskRequest, _tasks_pb2.Task]  # type: ignore[assignment]
     """Submit and wait for the terminal state: CreateTask + WatchTask for simple callers."""
+    ListModels: _aio.UnaryUnaryMultiCallable[_tasks_pb2.ListModelsRequest, _tasks_pb2.ListModelsResponse]  # type: ignore[assignment]
+    """The models this install serves (TranscriptionOptions.model picks one; empty: the default)."""
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     """The public API: tasks turn uploaded audio into transcripts through the pipeline."""
@@ -114,5 +118,13 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.Task, _abc.Awaitable[_tasks_pb2.Task]]:
         """Submit and wait for the terminal state: CreateTask + WatchTask for simple callers."""
+
+    @_abc_1.abstractmethod
+    def ListModels(
+        self,
+        request: _tasks_pb2.ListModelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.ListModelsResponse, _abc.Awaitable[_tasks_pb2.ListModelsResponse]]:
+        """The models this install serves (TranscriptionOptions.model picks one; empty: the default)."""
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
