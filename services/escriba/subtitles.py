@@ -132,10 +132,15 @@ def _tokens(segment: Segment) -> list[_Token]:
     if not texts:
         return []
     timed = _from_words(segment.words)
-    if [t.text for t in timed] == texts:
-        return timed
-    # No word timings, or they belong to another text (edited without realigning): share the time.
-    return _by_length(texts, segment.start_s, segment.end_s)
+    if [t.text for t in timed] != texts:
+        # No word timings, or they belong to another text (edited without realigning): share the time.
+        timed = _by_length(texts, segment.start_s, segment.end_s)
+    if segment.speaker:
+        # The speaker's label leads the segment's first cue, joined to its first word so that no
+        # break can leave the label alone at the end of a cue.
+        first = timed[0]
+        timed[0] = _Token(f"{segment.speaker}: {first.text}", first.start_s, first.end_s)
+    return timed
 
 
 def _wrap(tokens: Sequence[str], max_chars: int) -> tuple[list[str], float] | None:

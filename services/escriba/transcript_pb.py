@@ -33,6 +33,8 @@ def segment_to_pb(s: Segment) -> common_pb2.Segment:
         no_speech_prob=s.no_speech_prob,
         compression_ratio=s.compression_ratio,
         temperature=s.temperature,
+        channel=s.channel,
+        speaker=s.speaker,
     )
 
 
@@ -55,6 +57,8 @@ def segment_from_pb(s: common_pb2.Segment) -> Segment:
         no_speech_prob=s.no_speech_prob,
         compression_ratio=s.compression_ratio,
         temperature=s.temperature,
+        channel=s.channel if s.HasField("channel") else None,
+        speaker=s.speaker,
     )
 
 

@@ -25,13 +25,20 @@ def test_default_prefix_gives_the_documented_names() -> None:
 
 def test_a_test_prefix_renames_everything() -> None:
     names = BusNames("t1a2")
-    assert names.job_subjects == ("t1a2.jobs.preprocess", "t1a2.jobs.transcribe", "t1a2.jobs.correct")
+    assert names.job_subjects == (
+        "t1a2.jobs.preprocess",
+        "t1a2.jobs.transcribe",
+        "t1a2.jobs.correct",
+        "t1a2.jobs.transcribe.*",  # every other model's own transcription subject
+    )
     assert names.jobs_stream == "T1A2_JOBS"
     assert names.events_stream == "T1A2_EVENTS"
     assert names.audio_bucket == "t1a2-audio"
     assert names.event_subject("abc") == "t1a2.events.task.abc"
     # Consumers are scoped by their stream, so they keep their plain names.
     assert names.consumer(Stage.TRANSCRIPTION) == "transcription"
+    assert names.consumer(Stage.TRANSCRIPTION, "base") == "transcription-base"
+    assert names.job_subject(Stage.TRANSCRIPTION, "base") == "t1a2.jobs.transcribe.base"
 
 
 @pytest.mark.parametrize("prefix", ["", "Escriba", "1abc", "a.b", "a b", "a*", "x" * 33])

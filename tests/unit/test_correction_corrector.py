@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -40,7 +41,7 @@ def _words(text: str, start_s: float) -> tuple[Word, ...]:
     )
 
 
-def _segment(n: int, text: str, **scores: float) -> Segment:
+def _segment(n: int, text: str, **scores: Any) -> Segment:
     return Segment(n, 3.0 * n, 3.0 * n + 3.0, text, _words(text, 3.0 * n), **scores)
 
 

@@ -16,6 +16,7 @@ from escriba.transcript import GlossaryEntry, Segment, Word
 
 PINNED = {
     "escriba-correction-2": "f84affc9b4ef52626dd6aefeed435be48977532713dc2fd6878d53d1968174ba",
+    "escriba-correction-3": "5281ada8202f08eeaf27bf3c95376189038310ed726872e4a2e2b0bd3cad4372",
 }
 
 _GLOSSARY = (

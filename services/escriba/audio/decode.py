@@ -115,8 +115,10 @@ def decode_audio(
     threads: int = 0,
     filename: str = "",
     sample_rate_hz: int = SAMPLE_RATE_HZ,
+    channel: int | None = None,
 ) -> DecodedAudio:
-    """Decode the first audio stream of ``source`` to mono float32 at ``sample_rate_hz``.
+    """Decode the first audio stream of ``source`` to mono float32 at ``sample_rate_hz``: the mean of
+    its channels, or only channel ``channel`` (0-based) of it.
 
     ``threads`` is the decoder thread count (0 lets FFmpeg choose). ``filename`` only names the file
     in messages: the format is always probed from the content, never trusted from an extension (a
@@ -132,7 +134,7 @@ def decode_audio(
         if ctx is None:
             raise UnsupportedCodecError(f"{label}: no decoder for the codec of its audio track")
         ctx.thread_count = threads
-        return _Decoder(container, stream, label, size, sample_rate_hz, max_duration_s).run()
+        return _Decoder(container, stream, label, size, sample_rate_hz, max_duration_s, channel).run()
 
 
 def _head(source: bytes | Path) -> bytes:
@@ -189,7 +191,9 @@ class _Decoder:
         size: int,
         rate: int,
         max_duration_s: float,
+        channel: int | None = None,
     ) -> None:
+        self.channel = channel
         self.container = container
         self.stream = stream
         self.label = label
@@ -287,6 +291,8 @@ class _Decoder:
             interleaved = np.asarray(frame.to_ndarray(), dtype=np.float32).reshape(-1, channels)
             if channels == 1:
                 mono = interleaved[:, 0]
+            elif self.channel is not None:
+                mono = interleaved[:, min(self.channel, channels - 1)].copy()
             else:  # the mean of the channels, as one matrix-vector product
                 mono = interleaved @ np.full(channels, 1.0 / channels, dtype=np.float32)
             self.out.extend(mono)

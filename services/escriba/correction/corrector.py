@@ -27,7 +27,7 @@ from escriba.correction.rules import RULES_VERSION, TEXT_RULES, RuleContext
 from escriba.correction.settings import CorrectionSettings
 from escriba.correction.silence import segment_verdicts
 from escriba.correction.words import realign_words
-from escriba.transcript import COMPRESSION_RATIO_THRESHOLD, Edit, Segment
+from escriba.transcript import COMPRESSION_RATIO_THRESHOLD, Edit, Segment, joined_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +39,7 @@ class CorrectionResult:
 
 
 def join_segments(segments: Sequence[Segment]) -> str:
-    return " ".join(s.text.strip() for s in segments if s.text.strip())
+    return joined_text(segments)
 
 
 class Corrector:

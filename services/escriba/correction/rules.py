@@ -19,7 +19,8 @@ from escriba.correction import casing, glossary, repetition, spacing, spelling
 from escriba.correction.edits import Change
 from escriba.correction.glossary import Glossary
 
-RULES_VERSION = "escriba-correction-2"  # 2: loops collapsed only where the decoder looped
+RULES_VERSION = "escriba-correction-3"  # 2: loops collapsed only where the decoder looped;
+# 3: segments keep their channel and speaker, and the text is one line per speaker turn
 
 
 @dataclass(frozen=True, slots=True)

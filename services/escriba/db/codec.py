@@ -18,7 +18,7 @@ Row = Mapping[str, Any]
 
 
 def segment_to_json(segment: Segment) -> dict[str, Any]:
-    return {
+    data: dict[str, Any] = {
         "id": segment.id,
         "start_s": segment.start_s,
         "end_s": segment.end_s,
@@ -32,6 +32,10 @@ def segment_to_json(segment: Segment) -> dict[str, Any]:
         "compression_ratio": segment.compression_ratio,
         "temperature": segment.temperature,
     }
+    if segment.channel is not None:  # per-channel transcripts only: others keep their old shape
+        data["channel"] = segment.channel
+        data["speaker"] = segment.speaker
+    return data
 
 
 def segment_from_json(data: Mapping[str, Any]) -> Segment:
@@ -53,6 +57,8 @@ def segment_from_json(data: Mapping[str, Any]) -> Segment:
         no_speech_prob=float(data.get("no_speech_prob", 0.0)),
         compression_ratio=float(data.get("compression_ratio", 0.0)),
         temperature=float(data.get("temperature", 0.0)),
+        channel=int(data["channel"]) if data.get("channel") is not None else None,
+        speaker=str(data.get("speaker", "")),
     )
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 #: so cached results of the old code are not served. 2: the signal is kept (no normalization).
 PIPELINE_VERSION: Final = 2
 _HASH_CHUNK = 1 << 20
+
+
+#: Channels transcribed separately at most (the rest of a 5.1 or 7.1 mix is music and effects).
+MAX_SEPARATE_CHANNELS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,49 @@ class PreprocessResult:
     audio: bytes  # canonical 16 kHz mono 16-bit FLAC or WAV
     samples: npt.NDArray[np.float32]  # exactly what ``audio`` decodes to
     info: PreprocessInfo
+
+
+#: A channel quieter than this (RMS, dBFS) holds no speech worth a transcript of its own.
+SILENT_CHANNEL_DBFS = -60.0
+#: Channels this alike (RMS of their difference, dB below the louder one) are one signal saved twice.
+DUPLICATE_CHANNEL_DB = 40.0
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelAudio:
+    """One input channel as canonical mono audio, to be transcribed on its own."""
+
+    channel: int
+    audio: bytes
+    normalized_sha256: str
+
+
+def _rms_dbfs(samples: npt.NDArray[np.float32]) -> float:
+    if samples.size == 0:
+        return -math.inf
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    return 20 * math.log10(rms) if rms > 0 else -math.inf
+
+
+def distinct_channels(channels: Sequence[npt.NDArray[np.float32]]) -> list[int]:
+    """The channels worth a transcript each: not silent, and not a copy of one kept before (mono
+    saved as stereo, or a channel mirrored onto another)."""
+    kept: list[int] = []
+    for index, samples in enumerate(channels):
+        level = _rms_dbfs(samples)
+        if level < SILENT_CHANNEL_DBFS:
+            continue
+        duplicate = False
+        for other in kept:
+            reference = channels[other]
+            n = min(reference.size, samples.size)
+            difference = _rms_dbfs(samples[:n] - reference[:n])
+            if difference < max(level, _rms_dbfs(reference)) - DUPLICATE_CHANNEL_DB:
+                duplicate = True
+                break
+        if not duplicate:
+            kept.append(index)
+    return kept
 
 
 def sha256_file(path: Path) -> str:
@@ -158,6 +206,31 @@ class Preprocessor:
         for warning in info.warnings:
             log.warning("preprocess: %s (%s): %s", filename or "upload", sha[:12], warning)
         return PreprocessResult(audio=audio, samples=samples, info=info)
+
+    def split_channels(
+        self, data: bytes | Path, *, channels: int, filename: str = "", encoding: str | None = None
+    ) -> list[ChannelAudio]:
+        """Each distinct channel of a ``channels``-channel input as canonical mono audio (the signal as
+        recorded: per-channel transcription never normalizes). One entry or none means there is
+        nothing to separate: transcribe the mixdown."""
+        _, chosen_encoding = self._options(None, encoding)
+        decoded = [
+            quantize(
+                decode_audio(
+                    data,
+                    max_duration_s=self.settings.max_duration_s,
+                    threads=self.settings.decoder_threads,
+                    filename=filename,
+                    channel=index,
+                ).samples
+            )
+            for index in range(max(1, min(channels, MAX_SEPARATE_CHANNELS)))
+        ]
+        out = []
+        for index in distinct_channels(decoded):
+            audio = encode_pcm(decoded[index], chosen_encoding, sample_rate_hz=SAMPLE_RATE_HZ)
+            out.append(ChannelAudio(index, audio, hashlib.sha256(audio).hexdigest()))
+        return out
 
     def cache_key(
         self, input_sha256: str, *, target_lufs: float | None = None, encoding: str | None = None

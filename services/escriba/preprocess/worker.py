@@ -67,6 +67,9 @@ class PreprocessStage(StageHandler[jobs_pb2.PreprocessJob]):
             header = base64.b64encode(info.SerializeToString()).decode()
             await pipeline.normalized.put_bytes(key, result.audio, headers={AUDIO_INFO_HEADER: header})
             metrics.record_work("preprocess", audio_s=info.duration_s, elapsed_s=work_s)
+        channels: list[jobs_pb2.ChannelAudio] = []
+        if message.transcription.channels == "separate" and info.source_channels > 1:
+            channels = await self._channels(message, key, info.source_channels, data, filename)
         duration_ms = (time.perf_counter() - started) * 1000
         await pipeline.repo.record_audio(task_id, duration_s=info.duration_s, info=audio_to_dict(info))
         write = await pipeline.repo.record_stage_result(
@@ -82,10 +85,49 @@ class PreprocessStage(StageHandler[jobs_pb2.PreprocessJob]):
                 transcription=message.transcription,
                 correction=message.correction,
                 output_formats=message.output_formats,
+                channels=channels if len(channels) > 1 else [],
             ),
             task_id=task_id,
             audio_duration_s=info.duration_s,
         )
+
+    async def _channels(
+        self,
+        message: jobs_pb2.PreprocessJob,
+        key: str,
+        source_channels: int,
+        data: bytes | None,
+        filename: str,
+    ) -> list[jobs_pb2.ChannelAudio]:
+        """The distinct channels' canonical audio, cached beside the mixdown (an index object lists
+        ``channel:sha256`` of each, so a repeat costs two small reads)."""
+        pipeline = self.pipeline
+        index_key = f"{key}.channels"
+        if await pipeline.normalized.info(index_key) is not None:
+            listing = (await pipeline.normalized.get_bytes(index_key)).decode()
+            listed = [item.split(":", 1) for item in listing.split(",") if item]
+            return [
+                jobs_pb2.ChannelAudio(channel=int(c), audio_object=f"{key}.ch{c}", normalized_sha256=sha)
+                for c, sha in listed
+            ]
+        if data is None:
+            data = await pipeline.uploads.get_bytes(message.audio_object)
+        split = await asyncio.to_thread(
+            self.engine.split_channels, data, channels=source_channels, filename=filename
+        )
+        out = []
+        for channel in split:
+            name = f"{key}.ch{channel.channel}"
+            await pipeline.normalized.put_bytes(name, channel.audio)
+            out.append(
+                jobs_pb2.ChannelAudio(
+                    channel=channel.channel, audio_object=name, normalized_sha256=channel.normalized_sha256
+                )
+            )
+        # Never empty (an input whose channels are all silent lists none, and writes a comma).
+        listing = ",".join(f"{c.channel}:{c.normalized_sha256}" for c in out) or ","
+        await pipeline.normalized.put_bytes(index_key, listing.encode())
+        return out
 
     async def _cached(self, key: str) -> common_pb2.AudioInfo | None:
         stored = await self.pipeline.normalized.info(key)

@@ -26,6 +26,7 @@ def transcription_options_from_pb(
         temperature_fallback=opt("temperature_fallback"),
         condition_on_previous_text=opt("condition_on_previous_text"),
         task=o.task or None,
+        channels=o.channels or None,
     )
     if o.HasField("vad"):
         vad = o.vad

@@ -28,6 +28,7 @@ MAX_PROMPT_CHARS = 1000
 MAX_SPEECH_WINDOW_S = 30.0
 MAX_VAD_MS = 60_000
 TASKS = ("transcribe", "translate")
+CHANNEL_MODES = ("mix", "separate")
 
 
 def normalize_language(code: str) -> str:
@@ -99,6 +100,8 @@ class TranscriptionOptions:
     segment_timestamps: bool = True
     #: "transcribe" writes what is said; "translate" writes it in English (multilingual models).
     task: str = "transcribe"
+    #: "mix": one transcript of all channels; "separate": one per distinct channel, merged by time.
+    channels: str = "mix"
 
     def __post_init__(self) -> None:
         if self.language is not None:
@@ -110,6 +113,10 @@ class TranscriptionOptions:
                 if problem:
                     raise UnsupportedLanguageError(problem)
                 object.__setattr__(self, "language", code)
+        if self.channels not in CHANNEL_MODES:
+            raise InvalidOptionError(
+                "channels", f"must be one of {', '.join(CHANNEL_MODES)}, got {self.channels!r}"
+            )
         if self.task not in TASKS:
             raise InvalidOptionError("task", f"must be one of {', '.join(TASKS)}, got {self.task!r}")
         if isinstance(self.beam_size, bool) or not isinstance(self.beam_size, int):

@@ -388,7 +388,7 @@ def assemble_segments(
     for window, out, (sub,) in zip(prepared.windows, outputs, windows, strict=True):
         if not out.text.strip():
             continue
-        scores = {
+        scores: dict[str, Any] = {
             "avg_logprob": out.avg_logprob,
             "no_speech_prob": float(out.no_speech_prob),
             "compression_ratio": out.compression_ratio,

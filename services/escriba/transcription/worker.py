@@ -19,7 +19,8 @@ from escriba.pipeline.cache import MessageCache
 from escriba.pipeline.runtime import PipelineRuntime
 from escriba.pipeline.stage import StageHandler
 from escriba.stages import Stage
-from escriba.transcript_pb import transcript_to_pb
+from escriba.transcript import merge_channels
+from escriba.transcript_pb import transcript_from_pb, transcript_to_pb
 from escriba.transcription.convert import transcription_options_from_pb
 from escriba.transcription.engine import WhisperEngine
 from escriba.transcription.options import TranscriptionOptions
@@ -82,30 +83,12 @@ class TranscriptionStage(StageHandler[jobs_pb2.TranscribeJob]):
         key = transcript_cache_key(
             audio_sha, model=self.engine.model_name, compute_type=self.engine.compute_type, options=options
         )
-        cached = await self.cache.get(key)
-        from_cache = cached is not None
-        if cached is not None:
-            transcript = cached
-            duration_ms = 0.0
+        if message.channels:
+            transcript, from_cache, duration_ms = await self._per_channel(message, options, job)
         else:
-            async with self.budget.hold(message.audio.duration_s, while_waiting=job.clock.paused()):
-                data = await pipeline.normalized.get_bytes(message.audio_object)
-                samples = await asyncio.to_thread(decode_pcm, data)
-                del data
-                reporter = ProgressReporter(pipeline, task_id, interval_s=self.progress_interval_s)
-                async with reporter:
-                    result = await self.engine.transcribe_async(samples, options, reporter)
-                del samples
-            duration_ms = result.inference_ms
-            metrics.record_work(
-                "transcription",
-                audio_s=result.duration_s,
-                elapsed_s=result.inference_ms / 1000,
-                batch_size=result.batch_size,
-                windows_redecoded=result.windows_redecoded,
+            transcript, from_cache, duration_ms = await self._one(
+                message.audio_object, key, message.audio.duration_s, options, job, task_id
             )
-            transcript = transcript_to_pb(result)
-            await self.cache.put(key, transcript)
         write = await pipeline.repo.record_stage_result(
             task_id,
             Stage.TRANSCRIPTION,
@@ -125,4 +108,76 @@ class TranscriptionStage(StageHandler[jobs_pb2.TranscribeJob]):
             ),
             task_id=task_id,
             audio_duration_s=message.audio.duration_s,
+        )
+
+    async def _one(
+        self,
+        audio_object: str,
+        key: str,
+        duration_s: float,
+        options: TranscriptionOptions,
+        job: Job,
+        task_id: str,
+    ) -> tuple[transcription_pb2.Transcript, bool, float]:
+        """One recording (or one channel of it, ``task_id`` empty: no progress events of its own):
+        from the cache, or through the model."""
+        pipeline = self.pipeline
+        cached = await self.cache.get(key)
+        if cached is not None:
+            return cached, True, 0.0
+        async with self.budget.hold(duration_s, while_waiting=job.clock.paused()):
+            data = await pipeline.normalized.get_bytes(audio_object)
+            samples = await asyncio.to_thread(decode_pcm, data)
+            del data
+            if task_id:
+                reporter = ProgressReporter(pipeline, task_id, interval_s=self.progress_interval_s)
+                async with reporter:
+                    result = await self.engine.transcribe_async(samples, options, reporter)
+            else:
+                result = await self.engine.transcribe_async(samples, options)
+            del samples
+        metrics.record_work(
+            "transcription",
+            audio_s=result.duration_s,
+            elapsed_s=result.inference_ms / 1000,
+            batch_size=result.batch_size,
+            windows_redecoded=result.windows_redecoded,
+        )
+        transcript = transcript_to_pb(result)
+        await self.cache.put(key, transcript)
+        return transcript, False, result.inference_ms
+
+    async def _per_channel(
+        self, message: jobs_pb2.TranscribeJob, options: TranscriptionOptions, job: Job
+    ) -> tuple[transcription_pb2.Transcript, bool, float]:
+        """Each distinct channel on its own (together, so their windows share batches), then merged."""
+        engine = self.engine
+        results = await asyncio.gather(
+            *(
+                self._one(
+                    channel.audio_object,
+                    transcript_cache_key(
+                        channel.normalized_sha256,
+                        model=engine.model_name,
+                        compute_type=engine.compute_type,
+                        options=options,
+                    ),
+                    message.audio.duration_s,
+                    options,
+                    job,
+                    "",
+                )
+                for channel in message.channels
+            )
+        )
+        merged = merge_channels(
+            [
+                (channel.channel, transcript_from_pb(transcript))
+                for channel, (transcript, _, _) in zip(message.channels, results, strict=True)
+            ]
+        )
+        return (
+            transcript_to_pb(merged),
+            all(from_cache for _, from_cache, _ in results),
+            sum(ms for _, _, ms in results),
         )

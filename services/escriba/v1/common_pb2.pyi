@@ -154,6 +154,8 @@ class Segment(_message.Message):
     NO_SPEECH_PROB_FIELD_NUMBER: _builtins.int
     COMPRESSION_RATIO_FIELD_NUMBER: _builtins.int
     TEMPERATURE_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    SPEAKER_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     start_s: _builtins.float
     end_s: _builtins.float
@@ -162,6 +164,9 @@ class Segment(_message.Message):
     no_speech_prob: _builtins.float
     compression_ratio: _builtins.float
     temperature: _builtins.float
+    channel: _builtins.int
+    """With channels = "separate": the input channel it was said on (0: left or first), and its label."""
+    speaker: _builtins.str
     @_builtins.property
     def words(self) -> _containers.RepeatedCompositeFieldContainer[Global___Word]: ...
     def __init__(
@@ -176,12 +181,16 @@ class Segment(_message.Message):
         no_speech_prob: _builtins.float = ...,
         compression_ratio: _builtins.float = ...,
         temperature: _builtins.float = ...,
+        channel: _builtins.int | None = ...,
+        speaker: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_channel", b"_channel", "channel", b"channel"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["avg_logprob", b"avg_logprob", "compression_ratio", b"compression_ratio", "end_s", b"end_s", "id", b"id", "no_speech_prob", b"no_speech_prob", "start_s", b"start_s", "temperature", b"temperature", "text", b"text", "words", b"words"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_channel", b"_channel", "avg_logprob", b"avg_logprob", "channel", b"channel", "compression_ratio", b"compression_ratio", "end_s", b"end_s", "id", b"id", "no_speech_prob", b"no_speech_prob", "speaker", b"speaker", "start_s", b"start_s", "temperature", b"temperature", "text", b"text", "words", b"words"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__channel: _TypeAlias = _typing.Literal["channel"]  # noqa: Y015
+    _WhichOneofArgType__channel: _TypeAlias = _typing.Literal["_channel", b"_channel"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__channel) -> _WhichOneofReturnType__channel | None: ...
 
 Global___Segment: _TypeAlias = Segment  # noqa: Y015
 
@@ -262,6 +271,7 @@ class TranscriptionOptions(_message.Message):
     CONDITION_ON_PREVIOUS_TEXT_FIELD_NUMBER: _builtins.int
     TEMPERATURE_FALLBACK_FIELD_NUMBER: _builtins.int
     TASK_FIELD_NUMBER: _builtins.int
+    CHANNELS_FIELD_NUMBER: _builtins.int
     language: _builtins.str
     """ISO 639-1 code; empty: detect"""
     model: _builtins.str
@@ -281,6 +291,11 @@ class TranscriptionOptions(_message.Message):
     """"transcribe" (empty: the default) writes what is said; "translate" writes it in English
     (multilingual models; an English-only model's transcript is already English).
     """
+    channels: _builtins.str
+    """"" or "mix": one transcript of all channels mixed; "separate": each channel of a stereo or
+    multichannel recording transcribed on its own (one speaker per channel, as call recordings are),
+    merged by time with a speaker label per channel. Silent and duplicate channels are skipped.
+    """
     @_builtins.property
     def vad(self) -> Global___VadOptions: ...
     def __init__(
@@ -297,10 +312,11 @@ class TranscriptionOptions(_message.Message):
         condition_on_previous_text: _builtins.bool | None = ...,
         temperature_fallback: _builtins.bool | None = ...,
         task: _builtins.str = ...,
+        channels: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_beam_size", b"_beam_size", "_condition_on_previous_text", b"_condition_on_previous_text", "_temperature", b"_temperature", "_temperature_fallback", b"_temperature_fallback", "_word_timestamps", b"_word_timestamps", "beam_size", b"beam_size", "condition_on_previous_text", b"condition_on_previous_text", "temperature", b"temperature", "temperature_fallback", b"temperature_fallback", "vad", b"vad", "word_timestamps", b"word_timestamps"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_beam_size", b"_beam_size", "_condition_on_previous_text", b"_condition_on_previous_text", "_temperature", b"_temperature", "_temperature_fallback", b"_temperature_fallback", "_word_timestamps", b"_word_timestamps", "beam_size", b"beam_size", "condition_on_previous_text", b"condition_on_previous_text", "hotwords", b"hotwords", "initial_prompt", b"initial_prompt", "language", b"language", "model", b"model", "task", b"task", "temperature", b"temperature", "temperature_fallback", b"temperature_fallback", "vad", b"vad", "word_timestamps", b"word_timestamps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_beam_size", b"_beam_size", "_condition_on_previous_text", b"_condition_on_previous_text", "_temperature", b"_temperature", "_temperature_fallback", b"_temperature_fallback", "_word_timestamps", b"_word_timestamps", "beam_size", b"beam_size", "channels", b"channels", "condition_on_previous_text", b"condition_on_previous_text", "hotwords", b"hotwords", "initial_prompt", b"initial_prompt", "language", b"language", "model", b"model", "task", b"task", "temperature", b"temperature", "temperature_fallback", b"temperature_fallback", "vad", b"vad", "word_timestamps", b"word_timestamps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__beam_size: _TypeAlias = _typing.Literal["beam_size"]  # noqa: Y015
     _WhichOneofArgType__beam_size: _TypeAlias = _typing.Literal["_beam_size", b"_beam_size"]  # noqa: Y015

@@ -26,7 +26,7 @@ from escriba.v1 import common_pb2 as escriba_dot_v1_dot_common__pb2
 from escriba.v1 import transcription_pb2 as escriba_dot_v1_dot_transcription__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x65scriba/v1/jobs.proto\x12\nescriba.v1\x1a\x17\x65scriba/v1/common.proto\x1a\x1e\x65scriba/v1/transcription.proto\"\xf5\x01\n\rPreprocessJob\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61udio_object\x18\x02 \x01(\t\x12\x14\n\x0c\x61udio_sha256\x18\x03 \x01(\t\x12\x10\n\x08\x66ilename\x18\x04 \x01(\t\x12\x37\n\rtranscription\x18\x05 \x01(\x0b\x32 .escriba.v1.TranscriptionOptions\x12\x31\n\ncorrection\x18\x06 \x01(\x0b\x32\x1d.escriba.v1.CorrectionOptions\x12\x16\n\x0eoutput_formats\x18\x07 \x03(\t\x12\x11\n\taudio_url\x18\x08 \x01(\t\"\xe0\x01\n\rTranscribeJob\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61udio_object\x18\x02 \x01(\t\x12$\n\x05\x61udio\x18\x03 \x01(\x0b\x32\x15.escriba.v1.AudioInfo\x12\x37\n\rtranscription\x18\x04 \x01(\x0b\x32 .escriba.v1.TranscriptionOptions\x12\x31\n\ncorrection\x18\x05 \x01(\x0b\x32\x1d.escriba.v1.CorrectionOptions\x12\x16\n\x0eoutput_formats\x18\x06 \x03(\t\"\xd9\x01\n\nCorrectJob\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12$\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x15.escriba.v1.AudioInfo\x12*\n\ntranscript\x18\x03 \x01(\x0b\x32\x16.escriba.v1.Transcript\x12\x31\n\ncorrection\x18\x04 \x01(\x0b\x32\x1d.escriba.v1.CorrectionOptions\x12\x16\n\x0eoutput_formats\x18\x05 \x03(\t\x12\x1d\n\x15transcript_from_cache\x18\x06 \x01(\x08\"9\n\nWebhookJob\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\r\n\x05\x65vent\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x65scriba/v1/jobs.proto\x12\nescriba.v1\x1a\x17\x65scriba/v1/common.proto\x1a\x1e\x65scriba/v1/transcription.proto\"\xf5\x01\n\rPreprocessJob\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61udio_object\x18\x02 \x01(\t\x12\x14\n\x0c\x61udio_sha256\x18\x03 \x01(\t\x12\x10\n\x08\x66ilename\x18\x04 \x01(\t\x12\x37\n\rtranscription\x18\x05 \x01(\x0b\x32 .escriba.v1.TranscriptionOptions\x12\x31\n\ncorrection\x18\x06 \x01(\x0b\x32\x1d.escriba.v1.CorrectionOptions\x12\x16\n\x0eoutput_formats\x18\x07 \x03(\t\x12\x11\n\taudio_url\x18\x08 \x01(\t\"\x8c\x02\n\rTranscribeJob\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61udio_object\x18\x02 \x01(\t\x12$\n\x05\x61udio\x18\x03 \x01(\x0b\x32\x15.escriba.v1.AudioInfo\x12\x37\n\rtranscription\x18\x04 \x01(\x0b\x32 .escriba.v1.TranscriptionOptions\x12\x31\n\ncorrection\x18\x05 \x01(\x0b\x32\x1d.escriba.v1.CorrectionOptions\x12\x16\n\x0eoutput_formats\x18\x06 \x03(\t\x12*\n\x08\x63hannels\x18\x07 \x03(\x0b\x32\x18.escriba.v1.ChannelAudio\"P\n\x0c\x43hannelAudio\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\r\x12\x14\n\x0c\x61udio_object\x18\x02 \x01(\t\x12\x19\n\x11normalized_sha256\x18\x03 \x01(\t\"\xd9\x01\n\nCorrectJob\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12$\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x15.escriba.v1.AudioInfo\x12*\n\ntranscript\x18\x03 \x01(\x0b\x32\x16.escriba.v1.Transcript\x12\x31\n\ncorrection\x18\x04 \x01(\x0b\x32\x1d.escriba.v1.CorrectionOptions\x12\x16\n\x0eoutput_formats\x18\x05 \x03(\t\x12\x1d\n\x15transcript_from_cache\x18\x06 \x01(\x08\"9\n\nWebhookJob\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\r\n\x05\x65vent\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,9 +36,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PREPROCESSJOB']._serialized_start=95
   _globals['_PREPROCESSJOB']._serialized_end=340
   _globals['_TRANSCRIBEJOB']._serialized_start=343
-  _globals['_TRANSCRIBEJOB']._serialized_end=567
-  _globals['_CORRECTJOB']._serialized_start=570
-  _globals['_CORRECTJOB']._serialized_end=787
-  _globals['_WEBHOOKJOB']._serialized_start=789
-  _globals['_WEBHOOKJOB']._serialized_end=846
+  _globals['_TRANSCRIBEJOB']._serialized_end=611
+  _globals['_CHANNELAUDIO']._serialized_start=613
+  _globals['_CHANNELAUDIO']._serialized_end=693
+  _globals['_CORRECTJOB']._serialized_start=696
+  _globals['_CORRECTJOB']._serialized_end=913
+  _globals['_WEBHOOKJOB']._serialized_start=915
+  _globals['_WEBHOOKJOB']._serialized_end=972
 # @@protoc_insertion_point(module_scope)

@@ -83,6 +83,7 @@ class TranscribeJob(_message.Message):
     TRANSCRIPTION_FIELD_NUMBER: _builtins.int
     CORRECTION_FIELD_NUMBER: _builtins.int
     OUTPUT_FORMATS_FIELD_NUMBER: _builtins.int
+    CHANNELS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     audio_object: _builtins.str
     """canonical 16 kHz mono audio in the normalized-audio object store"""
@@ -94,6 +95,10 @@ class TranscribeJob(_message.Message):
     def correction(self) -> _common_pb2.CorrectionOptions: ...
     @_builtins.property
     def output_formats(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def channels(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelAudio]:
+        """channels = "separate" with more than one distinct channel: each one's canonical mono audio."""
+
     def __init__(
         self,
         *,
@@ -103,14 +108,42 @@ class TranscribeJob(_message.Message):
         transcription: _common_pb2.TranscriptionOptions | None = ...,
         correction: _common_pb2.CorrectionOptions | None = ...,
         output_formats: _abc.Iterable[_builtins.str] | None = ...,
+        channels: _abc.Iterable[Global___ChannelAudio] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "correction", b"correction", "transcription", b"transcription"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "audio_object", b"audio_object", "correction", b"correction", "output_formats", b"output_formats", "task_id", b"task_id", "transcription", b"transcription"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "audio_object", b"audio_object", "channels", b"channels", "correction", b"correction", "output_formats", b"output_formats", "task_id", b"task_id", "transcription", b"transcription"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TranscribeJob: _TypeAlias = TranscribeJob  # noqa: Y015
+
+@_typing.final
+class ChannelAudio(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    AUDIO_OBJECT_FIELD_NUMBER: _builtins.int
+    NORMALIZED_SHA256_FIELD_NUMBER: _builtins.int
+    channel: _builtins.int
+    """0-based index in the input"""
+    audio_object: _builtins.str
+    """in the normalized-audio object store"""
+    normalized_sha256: _builtins.str
+    def __init__(
+        self,
+        *,
+        channel: _builtins.int = ...,
+        audio_object: _builtins.str = ...,
+        normalized_sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_object", b"audio_object", "channel", b"channel", "normalized_sha256", b"normalized_sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChannelAudio: _TypeAlias = ChannelAudio  # noqa: Y015
 
 @_typing.final
 class CorrectJob(_message.Message):
