@@ -15,7 +15,7 @@ and writes JSON with ``wer_pipeline``, ``wer_plain_batched``, ``wer_plain_sequen
 defaults are what users get on recordings this corpus does not hold.
 
     python -m bench.eval                               # all three sides (about 5 minutes on 2 cores)
-    python -m bench.eval --model /models/base          # another model (any faster-whisper directory)
+    python -m bench.eval --model bundled --model package:base   # WER per model, side by side
     python -m bench.eval --sides pipeline,plain_batched
 """
 
@@ -191,7 +191,13 @@ def report(recordings: Sequence[wer.Recording], results: dict[str, list[SideResu
 
 async def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--model", default="", help="model directory or name; default: the bundled tiny.en")
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        help="model to measure, repeatable (each one in turn, WER per model): bundled, package:base,"
+        " a model directory or a cached name; default: the bundled tiny.en",
+    )
     parser.add_argument("--device", default="", help="transcription device (cpu, cuda); default: the setting")
     parser.add_argument("--sides", default=",".join(SIDES), help=f"comma-separated, of {', '.join(SIDES)}")
     parser.add_argument("--jobs", type=int, default=4, help="files in flight through the pipeline")
@@ -205,30 +211,38 @@ async def main(argv: Sequence[str] | None = None) -> int:
     unknown = set(sides) - set(SIDES)
     if unknown:
         parser.error(f"unknown sides: {', '.join(sorted(unknown))}")
-    env = dict(os.environ)
-    if args.model:
-        env["ESCRIBA_TRANSCRIPTION_MODEL"] = args.model
-    if args.device:
-        env["ESCRIBA_TRANSCRIPTION_DEVICE"] = args.device
     recordings = wer.corpus()
     if args.files:
         wanted = [w for w in args.files.split(",") if w]
         recordings = [r for r in recordings if any(w in r.name for w in wanted)]
-    started = time.perf_counter()
-    results = await evaluate(recordings, sides, env, args.jobs)
-    out = report(recordings, results)
+    by_model: dict[str, Any] = {}
+    for model in args.model or [""]:
+        env = dict(os.environ)
+        if model:
+            env["ESCRIBA_TRANSCRIPTION_MODEL"] = model
+        if args.device:
+            env["ESCRIBA_TRANSCRIPTION_DEVICE"] = args.device
+        started = time.perf_counter()
+        results = await evaluate(recordings, sides, env, args.jobs)
+        by_model[model or "tiny.en (bundled)"] = {
+            "seconds": time.perf_counter() - started,
+            **report(recordings, results),
+        }
+    first = next(iter(by_model.values()))
     out = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model": args.model or "tiny.en (bundled)",
+        "model": next(iter(by_model)),
         "corpus": {"files": len(recordings), "audio_s": sum(r.duration_s for r in recordings)},
-        "seconds": time.perf_counter() - started,
-        **out,
+        **first,
+        # Every model measured, side by side on the same recordings (the first is also at the top level).
+        "models": {name: result["summary"] for name, result in by_model.items()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(wer.as_json(out), indent=2) + "\n")
-    print()
-    for key, value in out["summary"].items():
-        print(f"{key:<40} {value}")
+    for name, result in by_model.items():
+        print(f"\n{name}")
+        for key, value in result["summary"].items():
+            print(f"  {key:<40} {value}")
     print(f"\nwritten to {args.out}")
     return 0
 

@@ -22,6 +22,7 @@ from nats.js.manager import JetStreamManager
 from escriba_operator.backlog import DURATION_HEADER, BacklogIndex, Credentials, NatsPool
 from escriba_operator.signals import SignalError, SignalMissingError
 from tests.support.nats_secure import SecuredNats, secured_nats
+from tests.support.waiting import eventually
 
 USER, PASSWORD = "escriba-operator", "s3cret-pass"
 STREAM, CONSUMER, SUBJECT = "ESCRIBA_JOBS", "transcription", "escriba.jobs.transcribe"
@@ -222,6 +223,14 @@ async def test_backlog_fetches_each_job_once_then_costs_two_info_requests_per_re
     assert [s.split(".")[2:4] for s in counting.requests] == [["CONSUMER", "INFO"], ["STREAM", "INFO"]]
 
     await queue.publish([90.0])
+    plain = await pool.connection(nats_url, Credentials(user=USER, password=PASSWORD))
+
+    async def counted() -> bool:
+        # The consumer's pending count follows a publish a moment later on a busy server.
+        info = await plain.jsm().consumer_info(STREAM, CONSUMER)
+        return int(info.num_pending or 0) == 21
+
+    await eventually(counted, "the consumer to count the new job")
     counting.requests.clear()
     backlog = await reader.read(counting, now=3.0)  # type: ignore[arg-type]
     assert backlog.seconds == pytest.approx(690.0)
