@@ -181,10 +181,11 @@ class LocalStack:
                 stages.append(module.build(env))
                 continue
             # One transcription service per model served, each on its model's own consumer.
-            for model in self.config.models or (catalogue.default.name,):
+            # Without a list, the environment's ESCRIBA_TRANSCRIPTION_MODEL (or the default) as is.
+            for model in self.config.models or (env.get("ESCRIBA_TRANSCRIPTION_MODEL", ""),):
                 service = module.build({**env, "ESCRIBA_TRANSCRIPTION_MODEL": model})
                 engine = service.component.engine
-                self.transcription_engines[model] = engine
+                self.transcription_engines[model or catalogue.default.name] = engine
                 self.transcription_engine = self.transcription_engine or engine
                 stages.append(service)
         components: Sequence[Component] = [
