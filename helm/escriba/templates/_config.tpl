@@ -29,6 +29,8 @@ dict so a key given in `config` replaces the chart's own instead of duplicating 
   "ESCRIBA_DATABASE_POOL_MAX_SIZE" (include "escriba.envValue" $v.database.poolMaxSize)
 -}}
 {{- $_ := set $data "ESCRIBA_GRPC_HEALTH_PORT" (include "escriba.envValue" $v.grpc.healthPort) }}
+{{- /* The model catalogue: every service must read the same one (the gateway refuses other models). */}}
+{{- $_ = set $data "ESCRIBA_MODELS" (include "escriba.modelsJson" .) }}
 {{- if $v.grpcTls.enabled }}
 {{- $dir := "/var/run/escriba/grpc-tls" }}
 {{- $_ := required "grpcTls.secretName is required when grpcTls.enabled" $v.grpcTls.secretName }}
@@ -47,13 +49,24 @@ dict so a key given in `config` replaces the chart's own instead of duplicating 
 {{- $_ := set $data "ESCRIBA_SERVICE_TOKEN_FILE" (printf "/var/run/escriba/service-token/%s" $v.auth.serviceToken.key) }}
 {{- end }}
 {{- range $name, $value := $v.config }}
+{{- include "escriba.checkModelSetting" (dict "name" $name "where" "config") }}
 {{- $_ := set $data $name (include "escriba.envValue" $value) }}
 {{- end }}
 {{- toYaml $data }}
 {{- end }}
 
+{{/* Refuses a setting the chart derives from `models` when given in a `config` map. */}}
+{{- define "escriba.checkModelSetting" -}}
+{{- if has .name (list "ESCRIBA_MODELS" "ESCRIBA_TRANSCRIPTION_MODEL") }}
+{{- fail (printf "%s.%s: the chart sets it from `models` (list the models there)" .where .name) }}
+{{- end }}
+{{- end }}
+
+{{/* One workload's own settings. Call with (dict "root" $ "component" X), or with a workload of
+escriba.workloads (component, stage, values and, for transcription, model) and "root". */}}
 {{- define "escriba.componentConfig" -}}
-{{- $values := index .root.Values .component -}}
+{{- $stage := .stage | default .component -}}
+{{- $values := .values | default (index .root.Values $stage) -}}
 {{- $data := dict -}}
 {{- if eq .component "gateway" }}
 {{- $auth := .root.Values.auth }}
@@ -134,8 +147,8 @@ dict so a key given in `config` replaces the chart's own instead of duplicating 
 {{- $_ = set $data "ESCRIBA_S3_SECRET_ACCESS_KEY_FILE" (printf "/var/run/escriba/s3/%s" $s3.secretAccessKey.key) }}
 {{- end }}
 {{- end }}
-{{- if eq .component "transcription" }}
-{{- $model := $values.model }}
+{{- if eq $stage "transcription" }}
+{{- $model := required "escriba.componentConfig: a transcription workload needs its model" .model }}
 {{- $_ := set $data "ESCRIBA_TRANSCRIPTION_DEVICE" (ternary "cuda" "cpu" $values.gpu.enabled) }}
 {{- $_ = set $data "ESCRIBA_TRANSCRIPTION_COMPUTE_TYPE" (toString $values.computeType) }}
 {{- if not (kindIs "invalid" $values.maxConcurrency) }}
@@ -143,13 +156,15 @@ dict so a key given in `config` replaces the chart's own instead of duplicating 
 {{- end }}
 {{- /* Nothing is downloaded at run time: a model given by name must already be in the cache. */}}
 {{- $_ = set $data "ESCRIBA_TRANSCRIPTION_LOCAL_FILES_ONLY" "true" }}
-{{- if eq $model.source "path" }}
-{{- $_ = set $data "ESCRIBA_TRANSCRIPTION_MODEL" (required "transcription.model.path is required when transcription.model.source is path" $model.path) }}
-{{- else if or (eq $model.source "pvc") (eq $model.source "image") }}
-{{- $_ = set $data "ESCRIBA_TRANSCRIPTION_MODEL" (trimSuffix "/" (printf "%s/%s" $model.mountPath (trimPrefix "/" $model.subPath))) }}
+{{- /* The catalogue entry this process serves (its source, device and precision come from there). */}}
+{{- $_ = set $data "ESCRIBA_TRANSCRIPTION_MODEL" $model.name }}
 {{- end }}
+{{- $where := printf "%s.config" $stage }}
+{{- if and .model (not .model.first) }}
+{{- $where = printf "%s: config" .model.where }}
 {{- end }}
 {{- range $name, $value := $values.config }}
+{{- include "escriba.checkModelSetting" (dict "name" $name "where" $where) }}
 {{- $_ := set $data $name (include "escriba.envValue" $value) }}
 {{- end }}
 {{- if $data }}

@@ -166,7 +166,11 @@ webhooks.secret.value), or "" when webhooks are off. */}}
 {{- if kindIs "invalid" $explicit }}
 {{- add $drain 15 }}
 {{- else if le (int $explicit) $drain }}
-{{- fail (printf "%s.terminationGracePeriodSeconds (%d) must be longer than the drain time, shutdownGraceSeconds + nats.stopGraceSeconds = %d" .component (int $explicit) $drain) }}
+{{- $key := printf "%s.terminationGracePeriodSeconds" .component }}
+{{- if and .model (not .model.first) }}
+{{- $key = printf "%s: terminationGracePeriodSeconds" .model.where }}
+{{- end }}
+{{- fail (printf "%s (%d) must be longer than the drain time, shutdownGraceSeconds + nats.stopGraceSeconds = %d" $key (int $explicit) $drain) }}
 {{- else }}
 {{- int $explicit }}
 {{- end }}
