@@ -63,6 +63,7 @@ async def test_each_model_gets_its_own_jobs(stack: LocalStack, client: EscribaCl
     assert default.status == base.status == tasks_pb2.TASK_STATUS_COMPLETED
     assert default.result.model == "tiny.en" and base.result.model == "base"
     assert wer(JFK_REFERENCE, base.result.corrected_text) < 0.15
+    assert not default.result.notes and not base.result.notes  # English: every rule ran
     assert await delivered(stack, "transcription") == before_default + 1
     assert await delivered(stack, "transcription-base") == before_base + 1
     assert not base.result.transcript_from_cache  # the cache keys keep the model apart
@@ -74,6 +75,10 @@ async def test_the_multilingual_model_detects_japanese(client: EscribaClient) ->
     assert task.result.language == "ja"
     assert task.result.language_probability > 0.8
     assert any("\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" for c in task.result.text)
+    # English-only correction rules followed the detected language, and the task says so.
+    assert any(
+        note.startswith("casing: sentence starts only") and "'ja'" in note for note in task.result.notes
+    )
 
 
 async def test_translation_gives_english_text(client: EscribaClient) -> None:

@@ -173,19 +173,20 @@ async def test_failing_file_is_rolled_back_and_retried(
 async def test_out_of_order_and_misnamed_files_are_refused(
     conn: asyncpg.Connection, schema: str, migrations_copy: Path
 ) -> None:
-    (migrations_copy / "0010_ten.sql").write_text("CREATE TABLE ten (id integer);\n")
+    # Numbers past the repository's own migrations: one applied, then one older than it appears.
+    (migrations_copy / "0050_fifty.sql").write_text("CREATE TABLE fifty (id integer);\n")
     await migrate(conn, schema, migrations_copy)
-    (migrations_copy / "0005_five.sql").write_text("CREATE TABLE five (id integer);\n")
-    with pytest.raises(MigrationError, match="older than migration 10"):
+    (migrations_copy / "0045_forty_five.sql").write_text("CREATE TABLE forty_five (id integer);\n")
+    with pytest.raises(MigrationError, match="older than migration 50"):
         await migrate(conn, schema, migrations_copy)
 
-    (migrations_copy / "0005_five.sql").unlink()
+    (migrations_copy / "0045_forty_five.sql").unlink()
     (migrations_copy / "11-eleven.sql").write_text("SELECT 1;\n")
     with pytest.raises(MigrationError, match="NNNN_snake_case_name"):
         await migrate(conn, schema, migrations_copy)
     (migrations_copy / "11-eleven.sql").unlink()
-    (migrations_copy / "0010_also_ten.sql").write_text("SELECT 1;\n")
-    with pytest.raises(MigrationError, match="share version 10"):
+    (migrations_copy / "0050_also_fifty.sql").write_text("SELECT 1;\n")
+    with pytest.raises(MigrationError, match="share version 50"):
         await migrate(conn, schema, migrations_copy)
     with pytest.raises(MigrationError, match="schema"):
         await migrate(conn, "Bad-Schema", migrations_copy)

@@ -291,3 +291,12 @@ def test_edits_always_replay(parts: list[list[tuple[str, str]]]) -> None:
     assert all(replayed[s.id] == "" for s in segments if s.id not in kept)
     assert result.text == " ".join(t for t in kept.values() if t)
     assert corrector.correct("", segments, CorrectionOptions(glossary=GLOSSARY)) == result
+
+
+def test_english_only_rules_say_so_on_other_languages() -> None:
+    corrector = Corrector()
+    english = corrector.correct("hello there. i think so.", (), CorrectionOptions(spelling=True))
+    assert english.notes == ()
+    japanese = corrector.correct("こんにちは", (), CorrectionOptions(spelling=True, language="ja"))
+    assert [note.split(":")[0] for note in japanese.notes] == ["spelling", "casing"]
+    assert all("'ja'" in note for note in japanese.notes)

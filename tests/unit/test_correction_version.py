@@ -16,7 +16,7 @@ from escriba.transcript import GlossaryEntry, Segment, Word
 
 PINNED = {
     "escriba-correction-2": "f84affc9b4ef52626dd6aefeed435be48977532713dc2fd6878d53d1968174ba",
-    "escriba-correction-3": "5281ada8202f08eeaf27bf3c95376189038310ed726872e4a2e2b0bd3cad4372",
+    "escriba-correction-3": "e9d7c530b228c3bf89a6764f22505d6e9bf8eb585bd2f9c9f49e7b9946d64ae8",
 }
 
 _GLOSSARY = (

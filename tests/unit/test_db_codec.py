@@ -78,6 +78,7 @@ def _row(**overrides: Any) -> dict[str, Any]:
         "segments": [],
         "edits": [],
         "formats": {},
+        "notes": [],
     }
     row.update(overrides)
     return row
@@ -101,13 +102,15 @@ def test_completed_row_carries_its_result() -> None:
         edits=[edit_to_json(EDIT)],
         formats={"vtt": "WEBVTT\n"},
         stage_attempts={"transcription": 2},
+        notes=["spelling: skipped"],
     )
     record = task_from_row(row, with_result=True)
     assert record.result is not None
+    assert record.result.notes == ("spelling: skipped",)
     assert record.result.segments == (SEGMENT,) and record.result.edits == (EDIT,)
     assert record.result.formats == {"vtt": "WEBVTT\n"} and record.stage_attempts == {"transcription": 2}
     # A listing without results does not pretend the task has none: the columns were not selected.
-    light = {k: v for k, v in row.items() if k not in {"text", "segments", "edits", "formats"}}
+    light = {k: v for k, v in row.items() if k not in {"text", "segments", "edits", "formats", "notes"}}
     assert task_from_row(light, with_result=False).result is None
 
 

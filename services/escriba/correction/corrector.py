@@ -36,6 +36,23 @@ class CorrectionResult:
     segments: tuple[Segment, ...]
     edits: tuple[Edit, ...]
     rules_version: str
+    #: Rules that did not run as asked, and why (said on the task, not silently skipped).
+    notes: tuple[str, ...] = ()
+
+
+def language_notes(options: CorrectionOptions) -> tuple[str, ...]:
+    """What the English-only rules leave undone for text in another language."""
+    language = options.language
+    if language in ("", "en") or language.startswith("en-"):
+        return ()
+    notes = []
+    if options.spelling and not spelling.supports(language):
+        notes.append(f"spelling: skipped, its dictionary is English and the text is {language!r}")
+    if options.fix_casing:
+        notes.append(
+            f"casing: sentence starts only; the pronoun rule is English and the text is {language!r}"
+        )
+    return tuple(notes)
 
 
 def join_segments(segments: Sequence[Segment]) -> str:
@@ -87,9 +104,10 @@ class Corrector:
             remove_hallucinations=resolved.remove_hallucinations,
             fix_casing=resolved.fix_casing,
         )
+        notes = language_notes(resolved)
         if not segments:
             corrected, edits = _run_rules(text.strip(), -1, context)
-            return CorrectionResult(corrected, (), tuple(edits), RULES_VERSION)
+            return CorrectionResult(corrected, (), tuple(edits), RULES_VERSION, notes)
 
         if text.strip() and " ".join(text.split()) != " ".join(join_segments(segments).split()):
             raise TextSegmentsMismatchError(
@@ -113,7 +131,7 @@ class Corrector:
             out.append(dataclasses.replace(segment, text=corrected, words=words))
             if corrected:
                 starts_sentence = ends_sentence(corrected)
-        return CorrectionResult(join_segments(out), tuple(out), tuple(all_edits), RULES_VERSION)
+        return CorrectionResult(join_segments(out), tuple(out), tuple(all_edits), RULES_VERSION, notes)
 
     def _check_limits(self, text: str, segments: Sequence[Segment]) -> None:
         if len(segments) > self.settings.max_segments:

@@ -20,7 +20,8 @@ from escriba.correction.edits import Change
 from escriba.correction.glossary import Glossary
 
 RULES_VERSION = "escriba-correction-3"  # 2: loops collapsed only where the decoder looped;
-# 3: segments keep their channel and speaker, and the text is one line per speaker turn
+# 3: segments keep their channel and speaker, the text is one line per speaker turn, and rules
+# that only know English say so on other languages (notes)
 
 
 @dataclass(frozen=True, slots=True)

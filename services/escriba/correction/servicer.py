@@ -37,4 +37,5 @@ class CorrectionServicer(correction_pb2_grpc.CorrectionServiceServicer):
             segments=[segment_to_pb(s) for s in result.segments],
             edits=[edit_to_pb(e) for e in result.edits],
             rules_version=result.rules_version,
+            notes=list(result.notes),
         )

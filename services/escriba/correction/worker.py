@@ -8,6 +8,7 @@ task cancelled meanwhile stays cancelled.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 from escriba.bus import Job
@@ -42,6 +43,9 @@ class CorrectionStage(StageHandler[jobs_pb2.CorrectJob]):
         task_id = message.task_id
         transcript = transcript_from_pb(message.transcript)
         options = correction_options_from_pb(message.correction)
+        if not options.language and transcript.language:
+            # The rules follow the language the transcript is in, unless the request says otherwise.
+            options = dataclasses.replace(options, language=transcript.language)
         started = time.perf_counter()
         key = self.corrector.cache_key(transcript.text, transcript.segments, options)
         cache = MessageCache(pipeline.corrections, correction_pb2.CorrectResponse, self.stage)
@@ -51,21 +55,24 @@ class CorrectionStage(StageHandler[jobs_pb2.CorrectJob]):
             segments = segments_from_pb(response.segments)
             edits = tuple(edit_from_pb(e) for e in response.edits)
             rules_version = response.rules_version
+            notes = tuple(response.notes)
         else:
             result = await asyncio.to_thread(
                 self.corrector.correct, transcript.text, transcript.segments, options
             )
-            text, segments, edits, rules_version = (
+            text, segments, edits, rules_version, notes = (
                 result.text,
                 tuple(result.segments),
                 tuple(result.edits),
                 result.rules_version,
+                result.notes,
             )
             response = correction_pb2.CorrectResponse(
                 text=text,
                 segments=[segment_to_pb(s) for s in segments],
                 edits=[edit_to_pb(e) for e in edits],
                 rules_version=rules_version,
+                notes=list(notes),
             )
             await cache.put(key, response)
         formats: dict[str, str] = {}
@@ -93,6 +100,7 @@ class CorrectionStage(StageHandler[jobs_pb2.CorrectJob]):
                     model=transcript.model,
                     rules_version=rules_version,
                     transcript_from_cache=message.transcript_from_cache,
+                    notes=notes,
                 ),
             )
         )

@@ -104,6 +104,7 @@ def _result_from_row(row: Row) -> TaskResult | None:
         model=row["model"],
         rules_version=row["rules_version"],
         transcript_from_cache=row["transcript_from_cache"],
+        notes=tuple(str(n) for n in row["notes"]),
     )
 
 

@@ -47,7 +47,7 @@ SUMMARY_COLUMNS = (
 #: The result columns, added when results are asked for.
 RESULT_COLUMNS = (
     "language, language_probability, model, rules_version, transcript_from_cache, text, corrected_text, "
-    "segments, edits, formats"
+    "segments, edits, formats, notes"
 )
 
 

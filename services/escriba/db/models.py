@@ -57,6 +57,8 @@ class TaskResult:
     model: str = ""
     rules_version: str = ""
     transcript_from_cache: bool = False
+    #: Correction rules that did not run as asked, and why.
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

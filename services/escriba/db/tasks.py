@@ -230,7 +230,8 @@ class TaskRepository:
             allowed_sources(TaskStatus.COMPLETED),
             f"status = 'completed', completed_at = now(), total_ms = {_TOTAL_MS},"
             " text = $3, corrected_text = $4, language = $5, language_probability = $6, segments = $7,"
-            " edits = $8, formats = $9, model = $10, rules_version = $11, transcript_from_cache = $12",
+            " edits = $8, formats = $9, model = $10, rules_version = $11, transcript_from_cache = $12,"
+            " notes = $13",
             [
                 result.text,
                 result.corrected_text,
@@ -242,6 +243,7 @@ class TaskRepository:
                 result.model,
                 result.rules_version,
                 result.transcript_from_cache,
+                list(result.notes),
             ],
         )
 

@@ -129,6 +129,7 @@ def task_to_pb(record: TaskRecord, *, include_result: bool = True) -> tasks_pb2.
                 model=result.model,
                 rules_version=result.rules_version,
                 transcript_from_cache=result.transcript_from_cache,
+                notes=list(result.notes),
             )
         )
     return task

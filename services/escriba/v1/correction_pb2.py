@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from escriba.v1 import common_pb2 as escriba_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65scriba/v1/correction.proto\x12\nescriba.v1\x1a\x17\x65scriba/v1/common.proto\"u\n\x0e\x43orrectRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12%\n\x08segments\x18\x02 \x03(\x0b\x32\x13.escriba.v1.Segment\x12.\n\x07options\x18\x03 \x01(\x0b\x32\x1d.escriba.v1.CorrectionOptions\"~\n\x0f\x43orrectResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12%\n\x08segments\x18\x02 \x03(\x0b\x32\x13.escriba.v1.Segment\x12\x1f\n\x05\x65\x64its\x18\x03 \x03(\x0b\x32\x10.escriba.v1.Edit\x12\x15\n\rrules_version\x18\x04 \x01(\t2W\n\x11\x43orrectionService\x12\x42\n\x07\x43orrect\x12\x1a.escriba.v1.CorrectRequest\x1a\x1b.escriba.v1.CorrectResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65scriba/v1/correction.proto\x12\nescriba.v1\x1a\x17\x65scriba/v1/common.proto\"u\n\x0e\x43orrectRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12%\n\x08segments\x18\x02 \x03(\x0b\x32\x13.escriba.v1.Segment\x12.\n\x07options\x18\x03 \x01(\x0b\x32\x1d.escriba.v1.CorrectionOptions\"\x8d\x01\n\x0f\x43orrectResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12%\n\x08segments\x18\x02 \x03(\x0b\x32\x13.escriba.v1.Segment\x12\x1f\n\x05\x65\x64its\x18\x03 \x03(\x0b\x32\x10.escriba.v1.Edit\x12\x15\n\rrules_version\x18\x04 \x01(\t\x12\r\n\x05notes\x18\x05 \x03(\t2W\n\x11\x43orrectionService\x12\x42\n\x07\x43orrect\x12\x1a.escriba.v1.CorrectRequest\x1a\x1b.escriba.v1.CorrectResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CORRECTREQUEST']._serialized_start=68
   _globals['_CORRECTREQUEST']._serialized_end=185
-  _globals['_CORRECTRESPONSE']._serialized_start=187
-  _globals['_CORRECTRESPONSE']._serialized_end=313
-  _globals['_CORRECTIONSERVICE']._serialized_start=315
-  _globals['_CORRECTIONSERVICE']._serialized_end=402
+  _globals['_CORRECTRESPONSE']._serialized_start=188
+  _globals['_CORRECTRESPONSE']._serialized_end=329
+  _globals['_CORRECTIONSERVICE']._serialized_start=331
+  _globals['_CORRECTIONSERVICE']._serialized_end=418
 # @@protoc_insertion_point(module_scope)

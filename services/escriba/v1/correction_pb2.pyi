@@ -55,12 +55,17 @@ class CorrectResponse(_message.Message):
     SEGMENTS_FIELD_NUMBER: _builtins.int
     EDITS_FIELD_NUMBER: _builtins.int
     RULES_VERSION_FIELD_NUMBER: _builtins.int
+    NOTES_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     rules_version: _builtins.str
     @_builtins.property
     def segments(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Segment]: ...
     @_builtins.property
     def edits(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Edit]: ...
+    @_builtins.property
+    def notes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Rules that did not run as asked, and why (e.g. English-only rules on Japanese text)."""
+
     def __init__(
         self,
         *,
@@ -68,10 +73,11 @@ class CorrectResponse(_message.Message):
         segments: _abc.Iterable[_common_pb2.Segment] | None = ...,
         edits: _abc.Iterable[_common_pb2.Edit] | None = ...,
         rules_version: _builtins.str = ...,
+        notes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["edits", b"edits", "rules_version", b"rules_version", "segments", b"segments", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["edits", b"edits", "notes", b"notes", "rules_version", b"rules_version", "segments", b"segments", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,51 +26,51 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from escriba.v1 import common_pb2 as escriba_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65scriba/v1/tasks.proto\x12\nescriba.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17\x65scriba/v1/common.proto\"\xfb\x01\n\x08TaskSpec\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x37\n\rtranscription\x18\x02 \x01(\x0b\x32 .escriba.v1.TranscriptionOptions\x12\x31\n\ncorrection\x18\x03 \x01(\x0b\x32\x1d.escriba.v1.CorrectionOptions\x12\x30\n\x0eoutput_formats\x18\x04 \x03(\x0e\x32\x18.escriba.v1.OutputFormat\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\x12\x13\n\x0bwebhook_url\x18\x06 \x01(\t\x12\x11\n\taudio_url\x18\x07 \x01(\t\"U\n\x11\x43reateTaskRequest\x12$\n\x04spec\x18\x01 \x01(\x0b\x32\x14.escriba.v1.TaskSpecH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"\x9d\x02\n\nTaskResult\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x16\n\x0e\x63orrected_text\x18\x02 \x01(\t\x12%\n\x08segments\x18\x03 \x03(\x0b\x32\x13.escriba.v1.Segment\x12\x1f\n\x05\x65\x64its\x18\x04 \x03(\x0b\x32\x10.escriba.v1.Edit\x12\x10\n\x08language\x18\x05 \x01(\t\x12\x1c\n\x14language_probability\x18\x06 \x01(\x01\x12\x12\n\nduration_s\x18\x07 \x01(\x01\x12\x0b\n\x03srt\x18\x08 \x01(\t\x12\x0b\n\x03vtt\x18\t \x01(\t\x12\r\n\x05model\x18\n \x01(\t\x12\x15\n\rrules_version\x18\x0b \x01(\t\x12\x1d\n\x15transcript_from_cache\x18\x0c \x01(\x08\"\xa5\x04\n\x04Task\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12&\n\x06status\x18\x03 \x01(\x0e\x32\x16.escriba.v1.TaskStatus\x12\x13\n\x0bis_archived\x18\x04 \x01(\x08\x12\"\n\x04spec\x18\x05 \x01(\x0b\x32\x14.escriba.v1.TaskSpec\x12$\n\x05\x61udio\x18\x06 \x01(\x0b\x32\x15.escriba.v1.AudioInfo\x12&\n\x06result\x18\x07 \x01(\x0b\x32\x16.escriba.v1.TaskResult\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x14\n\x0c\x65rror_reason\x18\t \x01(\t\x12\x10\n\x08\x61ttempts\x18\n \x01(\r\x12)\n\x07timings\x18\x0b \x01(\x0b\x32\x18.escriba.v1.StageTimings\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x08progress\x18\x0f \x01(\x0b\x32\x14.escriba.v1.Progress\x12\x34\n\x10webhook_attempts\x18\x10 \x03(\x0b\x32\x1a.escriba.v1.WebhookAttempt\"7\n\x08Progress\x12\x14\n\x0c\x61udio_done_s\x18\x01 \x01(\x01\x12\x15\n\raudio_total_s\x18\x02 \x01(\x01\"\x95\x01\n\x0eWebhookAttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\r\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bhttp_status\x18\x03 \x01(\r\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x05 \x01(\x01\x12\x11\n\tdelivered\x18\x06 \x01(\x08\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\xa0\x01\n\x10ListTasksRequest\x12(\n\x08statuses\x18\x01 \x03(\x0e\x32\x16.escriba.v1.TaskStatus\x12\x15\n\x08\x61rchived\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x17\n\x0finclude_results\x18\x05 \x01(\x08\x42\x0b\n\t_archived\"M\n\x11ListTasksResponse\x12\x1f\n\x05tasks\x18\x01 \x03(\x0b\x32\x10.escriba.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x10WatchTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\x83\x02\n\tTaskEvent\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.escriba.v1.TaskStatus\x12\x0f\n\x07message\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x04task\x18\x05 \x01(\x0b\x32\x10.escriba.v1.Task\x12&\n\x08progress\x18\x06 \x01(\x0b\x32\x14.escriba.v1.Progress\x12%\n\x08segments\x18\x07 \x03(\x0b\x32\x13.escriba.v1.Segment\x12\x15\n\rfirst_segment\x18\x08 \x01(\r\"$\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"%\n\x12\x41rchiveTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\x13\n\x11ListModelsRequest\"s\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nis_default\x18\x02 \x01(\x08\x12-\n\tlanguages\x18\x03 \x01(\x0e\x32\x1a.escriba.v1.ModelLanguages\x12\x19\n\x11\x61llowed_languages\x18\x04 \x03(\t\"7\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.escriba.v1.Model*\xe8\x01\n\nTaskStatus\x12\x1b\n\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_STATUS_QUEUED\x10\x01\x12\x1d\n\x19TASK_STATUS_PREPROCESSING\x10\x02\x12\x1c\n\x18TASK_STATUS_TRANSCRIBING\x10\x03\x12\x1a\n\x16TASK_STATUS_CORRECTING\x10\x04\x12\x19\n\x15TASK_STATUS_COMPLETED\x10\x05\x12\x16\n\x12TASK_STATUS_FAILED\x10\x06\x12\x19\n\x15TASK_STATUS_CANCELLED\x10\x07*[\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTPUT_FORMAT_SRT\x10\x01\x12\x15\n\x11OUTPUT_FORMAT_VTT\x10\x02*u\n\x0eModelLanguages\x12\x1f\n\x1bMODEL_LANGUAGES_UNSPECIFIED\x10\x00\x12 \n\x1cMODEL_LANGUAGES_ENGLISH_ONLY\x10\x01\x12 \n\x1cMODEL_LANGUAGES_MULTILINGUAL\x10\x02\x32\xa3\x04\n\x0bTaskService\x12?\n\nCreateTask\x12\x1d.escriba.v1.CreateTaskRequest\x1a\x10.escriba.v1.Task(\x01\x12\x37\n\x07GetTask\x12\x1a.escriba.v1.GetTaskRequest\x1a\x10.escriba.v1.Task\x12H\n\tListTasks\x12\x1c.escriba.v1.ListTasksRequest\x1a\x1d.escriba.v1.ListTasksResponse\x12\x42\n\tWatchTask\x12\x1c.escriba.v1.WatchTaskRequest\x1a\x15.escriba.v1.TaskEvent0\x01\x12=\n\nCancelTask\x12\x1d.escriba.v1.CancelTaskRequest\x1a\x10.escriba.v1.Task\x12?\n\x0b\x41rchiveTask\x12\x1e.escriba.v1.ArchiveTaskRequest\x1a\x10.escriba.v1.Task\x12?\n\nTranscribe\x12\x1d.escriba.v1.CreateTaskRequest\x1a\x10.escriba.v1.Task(\x01\x12K\n\nListModels\x12\x1d.escriba.v1.ListModelsRequest\x1a\x1e.escriba.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65scriba/v1/tasks.proto\x12\nescriba.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17\x65scriba/v1/common.proto\"\xfb\x01\n\x08TaskSpec\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x37\n\rtranscription\x18\x02 \x01(\x0b\x32 .escriba.v1.TranscriptionOptions\x12\x31\n\ncorrection\x18\x03 \x01(\x0b\x32\x1d.escriba.v1.CorrectionOptions\x12\x30\n\x0eoutput_formats\x18\x04 \x03(\x0e\x32\x18.escriba.v1.OutputFormat\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\x12\x13\n\x0bwebhook_url\x18\x06 \x01(\t\x12\x11\n\taudio_url\x18\x07 \x01(\t\"U\n\x11\x43reateTaskRequest\x12$\n\x04spec\x18\x01 \x01(\x0b\x32\x14.escriba.v1.TaskSpecH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"\xac\x02\n\nTaskResult\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x16\n\x0e\x63orrected_text\x18\x02 \x01(\t\x12%\n\x08segments\x18\x03 \x03(\x0b\x32\x13.escriba.v1.Segment\x12\x1f\n\x05\x65\x64its\x18\x04 \x03(\x0b\x32\x10.escriba.v1.Edit\x12\x10\n\x08language\x18\x05 \x01(\t\x12\x1c\n\x14language_probability\x18\x06 \x01(\x01\x12\x12\n\nduration_s\x18\x07 \x01(\x01\x12\x0b\n\x03srt\x18\x08 \x01(\t\x12\x0b\n\x03vtt\x18\t \x01(\t\x12\r\n\x05model\x18\n \x01(\t\x12\x15\n\rrules_version\x18\x0b \x01(\t\x12\x1d\n\x15transcript_from_cache\x18\x0c \x01(\x08\x12\r\n\x05notes\x18\r \x03(\t\"\xa5\x04\n\x04Task\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12&\n\x06status\x18\x03 \x01(\x0e\x32\x16.escriba.v1.TaskStatus\x12\x13\n\x0bis_archived\x18\x04 \x01(\x08\x12\"\n\x04spec\x18\x05 \x01(\x0b\x32\x14.escriba.v1.TaskSpec\x12$\n\x05\x61udio\x18\x06 \x01(\x0b\x32\x15.escriba.v1.AudioInfo\x12&\n\x06result\x18\x07 \x01(\x0b\x32\x16.escriba.v1.TaskResult\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x14\n\x0c\x65rror_reason\x18\t \x01(\t\x12\x10\n\x08\x61ttempts\x18\n \x01(\r\x12)\n\x07timings\x18\x0b \x01(\x0b\x32\x18.escriba.v1.StageTimings\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x08progress\x18\x0f \x01(\x0b\x32\x14.escriba.v1.Progress\x12\x34\n\x10webhook_attempts\x18\x10 \x03(\x0b\x32\x1a.escriba.v1.WebhookAttempt\"7\n\x08Progress\x12\x14\n\x0c\x61udio_done_s\x18\x01 \x01(\x01\x12\x15\n\raudio_total_s\x18\x02 \x01(\x01\"\x95\x01\n\x0eWebhookAttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\r\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bhttp_status\x18\x03 \x01(\r\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x05 \x01(\x01\x12\x11\n\tdelivered\x18\x06 \x01(\x08\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\xa0\x01\n\x10ListTasksRequest\x12(\n\x08statuses\x18\x01 \x03(\x0e\x32\x16.escriba.v1.TaskStatus\x12\x15\n\x08\x61rchived\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x17\n\x0finclude_results\x18\x05 \x01(\x08\x42\x0b\n\t_archived\"M\n\x11ListTasksResponse\x12\x1f\n\x05tasks\x18\x01 \x03(\x0b\x32\x10.escriba.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x10WatchTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\x83\x02\n\tTaskEvent\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.escriba.v1.TaskStatus\x12\x0f\n\x07message\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x04task\x18\x05 \x01(\x0b\x32\x10.escriba.v1.Task\x12&\n\x08progress\x18\x06 \x01(\x0b\x32\x14.escriba.v1.Progress\x12%\n\x08segments\x18\x07 \x03(\x0b\x32\x13.escriba.v1.Segment\x12\x15\n\rfirst_segment\x18\x08 \x01(\r\"$\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"%\n\x12\x41rchiveTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\x13\n\x11ListModelsRequest\"s\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nis_default\x18\x02 \x01(\x08\x12-\n\tlanguages\x18\x03 \x01(\x0e\x32\x1a.escriba.v1.ModelLanguages\x12\x19\n\x11\x61llowed_languages\x18\x04 \x03(\t\"7\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.escriba.v1.Model*\xe8\x01\n\nTaskStatus\x12\x1b\n\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_STATUS_QUEUED\x10\x01\x12\x1d\n\x19TASK_STATUS_PREPROCESSING\x10\x02\x12\x1c\n\x18TASK_STATUS_TRANSCRIBING\x10\x03\x12\x1a\n\x16TASK_STATUS_CORRECTING\x10\x04\x12\x19\n\x15TASK_STATUS_COMPLETED\x10\x05\x12\x16\n\x12TASK_STATUS_FAILED\x10\x06\x12\x19\n\x15TASK_STATUS_CANCELLED\x10\x07*[\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTPUT_FORMAT_SRT\x10\x01\x12\x15\n\x11OUTPUT_FORMAT_VTT\x10\x02*u\n\x0eModelLanguages\x12\x1f\n\x1bMODEL_LANGUAGES_UNSPECIFIED\x10\x00\x12 \n\x1cMODEL_LANGUAGES_ENGLISH_ONLY\x10\x01\x12 \n\x1cMODEL_LANGUAGES_MULTILINGUAL\x10\x02\x32\xa3\x04\n\x0bTaskService\x12?\n\nCreateTask\x12\x1d.escriba.v1.CreateTaskRequest\x1a\x10.escriba.v1.Task(\x01\x12\x37\n\x07GetTask\x12\x1a.escriba.v1.GetTaskRequest\x1a\x10.escriba.v1.Task\x12H\n\tListTasks\x12\x1c.escriba.v1.ListTasksRequest\x1a\x1d.escriba.v1.ListTasksResponse\x12\x42\n\tWatchTask\x12\x1c.escriba.v1.WatchTaskRequest\x1a\x15.escriba.v1.TaskEvent0\x01\x12=\n\nCancelTask\x12\x1d.escriba.v1.CancelTaskRequest\x1a\x10.escriba.v1.Task\x12?\n\x0b\x41rchiveTask\x12\x1e.escriba.v1.ArchiveTaskRequest\x1a\x10.escriba.v1.Task\x12?\n\nTranscribe\x12\x1d.escriba.v1.CreateTaskRequest\x1a\x10.escriba.v1.Task(\x01\x12K\n\nListModels\x12\x1d.escriba.v1.ListModelsRequest\x1a\x1e.escriba.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'escriba.v1.tasks_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASKSTATUS']._serialized_start=2335
-  _globals['_TASKSTATUS']._serialized_end=2567
-  _globals['_OUTPUTFORMAT']._serialized_start=2569
-  _globals['_OUTPUTFORMAT']._serialized_end=2660
-  _globals['_MODELLANGUAGES']._serialized_start=2662
-  _globals['_MODELLANGUAGES']._serialized_end=2779
+  _globals['_TASKSTATUS']._serialized_start=2350
+  _globals['_TASKSTATUS']._serialized_end=2582
+  _globals['_OUTPUTFORMAT']._serialized_start=2584
+  _globals['_OUTPUTFORMAT']._serialized_end=2675
+  _globals['_MODELLANGUAGES']._serialized_start=2677
+  _globals['_MODELLANGUAGES']._serialized_end=2794
   _globals['_TASKSPEC']._serialized_start=97
   _globals['_TASKSPEC']._serialized_end=348
   _globals['_CREATETASKREQUEST']._serialized_start=350
   _globals['_CREATETASKREQUEST']._serialized_end=435
   _globals['_TASKRESULT']._serialized_start=438
-  _globals['_TASKRESULT']._serialized_end=723
-  _globals['_TASK']._serialized_start=726
-  _globals['_TASK']._serialized_end=1275
-  _globals['_PROGRESS']._serialized_start=1277
-  _globals['_PROGRESS']._serialized_end=1332
-  _globals['_WEBHOOKATTEMPT']._serialized_start=1335
-  _globals['_WEBHOOKATTEMPT']._serialized_end=1484
-  _globals['_GETTASKREQUEST']._serialized_start=1486
-  _globals['_GETTASKREQUEST']._serialized_end=1519
-  _globals['_LISTTASKSREQUEST']._serialized_start=1522
-  _globals['_LISTTASKSREQUEST']._serialized_end=1682
-  _globals['_LISTTASKSRESPONSE']._serialized_start=1684
-  _globals['_LISTTASKSRESPONSE']._serialized_end=1761
-  _globals['_WATCHTASKREQUEST']._serialized_start=1763
-  _globals['_WATCHTASKREQUEST']._serialized_end=1798
-  _globals['_TASKEVENT']._serialized_start=1801
-  _globals['_TASKEVENT']._serialized_end=2060
-  _globals['_CANCELTASKREQUEST']._serialized_start=2062
-  _globals['_CANCELTASKREQUEST']._serialized_end=2098
-  _globals['_ARCHIVETASKREQUEST']._serialized_start=2100
-  _globals['_ARCHIVETASKREQUEST']._serialized_end=2137
-  _globals['_LISTMODELSREQUEST']._serialized_start=2139
-  _globals['_LISTMODELSREQUEST']._serialized_end=2158
-  _globals['_MODEL']._serialized_start=2160
-  _globals['_MODEL']._serialized_end=2275
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2277
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2332
-  _globals['_TASKSERVICE']._serialized_start=2782
-  _globals['_TASKSERVICE']._serialized_end=3329
+  _globals['_TASKRESULT']._serialized_end=738
+  _globals['_TASK']._serialized_start=741
+  _globals['_TASK']._serialized_end=1290
+  _globals['_PROGRESS']._serialized_start=1292
+  _globals['_PROGRESS']._serialized_end=1347
+  _globals['_WEBHOOKATTEMPT']._serialized_start=1350
+  _globals['_WEBHOOKATTEMPT']._serialized_end=1499
+  _globals['_GETTASKREQUEST']._serialized_start=1501
+  _globals['_GETTASKREQUEST']._serialized_end=1534
+  _globals['_LISTTASKSREQUEST']._serialized_start=1537
+  _globals['_LISTTASKSREQUEST']._serialized_end=1697
+  _globals['_LISTTASKSRESPONSE']._serialized_start=1699
+  _globals['_LISTTASKSRESPONSE']._serialized_end=1776
+  _globals['_WATCHTASKREQUEST']._serialized_start=1778
+  _globals['_WATCHTASKREQUEST']._serialized_end=1813
+  _globals['_TASKEVENT']._serialized_start=1816
+  _globals['_TASKEVENT']._serialized_end=2075
+  _globals['_CANCELTASKREQUEST']._serialized_start=2077
+  _globals['_CANCELTASKREQUEST']._serialized_end=2113
+  _globals['_ARCHIVETASKREQUEST']._serialized_start=2115
+  _globals['_ARCHIVETASKREQUEST']._serialized_end=2152
+  _globals['_LISTMODELSREQUEST']._serialized_start=2154
+  _globals['_LISTMODELSREQUEST']._serialized_end=2173
+  _globals['_MODEL']._serialized_start=2175
+  _globals['_MODEL']._serialized_end=2290
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2292
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2347
+  _globals['_TASKSERVICE']._serialized_start=2797
+  _globals['_TASKSERVICE']._serialized_end=3344
 # @@protoc_insertion_point(module_scope)

@@ -177,6 +177,7 @@ class TaskResult(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     RULES_VERSION_FIELD_NUMBER: _builtins.int
     TRANSCRIPT_FROM_CACHE_FIELD_NUMBER: _builtins.int
+    NOTES_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """as transcribed"""
     corrected_text: _builtins.str
@@ -197,6 +198,10 @@ class TaskResult(_message.Message):
 
     @_builtins.property
     def edits(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Edit]: ...
+    @_builtins.property
+    def notes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Correction rules that did not run as asked, and why (e.g. English-only rules on other languages)."""
+
     def __init__(
         self,
         *,
@@ -212,10 +217,11 @@ class TaskResult(_message.Message):
         model: _builtins.str = ...,
         rules_version: _builtins.str = ...,
         transcript_from_cache: _builtins.bool = ...,
+        notes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["corrected_text", b"corrected_text", "duration_s", b"duration_s", "edits", b"edits", "language", b"language", "language_probability", b"language_probability", "model", b"model", "rules_version", b"rules_version", "segments", b"segments", "srt", b"srt", "text", b"text", "transcript_from_cache", b"transcript_from_cache", "vtt", b"vtt"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["corrected_text", b"corrected_text", "duration_s", b"duration_s", "edits", b"edits", "language", b"language", "language_probability", b"language_probability", "model", b"model", "notes", b"notes", "rules_version", b"rules_version", "segments", b"segments", "srt", b"srt", "text", b"text", "transcript_from_cache", b"transcript_from_cache", "vtt", b"vtt"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
