@@ -239,13 +239,17 @@ async def _transcribe(args: argparse.Namespace) -> int:
     glossary = _parse_glossary(args.glossary or [])
 
     def spec_for(path: Path) -> Any:
-        return make_spec(
+        spec = make_spec(
             path.name,
             language=args.language or "",
             hotwords=args.hotwords or "",
             glossary=glossary,
             output_formats=formats,
         )
+        spec.transcription.model = args.model or ""
+        spec.transcription.task = "translate" if args.translate else ""
+        spec.transcription.channels = "separate" if args.separate_channels else ""
+        return spec
 
     def emit(run: FileRun) -> None:
         """Results in input order: on stdout, or one file each under --output."""
@@ -382,6 +386,17 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--server", default=None, help="TaskService address (default: ESCRIBA_SERVER)")
     tr.add_argument("--format", choices=("text", "json", "srt", "vtt"), default="text")
     tr.add_argument("--language", default=None, help="ISO 639-1 code; default: detect")
+    tr.add_argument(
+        "--model", default=None, help="a model the server lists (ListModels); default: its default"
+    )
+    tr.add_argument(
+        "--translate", action="store_true", help="English text from any language (multilingual models)"
+    )
+    tr.add_argument(
+        "--separate-channels",
+        action="store_true",
+        help="one transcript per channel of a stereo/multichannel file, with a speaker label each",
+    )
     tr.add_argument("--hotwords", default=None, help="words to bias decoding towards, e.g. product names")
     tr.add_argument(
         "--glossary",

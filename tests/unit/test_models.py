@@ -81,3 +81,27 @@ def test_a_multilingual_model_serves_its_allowed_languages_and_translates() -> N
     assert models.check_request("base", language="ja", task="translate").name == "base"
     with pytest.raises(UnsupportedLanguageRequestError, match="serves en, ja here"):
         models.check_request("base", language="de", task="")
+
+
+def test_a_served_entry_brings_its_source_device_and_batch_tables() -> None:
+    from escriba.transcription.server import served_settings
+    from escriba.transcription.settings import TranscriptionSettings
+
+    models = catalogue(
+        '[{"name": "tiny.en", "source": "bundled"},'
+        ' {"name": "base", "source": "package:base", "device": "cpu", "batch_sizes_cpu": "60:2,inf:4"}]'
+    )
+    settings, entry = served_settings(
+        load(TranscriptionSettings, {"ESCRIBA_TRANSCRIPTION_MODEL": "base"}), models
+    )
+    assert entry is not None and entry.name == "base"
+    assert settings.model == "package:base" and settings.device == "cpu"
+    assert settings.batch_sizes_cpu == ((60.0, 2), (float("inf"), 4))
+    outside, none = served_settings(
+        load(TranscriptionSettings, {"ESCRIBA_TRANSCRIPTION_MODEL": "/m/x"}), models
+    )
+    assert none is None and outside.model == "/m/x"  # a directory outside the catalogue, as given
+    broken = catalogue('[{"name": "a", "batch_sizes_cpu": "soon"}]')
+    with pytest.raises(SettingsError) as caught:
+        served_settings(load(TranscriptionSettings, {}), broken)
+    assert caught.value.variable == "ESCRIBA_MODELS" and "model a" in str(caught.value)

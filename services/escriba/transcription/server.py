@@ -15,7 +15,7 @@ import grpc
 from escriba.common import metrics
 from escriba.common.grpc_server import ServerSettings
 from escriba.common.service import run_service
-from escriba.common.settings import load
+from escriba.common.settings import SettingsError, load
 from escriba.models import ModelCatalogue, ModelEntry, ModelSettings
 from escriba.pipeline.assemble import StageService, stage_components
 from escriba.stages import Stage
@@ -61,12 +61,23 @@ def served_settings(
     entry = catalogue.find(settings.model)
     if entry is None:
         return settings, None
+    tables = {}
+    for field, variable, raw in (
+        ("batch_sizes_cpu", "ESCRIBA_TRANSCRIPTION_BATCH_SIZES_CPU", entry.batch_sizes_cpu),
+        ("batch_sizes_cuda", "ESCRIBA_TRANSCRIPTION_BATCH_SIZES_CUDA", entry.batch_sizes_cuda),
+    ):
+        if raw:
+            try:
+                tables[field] = getattr(load(TranscriptionSettings, {variable: raw}), field)
+            except SettingsError as exc:
+                raise SettingsError("ESCRIBA_MODELS", f"model {entry.name}: {field}: {exc}") from exc
     return (
         dataclasses.replace(
             settings,
             model=entry.source or "bundled",
             device=entry.device or settings.device,
             compute_type=entry.compute_type or settings.compute_type,
+            **tables,
         ),
         entry,
     )
