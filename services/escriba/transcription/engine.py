@@ -326,7 +326,10 @@ class WhisperEngine:
                 )
             self._load_seconds = time.perf_counter() - started
             self._source, self._device, self._cpu_threads = source, device, cpu_threads
-            self._runner = runner = WhisperBatchRunner(model)
+            margin = self._settings.encoder_context_margin_s
+            self._runner = runner = WhisperBatchRunner(
+                model, context_margin_s=margin if self._settings.adaptive_encoder_context else None
+            )
             if self._settings.cross_task_batching:
                 self._batcher = CrossTaskBatcher(
                     runner,
@@ -365,6 +368,13 @@ class WhisperEngine:
         if self._source is None:
             return ""
         return self._name or self._source.name
+
+    @property
+    def encoder_context(self) -> str:
+        """``full`` (30 s windows, as faster-whisper), or ``adaptive:<margin>``: part of cache keys."""
+        if not self._settings.adaptive_encoder_context:
+            return "full"
+        return f"adaptive:{self._settings.encoder_context_margin_s:g}"
 
     @property
     def device(self) -> str:

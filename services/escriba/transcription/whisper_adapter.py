@@ -107,14 +107,33 @@ class PreparedRequest:
         return self.key.language
 
 
+#: Encoder context sizes step by this many frames (5 s), so batches of similar clips share a shape.
+CONTEXT_STEP_FRAMES = 500
+FULL_CONTEXT_FRAMES = 3000
+
+
+def encoder_frames(windows: Sequence[Window], margin_s: float | None) -> int:
+    """How many of the windows' 3000 feature frames the encoder sees: all of them, or (adaptive) the
+    longest window's speech plus ``margin_s``, rounded up to a step. Whisper was trained on 30 s, so a
+    short context is only used where `make eval` found the transcript unchanged (see the setting)."""
+    if margin_s is None or not windows:
+        return FULL_CONTEXT_FRAMES
+    needed = max(w.duration_s for w in windows) + margin_s
+    steps = math.ceil(needed * _FRAMES_PER_S / CONTEXT_STEP_FRAMES)
+    return min(FULL_CONTEXT_FRAMES, max(1, steps) * CONTEXT_STEP_FRAMES)
+
+
 class WhisperBatchRunner:
     """The model call of one batch: encode, generate and align, as ``BatchedInferencePipeline.forward``
     does with word timestamps, at the key's temperature (sampling ``BEST_OF`` candidates above 0, as the
     sequential path's fallback does). Windows are always aligned, whatever the request shows: the word
     times are how segments are cut and how a window the decoder stopped short of is found."""
 
-    def __init__(self, model: WhisperModel) -> None:
+    def __init__(self, model: WhisperModel, *, context_margin_s: float | None = None) -> None:
+        """``context_margin_s``: encode only the longest window of a batch plus this margin, rounded
+        up to :data:`CONTEXT_STEP_FRAMES` (``None``: every window's full 30 s, as faster-whisper)."""
         self._model = model
+        self._context_margin_s = context_margin_s
         self._lock = threading.Lock()
         self._tokenizers: dict[tuple[str, str], Tokenizer] = {}
         self._suppressed: dict[tuple[str, str], list[int]] = {}
@@ -135,7 +154,8 @@ class WhisperBatchRunner:
     def __call__(self, key: DecodeKey, windows: Sequence[Window]) -> list[WindowOutput]:
         model = self._model
         tokenizer = self.tokenizer(key.language, key.task)
-        encoder_output = model.encode(np.stack([w.features for w in windows]))
+        context = encoder_frames(windows, self._context_margin_s)
+        encoder_output = model.encode(np.stack([w.features[:, :context] for w in windows]))
         if key.temperature > 0:
             ctranslate2.set_random_seed(SAMPLING_SEED)
             search: dict[str, Any] = {
@@ -166,7 +186,8 @@ class WhisperBatchRunner:
             tokens = [t for t in sequence if t < tokenizer.eot]
             avg_logprob = float(result.scores[0] * len(sequence) / (len(sequence) + 1))
             decoded.append((tokens, tokenizer.decode(tokens), avg_logprob, float(result.no_speech_prob)))
-            frames.append(int(math.ceil(window.duration_s) * model.frames_per_second))
+            # Within what was encoded: the alignment reads that many encoder frames.
+            frames.append(min(context, int(math.ceil(window.duration_s) * model.frames_per_second)))
         alignments = model.find_alignment(tokenizer, [d[0] for d in decoded], encoder_output, frames)
         return [
             WindowOutput(

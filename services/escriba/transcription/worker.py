@@ -34,15 +34,23 @@ TRANSCRIPT_CACHE_VERSION = 3  # 2: no timestamp tokens, segments from words, tem
 
 
 def transcript_cache_key(
-    audio_sha256: str, *, model: str, compute_type: str, options: TranscriptionOptions
+    audio_sha256: str,
+    *,
+    model: str,
+    compute_type: str,
+    options: TranscriptionOptions,
+    encoder_context: str = "full",
 ) -> str:
+    document = {
+        "v": TRANSCRIPT_CACHE_VERSION,
+        "model": model,
+        "compute_type": compute_type,
+        "options": dataclasses.asdict(options),
+    }
+    if encoder_context != "full":  # keys of the default context stay as they were
+        document["encoder_context"] = encoder_context
     shape = json.dumps(
-        {
-            "v": TRANSCRIPT_CACHE_VERSION,
-            "model": model,
-            "compute_type": compute_type,
-            "options": dataclasses.asdict(options),
-        },
+        document,
         sort_keys=True,
         default=str,
     )
@@ -81,7 +89,11 @@ class TranscriptionStage(StageHandler[jobs_pb2.TranscribeJob]):
         options = transcription_options_from_pb(message.transcription, self.engine.default_options)
         audio_sha = message.audio.normalized_sha256 or message.audio_object
         key = transcript_cache_key(
-            audio_sha, model=self.engine.model_name, compute_type=self.engine.compute_type, options=options
+            audio_sha,
+            model=self.engine.model_name,
+            compute_type=self.engine.compute_type,
+            options=options,
+            encoder_context=self.engine.encoder_context,
         )
         if message.channels:
             transcript, from_cache, duration_ms = await self._per_channel(message, options, job)
@@ -161,6 +173,7 @@ class TranscriptionStage(StageHandler[jobs_pb2.TranscribeJob]):
                         model=engine.model_name,
                         compute_type=engine.compute_type,
                         options=options,
+                        encoder_context=engine.encoder_context,
                     ),
                     message.audio.duration_s,
                     options,
