@@ -148,3 +148,17 @@ async def test_processes_stack_with_mtls_stage_services_and_the_cli(
         monkeypatch.delenv("ESCRIBA_TOKEN")
         code = await asyncio.to_thread(cli.main, ["tasks", "list", *base, "--token", security.token("local")])
         assert code == 0 and "completed" in capsys.readouterr().out
+
+
+async def test_an_unknown_caller_learns_nothing_about_the_request(stack: LocalStack) -> None:
+    """The token is checked before the task id is read: a stranger's malformed id is UNAUTHENTICATED,
+    not INVALID_ARGUMENT, for GetTask and WatchTask alike."""
+    async with client_for(stack, None) as stranger:
+        assert await code_of(stranger.get("not-a-task-id")) == grpc.StatusCode.UNAUTHENTICATED
+
+        async def first_of_watch() -> object:
+            async for event in stranger.watch("not-a-task-id"):
+                return event
+            return None
+
+        assert await code_of(first_of_watch()) == grpc.StatusCode.UNAUTHENTICATED

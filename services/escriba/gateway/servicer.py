@@ -103,7 +103,8 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
     async def GetTask(
         self, request: tasks_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
     ) -> tasks_pb2.Task:
-        record = await self.pipeline.repo.get(_task_id(request.task_id), owner_id=self.auth.owner(context))
+        owner = self.auth.owner(context)  # before anything about the request is answered
+        record = await self.pipeline.repo.get(_task_id(request.task_id), owner_id=owner)
         task = task_to_pb(record)
         if record.options.get("webhook_url"):
             task.webhook_attempts.extend(
@@ -141,7 +142,8 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
     async def WatchTask(
         self, request: tasks_pb2.WatchTaskRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[tasks_pb2.TaskEvent]:
-        record = await self.pipeline.repo.get(_task_id(request.task_id), owner_id=self.auth.owner(context))
+        owner = self.auth.owner(context)  # before anything about the request is answered
+        record = await self.pipeline.repo.get(_task_id(request.task_id), owner_id=owner)
         async for event in self.tasks.watch(record, poll_s=self.settings.watch_poll_s):
             yield event
 

@@ -14,6 +14,7 @@ from google.protobuf.message import DecodeError, Message
 
 from escriba.bus import KvCache
 from escriba.common import metrics
+from escriba.pipeline.codec import MAX_EXPANDED_BYTES, MalformedJobError, inflate
 from escriba.stages import STAGES, Stage
 
 M = TypeVar("M", bound=Message)
@@ -38,8 +39,8 @@ class MessageCache(Generic[M]):
         message: M | None = None
         if stored is not None:
             try:
-                message = self._type.FromString(zlib.decompress(stored))
-            except (zlib.error, DecodeError):
+                message = self._type.FromString(inflate(stored, MAX_EXPANDED_BYTES))
+            except (zlib.error, DecodeError, MalformedJobError):
                 message = None
         count_lookup(self._stage, hit=message is not None)
         return message

@@ -16,6 +16,9 @@ from escriba.common.errors import PermanentError
 
 ENCODING_HEADER = "Escriba-Encoding"
 COMPRESS_ABOVE_BYTES = 64 * 1024
+#: Largest payload a compressed job may expand to: far above a 4-hour transcript with words, far
+#: below what would take a worker's memory (a few KB of deflate can claim gigabytes).
+MAX_EXPANDED_BYTES = 256 * 1024 * 1024
 
 M = TypeVar("M", bound=Message)
 
@@ -34,7 +37,18 @@ def encode(message: Message) -> tuple[bytes, dict[str, str]]:
 def decode(cls: type[M], data: bytes, headers: Mapping[str, str]) -> M:
     try:
         if headers.get(ENCODING_HEADER) == "zlib":
-            data = zlib.decompress(data)
+            data = inflate(data, MAX_EXPANDED_BYTES)
         return cls.FromString(data)
     except (DecodeError, zlib.error) as exc:
         raise MalformedJobError(f"cannot decode {cls.__name__}: {exc}") from exc
+
+
+def inflate(data: bytes, limit: int) -> bytes:
+    """``zlib.decompress`` that stops at ``limit`` bytes of output (a zlib bomb is a malformed job)."""
+    inflater = zlib.decompressobj()
+    out = inflater.decompress(data, limit)
+    if inflater.unconsumed_tail:
+        raise MalformedJobError(f"the payload expands past {limit} bytes")
+    if not inflater.eof:
+        raise MalformedJobError("the compressed payload is truncated")
+    return out
