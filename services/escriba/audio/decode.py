@@ -148,9 +148,23 @@ def _media_input(source: bytes | Path) -> io.BytesIO | str:
     return io.BytesIO(source) if isinstance(source, bytes) else str(source)
 
 
+#: The demuxers FFmpeg may choose from: audio and video containers only. Playlists, concat lists,
+#: session descriptions and streaming manifests (concat, hls, dash, sdp, rtsp, image2 patterns...)
+#: would make the demuxer open other files or URLs named inside the upload, so they are never probed.
+ACCEPTED_DEMUXERS = (
+    "wav,w64,flac,mp3,ogg,mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,aac,asf,aiff,amr,amrnb,amrwb,caf,au,"
+    "wv,ape,tta,voc,ac3,eac3,dts,truehd,mlp,mpeg,mpegts,avi,flv,mp2,opus,oga,spx,rm,nut,mxf,gsm,"
+    "xwma,sox,iff,aea,dsf,mpc,mpc8,shn,tak,wsaud,loas,latm,mpegps,vob,smjpeg,swf,rso,ircam,sln"
+)
+#: Only the bytes handed over: no protocol a demuxer could reach another file or host through.
+_OPEN_OPTIONS = {"format_whitelist": ACCEPTED_DEMUXERS, "protocol_whitelist": "none"}
+
+
 def _open(source: bytes | Path, label: str) -> av.container.InputContainer:
     try:
-        return av.open(_media_input(source), mode="r", metadata_errors="replace")
+        return av.open(
+            _media_input(source), mode="r", metadata_errors="replace", options=dict(_OPEN_OPTIONS)
+        )
     except av.error.FFmpegError as exc:
         # The file system, not the content (a missing or unreadable path). FFmpeg also reports damaged
         # content as an I/O error (EIO from a demuxer reading bytes in memory): that is the file's fault.
