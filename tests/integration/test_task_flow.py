@@ -87,3 +87,14 @@ async def test_a_job_that_cannot_be_queued_fails_its_task_with_the_reason(pipeli
     record = await pipeline.repo.get(new.id, owner_id=None)
     assert record.status is TaskStatus.FAILED
     assert record.error_reason == "enqueue_failed" and "could not queue" in record.error
+
+
+async def test_a_finished_task_releases_its_upload(pipeline: Pipeline) -> None:
+    new, job = _new()
+    assert new.id is not None
+    await pipeline.uploads.put_bytes(new.audio_object, b"audio bytes")
+    flow = TaskFlow(pipeline)
+    await flow.create(new, job)
+    assert await pipeline.uploads.info(new.audio_object) is not None
+    await flow.transition(pipeline.repo.cancel(new.id, owner_id="alice"), "cancelled")
+    assert await pipeline.uploads.info(new.audio_object) is None

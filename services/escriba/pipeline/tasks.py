@@ -52,7 +52,20 @@ class TaskFlow:
             await self._pipeline.events.publish(transition.task, message)
             if transition.task.status.terminal:
                 await self._queue_webhook(transition.task)
+                await self._release_upload(transition.task)
         return transition
+
+    async def _release_upload(self, record: TaskRecord) -> None:
+        """A finished task's upload is no longer needed (its normalized audio and transcript stay in
+        their caches, by their own TTLs): delete it now rather than hold the bytes for days."""
+        if not record.audio_object:
+            return
+        try:
+            await self._pipeline.uploads.delete(record.audio_object)
+        except Exception:  # the bucket's TTL removes it in the end; the task's end stands
+            log.warning(
+                "could not delete the finished task's upload", extra={"task_id": record.id}, exc_info=True
+            )
 
     async def _queue_webhook(self, record: TaskRecord) -> None:
         url = str(record.options.get("webhook_url") or "")
