@@ -3,6 +3,7 @@ queued once, and a task whose job cannot be queued fails with the reason instead
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,6 +20,7 @@ from escriba.pipeline.tasks import EnqueueError, TaskFlow
 from escriba.stages import FIRST
 from escriba.v1 import jobs_pb2, tasks_pb2
 from tests.support.nats_fixtures import bus_settings
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -98,3 +100,36 @@ async def test_a_finished_task_releases_its_upload(pipeline: Pipeline) -> None:
     assert await pipeline.uploads.info(new.audio_object) is not None
     await flow.transition(pipeline.repo.cancel(new.id, owner_id="alice"), "cancelled")
     assert await pipeline.uploads.info(new.audio_object) is None
+
+
+async def test_a_caller_that_goes_away_mid_create_leaves_no_task_without_its_job(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    new, job = _new()
+    assert new.id is not None
+    flow = TaskFlow(pipeline)
+    inserted = asyncio.Event()
+    original = flow.enqueue
+
+    async def slow_enqueue(*args: Any, **kwargs: Any) -> None:
+        inserted.set()
+        await asyncio.sleep(0.3)  # the publish is slow; the caller gives up meanwhile
+        await original(*args, **kwargs)
+
+    monkeypatch.setattr(flow, "enqueue", slow_enqueue)
+    caller = asyncio.create_task(flow.create(new, job))
+    await inserted.wait()
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+
+    async def queued() -> bool:
+        try:
+            last = await pipeline.js.get_last_msg(
+                pipeline.names.jobs_stream, pipeline.names.job_subject(FIRST)
+            )
+        except Exception:
+            return False
+        return jobs_pb2.PreprocessJob.FromString(last.data or b"").task_id == new.id
+
+    await eventually(queued, "the job of the task the caller gave up on")

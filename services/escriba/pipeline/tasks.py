@@ -117,7 +117,12 @@ class TaskFlow:
         idempotency key was taken meanwhile (the earlier task is returned, nothing is queued).
 
         A job that cannot be queued fails the task with the reason rather than leave it queued forever.
+        A caller that goes away meanwhile (a cancelled RPC, a deadline) does not cut this short: the
+        insert and the publish run to their end together, so no task is left queued without its job.
         """
+        return await asyncio.shield(self._create(task, first_job))
+
+    async def _create(self, task: NewTask, first_job: Message) -> tuple[TaskRecord, bool]:
         pipeline = self._pipeline
         record, created = await pipeline.repo.create_once(task)
         if not created:
