@@ -11,8 +11,10 @@ import hashlib
 import os
 import re
 import unicodedata
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+
+from google.protobuf.message import Message
 
 from escriba.common.errors import InvalidInputError
 from escriba.common.outbound import InvalidUrlError, check_url
@@ -59,8 +61,40 @@ def output_formats(spec: tasks_pb2.TaskSpec) -> list[str]:
 MAX_IDEMPOTENCY_KEY_CHARS = 128
 
 
+#: More output formats than exist is a client bug, not a request.
+MAX_OUTPUT_FORMATS = len(_FORMATS)
+MAX_MODEL_NAME_CHARS = 64
+
+
+def _strings(message: Message, path: str = "") -> Iterator[tuple[str, str]]:
+    """Every string in ``message`` and its sub-messages, with where it is."""
+    for descriptor, value in message.ListFields():
+        where = f"{path}{descriptor.name}"
+        repeated = descriptor.is_repeated
+        for index, item in enumerate(value if repeated else [value]):
+            named = f"{where}[{index}]" if repeated else where
+            if isinstance(item, str):
+                yield named, item
+            elif isinstance(item, Message):
+                yield from _strings(item, f"{named}.")
+
+
 def validate_spec(spec: tasks_pb2.TaskSpec) -> tasks_pb2.TaskSpec:
     """Raise InvalidInputError for options no stage would accept; return the spec with a clean filename."""
+    for where, text in _strings(spec):
+        if "\x00" in text:
+            raise InvalidInputError(f"{where} contains a NUL character", reason="invalid_option")
+    if len(spec.output_formats) > MAX_OUTPUT_FORMATS:
+        raise InvalidInputError(
+            f"{len(spec.output_formats)} output formats; at most {MAX_OUTPUT_FORMATS} exist",
+            reason="invalid_option",
+        )
+    model = spec.transcription.model
+    if len(model) > MAX_MODEL_NAME_CHARS or not model.isprintable():
+        raise InvalidInputError(
+            f"the model name must be at most {MAX_MODEL_NAME_CHARS} printable characters",
+            reason="invalid_option",
+        )
     if len(spec.filename) > MAX_RAW_FILENAME_CHARS:
         raise InvalidInputError(
             f"the filename is {len(spec.filename)} characters long; "
