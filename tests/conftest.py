@@ -20,4 +20,5 @@ pytest_plugins: list[str] = [
     "tests.support.nats_fixtures",
     "tests.support.stack_fixtures",
     "tests.support.s3",
+    "tests.support.pipeline_fixtures",
 ]

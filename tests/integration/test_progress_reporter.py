@@ -5,17 +5,12 @@ transcribes."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
-from escriba.bus import delete_topology
 from escriba.db.models import NewTask
-from escriba.db.settings import DatabaseSettings
 from escriba.db.states import Stage
-from escriba.local.nats import EmbeddedNats
-from escriba.pipeline.runtime import Pipeline, PipelineRuntime
+from escriba.pipeline.runtime import Pipeline
 from escriba.transcript import Progress, Segment, Word
 from escriba.transcription.progress import (
     MAX_SEGMENTS_PER_EVENT,
@@ -23,23 +18,9 @@ from escriba.transcription.progress import (
     ProgressReporter,
 )
 from escriba.v1 import tasks_pb2
-from tests.support.nats_fixtures import bus_settings
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def pipeline(
-    nats_server: EmbeddedNats, db_settings: DatabaseSettings, db_pool: Any
-) -> AsyncIterator[Pipeline]:
-    runtime = PipelineRuntime(bus_settings(nats_server.url), db_settings, client_name="progress-tests")
-    await runtime.start()
-    try:
-        yield runtime.pipeline
-    finally:
-        await delete_topology(runtime.pipeline.js, runtime.pipeline.names)
-        await runtime.stop()
 
 
 async def _transcribing_task(pipeline: Pipeline) -> str:
