@@ -162,9 +162,7 @@ _OPEN_OPTIONS = {"format_whitelist": ACCEPTED_DEMUXERS, "protocol_whitelist": "n
 
 def _open(source: bytes | Path, label: str) -> av.container.InputContainer:
     try:
-        return av.open(
-            _media_input(source), mode="r", metadata_errors="replace", options=dict(_OPEN_OPTIONS)
-        )
+        return av.open(_media_input(source), mode="r", metadata_errors="replace", options=dict(_OPEN_OPTIONS))
     except av.error.FFmpegError as exc:
         # The file system, not the content (a missing or unreadable path). FFmpeg also reports damaged
         # content as an I/O error (EIO from a demuxer reading bytes in memory): that is the file's fault.
