@@ -128,13 +128,11 @@ class StaticTokens:
             raise SettingsError(TOKENS_VARIABLE, f"{path}: {exc}") from exc
 
 
-class ReloadingTokens:
-    """The static tokens of a file that may change while the gateway runs (a rotated Secret).
+class FileWatch:
+    """Whether a mounted Secret's file changed, asked at most every ``interval_s``.
 
-    Kubernetes updates a mounted Secret by swapping a symlink, so the file's identity (inode, size,
-    modification time) is checked at most every ``interval_s`` on lookup, and the table is re-read
-    when it changed. A changed file that does not parse is refused (logged) and the tokens in force
-    stay: a half-written or broken Secret must not lock every caller out.
+    Kubernetes updates a mounted Secret by swapping a symlink, so the file's identity (device, inode,
+    size, modification time) is what is compared. A file gone for a moment (mid-swap) is unchanged.
     """
 
     def __init__(self, path: str, interval_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -142,15 +140,7 @@ class ReloadingTokens:
         self._interval_s = interval_s
         self._clock = clock
         self._identity = self._stat()
-        self._tokens = StaticTokens.from_file(path)
         self._checked = clock()
-
-    def __len__(self) -> int:
-        return len(self._tokens)
-
-    def owner(self, token: str) -> str | None:
-        self._maybe_reload()
-        return self._tokens.owner(token)
 
     def _stat(self) -> tuple[int, int, int, int] | None:
         try:
@@ -159,22 +149,42 @@ class ReloadingTokens:
             return None
         return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
-    def _maybe_reload(self) -> None:
+    def changed(self) -> bool:
+        """True once per change (the caller re-reads the file, or logs why it could not)."""
         now = self._clock()
         if self._interval_s <= 0 or now - self._checked < self._interval_s:
-            return
+            return False
         self._checked = now
         identity = self._stat()
         if identity is None or identity == self._identity:
-            return  # unchanged, or gone for a moment while the Secret's symlink is swapped
-        try:
-            tokens = StaticTokens.from_file(self._path)
-        except SettingsError as exc:
-            log.error("the changed tokens file was refused; the previous tokens stay: %s", exc)
-            self._identity = identity  # do not re-read the same broken file on every check
-            return
-        self._tokens, self._identity = tokens, identity
-        log.info("tokens file reloaded", extra={"tokens": len(tokens)})
+            return False
+        self._identity = identity  # a broken new file is refused once, not on every check
+        return True
+
+
+class ReloadingTokens:
+    """The static tokens of a file that may change while the gateway runs (a rotated Secret).
+
+    A changed file that does not parse is refused (logged) and the tokens in force stay: a
+    half-written or broken Secret must not lock every caller out.
+    """
+
+    def __init__(self, path: str, interval_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._path = path
+        self._watch = FileWatch(path, interval_s, clock=clock)
+        self._tokens = StaticTokens.from_file(path)
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def owner(self, token: str) -> str | None:
+        if self._watch.changed():
+            try:
+                self._tokens = StaticTokens.from_file(self._path)
+                log.info("tokens file reloaded", extra={"tokens": len(self._tokens)})
+            except SettingsError as exc:
+                log.error("the changed tokens file was refused; the previous tokens stay: %s", exc)
+        return self._tokens.owner(token)
 
 
 # JWT --------------------------------------------------------------------------------------------
@@ -258,6 +268,37 @@ class JwtVerifier:
         return None
 
 
+class ReloadingJwtVerifier:
+    """The JWT key of a mounted Secret that may be rotated while the gateway runs, re-read like the
+    tokens file (``ESCRIBA_AUTH_TOKENS_RELOAD_S``); a changed key that does not load is refused and
+    the key in force stays."""
+
+    def __init__(self, settings: SecuritySettings, *, clock: Callable[[], float] = time.monotonic) -> None:
+        verifier = JwtVerifier.from_settings(settings)
+        if verifier is None:
+            raise ValueError("no JWT key is configured")
+        self._settings = settings
+        self._verifier = verifier
+        path = settings.jwt_public_key_file or settings.jwt_secret_file
+        self._watch = FileWatch(path, settings.auth_tokens_reload_s, clock=clock)
+
+    @property
+    def algorithms(self) -> list[str]:
+        return self._verifier.algorithms
+
+    def owner(self, token: str) -> str:
+        if self._watch.changed():
+            try:
+                fresh = JwtVerifier.from_settings(self._settings)
+            except SettingsError as exc:
+                log.error("the changed JWT key was refused; the previous key stays: %s", exc)
+            else:
+                if fresh is not None:
+                    self._verifier = fresh
+                    log.info("JWT key reloaded", extra={"algorithms": fresh.algorithms})
+        return self._verifier.owner(token)
+
+
 def public_key_algorithms(pem: bytes) -> tuple[Any, list[str]]:
     """The key, and the only algorithms it may verify (never HMAC: no algorithm confusion)."""
     key = serialization.load_pem_public_key(pem)
@@ -282,7 +323,9 @@ class TokenAuthenticator:
     """Bearer tokens: a static token first, then a JWT."""
 
     def __init__(
-        self, tokens: StaticTokens | ReloadingTokens | None = None, verifier: JwtVerifier | None = None
+        self,
+        tokens: StaticTokens | ReloadingTokens | None = None,
+        verifier: JwtVerifier | ReloadingJwtVerifier | None = None,
     ) -> None:
         if tokens is None and verifier is None:
             raise ValueError("a token authenticator needs static tokens or a JWT key")
@@ -310,7 +353,11 @@ class TokenAuthenticator:
             if settings.auth_tokens_file
             else None
         )
-        verifier = JwtVerifier.from_settings(settings)
+        verifier = (
+            ReloadingJwtVerifier(settings)
+            if settings.jwt_public_key_file or settings.jwt_secret_file
+            else None
+        )
         if tokens is None and verifier is None:
             raise SettingsError(
                 TOKENS_VARIABLE,
