@@ -282,3 +282,30 @@ async def test_server_start_fails_fast_on_missing_files_and_tokens(
         with pytest.raises(SettingsError) as info:
             await start_server([correction()], TEST_SERVER_SETTINGS, port=0, security=settings)
         assert info.value.variable == variable
+
+
+async def test_platform_identity_is_the_certificate_name_not_just_the_ca(tmp_path: Path) -> None:
+    """End users' certificates may come from the platform's CA: with the platform's names listed, a
+    stage service refuses a certificate the CA signed for someone else."""
+    key, cert = make_ca("Shared CA")
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(pem_cert(cert))
+    server = issue(key, cert, "stage", hosts=("localhost", "127.0.0.1"), directory=tmp_path, name="server")
+    platform = issue(key, cert, "escriba-gateway", hosts=(), directory=tmp_path, name="platform")
+    end_user = issue(key, cert, "alice", hosts=(), directory=tmp_path, name="alice")
+    env = {
+        "ESCRIBA_TLS_CERT_FILE": str(server.cert),
+        "ESCRIBA_TLS_KEY_FILE": str(server.key),
+        "ESCRIBA_TLS_CA_FILE": str(ca),
+        "ESCRIBA_AUTH_ENABLED": "true",
+    }
+    as_platform = channel_credentials(ca, platform.cert, platform.key)
+    as_user = channel_credentials(ca, end_user.cert, end_user.key)
+    async with served([correction()], security(**env)) as running:  # no names: the CA alone decides
+        assert (await correct(running.port, as_user)).text == "Hello world."
+    listed = security(**env, ESCRIBA_TLS_PLATFORM_IDENTITIES="escriba-gateway,escriba-operator")
+    async with served([correction()], listed) as running:
+        assert (await correct(running.port, as_platform)).text == "Hello world."
+        error = await refused(running.port, as_user)
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "not one of the platform's" in (error.details() or "")

@@ -120,6 +120,13 @@ class SecuritySettings:
         "",
         "file holding the token stage services accept from platform callers without a client certificate",
     )
+    platform_identities: tuple[str, ...] = setting(
+        "ESCRIBA_TLS_PLATFORM_IDENTITIES",
+        (),
+        "client certificate names (DNS SAN or common name), comma-separated, that stage services accept"
+        " as platform callers; empty: any certificate ESCRIBA_TLS_CA_FILE signed (set it when end users'"
+        " certificates come from the same CA)",
+    )
 
     @property
     def tls(self) -> bool:
@@ -323,12 +330,23 @@ def is_verified_peer(context: grpc.aio.ServicerContext) -> bool:
     return auth.get("transport_security_type") == [b"ssl"] and bool(auth.get("x509_pem_cert"))
 
 
+def peer_names(context: grpc.aio.ServicerContext) -> set[str]:
+    """The names a verified client certificate gives its holder: DNS SANs and the common name."""
+    auth = context.auth_context()
+    names = [*auth.get("x509_subject_alternative_name", ()), *auth.get("x509_common_name", ())]
+    return {n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names}
+
+
 class ServiceAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Let only platform peers reach ``services``: a verified client certificate or the service token."""
 
-    def __init__(self, services: Iterable[str], service_token: str | None) -> None:
+    def __init__(
+        self, services: Iterable[str], service_token: str | None, identities: Iterable[str] = ()
+    ) -> None:
         self._prefixes = tuple(f"/{name}/" for name in services)
         self._token = token_digest(service_token) if service_token else None
+        #: Certificate names accepted as the platform; empty: any certificate the CA signed.
+        self._identities = frozenset(identities)
 
     def guards(self, method: str) -> bool:
         return method.startswith(self._prefixes) and not method.startswith(INFRASTRUCTURE_METHOD_PREFIXES)
@@ -350,16 +368,21 @@ class ServiceAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if self._token_ok(details.invocation_metadata):
             return handler
         # The peer's certificate is only visible from the call's context, inside the handler.
-        return guard_handler(handler, _require_verified_peer)
+        return guard_handler(handler, self._require_platform_peer)
 
-
-async def _require_verified_peer(context: grpc.aio.ServicerContext) -> None:
-    if not is_verified_peer(context):
-        await context.abort(
-            grpc.StatusCode.UNAUTHENTICATED,
-            "unauthenticated: stage services accept only platform callers"
-            " (a client certificate or the service token)",
-        )
+    async def _require_platform_peer(self, context: grpc.aio.ServicerContext) -> None:
+        if not is_verified_peer(context):
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "unauthenticated: stage services accept only platform callers"
+                " (a client certificate or the service token)",
+            )
+        if self._identities and not (peer_names(context) & self._identities):
+            # Signed by the CA, but not one of the platform's certificates (an end user's, say).
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "permission denied: this client certificate is not one of the platform's",
+            )
 
 
 Check = Callable[[grpc.aio.ServicerContext], Awaitable[None]]
@@ -426,4 +449,4 @@ def server_interceptors(
             "is required when ESCRIBA_AUTH_ENABLED is true and ESCRIBA_TLS_CA_FILE is empty"
             f" (nothing could call {', '.join(guarded)})",
         )
-    return [ServiceAuthInterceptor(guarded, token)]
+    return [ServiceAuthInterceptor(guarded, token, settings.platform_identities)]
