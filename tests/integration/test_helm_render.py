@@ -1464,3 +1464,13 @@ def test_notes_tell_where_the_http_api_is() -> None:
     assert f"https://{helm.RELEASE}-gateway.{helm.NAMESPACE}.svc:8080/v1" in text
     assert f"{helm.RELEASE}-gateway-http" in text
     assert "/v1" not in helm.notes(helm.values_files()["autoscaling-off"])
+
+
+def test_notes_warn_when_callers_or_nats_are_not_authenticated() -> None:
+    default = helm.notes(None)
+    assert "WARNING: auth.enabled is false" in default
+    assert "WARNING: nats.auth is empty" in default
+    cpu = helm.notes(helm.values_files()["cpu"])  # NATS user and password set there
+    assert "WARNING: nats.auth is empty" not in cpu
+    gpu = helm.notes(helm.values_files()["gpu"])  # caller authentication on there
+    assert "WARNING: auth.enabled is false" not in gpu
