@@ -24,7 +24,6 @@ from escriba.common.settings import SettingsError, load, setting, settings_class
 from escriba.common.startup import StartupError
 from escriba.settings_catalog import SETTINGS_MODULES
 from escriba.stages import GATEWAY, GATEWAY_MODULE, in_order
-from escriba.transcribe_files import DEFAULT_JOBS
 
 if TYPE_CHECKING:
     from escriba.local.secure import LocalSecurity
@@ -347,6 +346,8 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from escriba.transcribe_files import DEFAULT_JOBS  # here, not at import: it loads gRPC
+
     parser = argparse.ArgumentParser(prog="escriba", description="Escriba speech-to-text platform")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -123,8 +123,9 @@ class Summary:
     def lines(self) -> list[str]:
         rtf = self.audio_s / self.wall_s if self.wall_s > 0 else 0.0
         ok = len(self.runs) - len(self.failures)
+        files = "1 file" if len(self.runs) == 1 else f"{len(self.runs)} files"
         lines = [
-            f"{len(self.runs)} files ({ok} completed, {len(self.failures)} failed), "
+            f"{files} ({ok} completed, {len(self.failures)} failed), "
             f"{_clock(self.audio_s)} of audio in {_clock(self.wall_s)}: {rtf:.1f}x real time"
         ]
         lines += [f"  failed: {r.path}: {r.error or r.status}" for r in self.failures]
