@@ -4,6 +4,7 @@ name other files or hosts are not audio, and the answer is the same whether what
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +47,12 @@ def test_the_containers_people_send_still_decode(encode: object) -> None:
     samples, rate = media.speech("jfk.flac")
     data = encode(samples, rate)  # type: ignore[operator]
     assert decode_audio(data, max_duration_s=60).duration_s == pytest.approx(11.0, abs=0.1)
+
+
+def test_a_playlist_on_disk_is_not_audio_either(tmp_path: Path) -> None:
+    """A path (the preprocess stage spools large uploads) may use the file protocol, for itself only."""
+    listing = tmp_path / "upload.bin"
+    listing.write_bytes(playlists(os.path.relpath(media.JFK))["concat"])
+    with pytest.raises(NotAudioError):
+        decode_audio(listing, max_duration_s=60)
+    assert decode_audio(media.JFK, max_duration_s=60).duration_s == pytest.approx(11.0, abs=0.1)

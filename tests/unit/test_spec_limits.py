@@ -19,7 +19,7 @@ def test_a_plain_spec_passes() -> None:
 @pytest.mark.parametrize(
     ("spec", "says"),
     [
-        (tasks_pb2.TaskSpec(filename="a\x00.wav"), "filename contains a NUL"),
+        (tasks_pb2.TaskSpec(idempotency_key="k\x00"), "idempotency_key contains a NUL"),
         (
             tasks_pb2.TaskSpec(transcription=common_pb2.TranscriptionOptions(hotwords="x\x00y")),
             "transcription.hotwords contains a NUL",

@@ -156,13 +156,20 @@ ACCEPTED_DEMUXERS = (
     "wv,ape,tta,voc,ac3,eac3,dts,truehd,mlp,mpeg,mpegts,avi,flv,mp2,opus,oga,spx,rm,nut,mxf,gsm,"
     "xwma,sox,iff,aea,dsf,mpc,mpc8,shn,tak,wsaud,loas,latm,mpegps,vob,smjpeg,swf,rso,ircam,sln"
 )
-#: Only the bytes handed over: no protocol a demuxer could reach another file or host through.
-_OPEN_OPTIONS = {"format_whitelist": ACCEPTED_DEMUXERS, "protocol_whitelist": "none"}
+
+
+def _open_options(source: bytes | Path) -> dict[str, str]:
+    """Only what was handed over: bytes in memory need no protocol at all, a path the file protocol
+    for that one file (the demuxer allow-list keeps lists that name other files out)."""
+    protocols = "file" if isinstance(source, Path) else "none"
+    return {"format_whitelist": ACCEPTED_DEMUXERS, "protocol_whitelist": protocols}
 
 
 def _open(source: bytes | Path, label: str) -> av.container.InputContainer:
     try:
-        return av.open(_media_input(source), mode="r", metadata_errors="replace", options=dict(_OPEN_OPTIONS))
+        return av.open(
+            _media_input(source), mode="r", metadata_errors="replace", options=_open_options(source)
+        )
     except av.error.FFmpegError as exc:
         # The file system, not the content (a missing or unreadable path). FFmpeg also reports damaged
         # content as an I/O error (EIO from a demuxer reading bytes in memory): that is the file's fault.

@@ -82,7 +82,8 @@ def _strings(message: Message, path: str = "") -> Iterator[tuple[str, str]]:
 def validate_spec(spec: tasks_pb2.TaskSpec) -> tasks_pb2.TaskSpec:
     """Raise InvalidInputError for options no stage would accept; return the spec with a clean filename."""
     for where, text in _strings(spec):
-        if "\x00" in text:
+        # The filename is a display name, cleaned of control characters below rather than refused.
+        if where != "filename" and "\x00" in text:
             raise InvalidInputError(f"{where} contains a NUL character", reason="invalid_option")
     if len(spec.output_formats) > MAX_OUTPUT_FORMATS:
         raise InvalidInputError(
