@@ -58,10 +58,15 @@ async def test_a_backlog_goes_out_in_bounded_parts(pipeline: Pipeline) -> None:
         reporter(Progress(done_s=30.0, total_s=100.0, segments=first))
         await eventually(lambda: received(3), "the first report in three parts")
         reporter(Progress(done_s=60.0, total_s=100.0, segments=more))
-    head, tail = events[:3], []
-    while await received(len(events) + 1):
-        pass
-    tail = events[3:]
+
+    async def tail_complete() -> bool:
+        while sum(len(e.segments) for e in events[3:]) < 40:
+            if not await received(len(events) + 1):
+                return False
+        return True
+
+    await eventually(tail_complete, "the second report's parts")
+    head, tail = events[:3], events[3:]
     assert [len(e.segments) for e in head] == [MAX_SEGMENTS_PER_EVENT, MAX_SEGMENTS_PER_EVENT, 5]
     assert [e.first_segment for e in head] == [0, MAX_SEGMENTS_PER_EVENT, 2 * MAX_SEGMENTS_PER_EVENT]
     assert all(e.status == tasks_pb2.TASK_STATUS_TRANSCRIBING for e in events)

@@ -53,6 +53,7 @@ class ProgressReporter:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await asyncio.sleep(0)  # a report handed over just before (call_soon_threadsafe) lands first
         self._closing = True
         self._changed.set()
         if self._task is not None:
