@@ -148,6 +148,21 @@ HUGE = "word " * (TEN_MB // 5)
             (INVALID,),
             id="10 MB glossary",
         ),
+        pytest.param(
+            # Every entry, alias and phrase within its own limit, 720,000 characters in all: about 20 s
+            # and 250 MiB to compile in the correction stage before the budget in characters existed.
+            spec_with(
+                correction__glossary=[
+                    common_pb2.GlossaryEntry(
+                        term=f"Term {n:04d} " + "x" * 50,
+                        aliases=[f"alias {n:04d} {k:02d} " + "y" * 46 for k in range(20)],
+                    )
+                    for n in range(570)
+                ]
+            ),
+            (INVALID,),
+            id="glossary costly to compile",
+        ),
         pytest.param(spec_with(correction__language=HUGE), (INVALID,), id="10 MB correction language"),
         pytest.param(spec_with(transcription__beam_size=2**32 - 1), (INVALID,), id="huge beam size"),
         pytest.param(spec_with(transcription__temperature=-1.0), (INVALID,), id="negative temperature"),

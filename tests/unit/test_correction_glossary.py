@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import random
+import string
+import tracemalloc
+
 import pytest
 
 from escriba.correction.edits import apply_changes
@@ -13,9 +17,10 @@ from escriba.correction.errors import (
     GlossaryTooLargeError,
 )
 from escriba.correction.glossary import GlossaryLimits, compile_glossary, normalize_entries
+from escriba.correction.settings import CorrectionSettings
 from escriba.transcript import GlossaryEntry
 
-LIMITS = GlossaryLimits(max_entries=10, max_aliases=5, max_phrase_chars=40)
+LIMITS = GlossaryLimits(max_entries=10, max_aliases=5, max_phrase_chars=40, max_total_chars=1_000)
 
 ENTRIES = (
     GlossaryEntry("ComfyUI", ("comfy ui", "comfy you eye", "comfy")),
@@ -99,6 +104,14 @@ def test_normalize_cleans_and_dedupes() -> None:
         ((GlossaryEntry("Kubernetes", ("kube",)), GlossaryEntry("Kube", ())), GlossaryConflictError),
         ((GlossaryEntry("A1", ("same thing",)), GlossaryEntry("B1", ("Same-Thing",))), GlossaryConflictError),
         ((GlossaryEntry("ComfyUI"), GlossaryEntry("Comfyui")), GlossaryConflictError),
+        # Within every per-entry limit, over the characters in all (10 x 5 x 40 = 2,000 > 1,000).
+        (
+            tuple(
+                GlossaryEntry(f"T{n:02}" + "t" * 37, tuple(f"a{n:02}{k}" + "a" * 36 for k in range(4)))
+                for n in range(10)
+            ),
+            GlossaryTooLargeError,
+        ),
     ],
 )
 def test_invalid_glossaries_are_refused(
@@ -148,3 +161,43 @@ def test_a_large_glossary() -> None:
     glossary = compile_glossary(normalize_entries(entries, limits))
     text = "alias number 7 and other 1 but alias number 10 and other 9"
     assert apply_changes(text, glossary.changes(text)) == "Term7 and Term1 but alias number 10 and Term9"
+
+
+def test_the_largest_default_glossary_compiles_in_bounded_memory() -> None:
+    """What the defaults let one request carry must be cheap to build: the budget is in characters
+    because that is what the trie and the regex grow with (see ``GlossaryLimits.max_total_chars``)."""
+    settings = CorrectionSettings()
+    limits = GlossaryLimits(
+        max_entries=settings.max_glossary_entries,
+        max_aliases=settings.max_glossary_aliases,
+        max_phrase_chars=settings.max_glossary_phrase_chars,
+        max_total_chars=settings.max_glossary_chars,
+    )
+    rng = random.Random(7)
+
+    def phrase() -> str:
+        return " ".join("".join(rng.choices(string.ascii_lowercase, k=rng.randint(3, 9))) for _ in range(3))
+
+    entries: list[GlossaryEntry] = []
+    total = 0
+    while True:
+        entry = GlossaryEntry(phrase().title(), tuple(phrase() for _ in range(20)))
+        size = len(entry.term) + sum(len(a) for a in entry.aliases)
+        if total + size > limits.max_total_chars:
+            break
+        entries.append(entry)
+        total += size
+    normalized = normalize_entries(tuple(entries), limits)
+    compile_glossary.cache_clear()
+    tracemalloc.start()
+    try:
+        glossary = compile_glossary(normalized)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        compile_glossary.cache_clear()
+    assert glossary.pattern is not None
+    assert peak < 64 * 2**20, f"compiling {total} characters peaked at {peak / 2**20:.0f} MiB"
+    # One entry more than the budget is refused before anything is built.
+    with pytest.raises(GlossaryTooLargeError):
+        normalize_entries((*entries, GlossaryEntry("Extra", tuple(phrase() for _ in range(20)))), limits)

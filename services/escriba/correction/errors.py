@@ -27,7 +27,7 @@ class GlossaryPhraseTooLongError(GlossaryError):
 
 
 class GlossaryTooLargeError(GlossaryError):
-    """Too many entries, or too many aliases in one entry (bounds the matcher's size)."""
+    """Too many entries, aliases in one entry, or characters in all (what compiling the matcher costs)."""
 
     reason = "glossary_too_large"
 

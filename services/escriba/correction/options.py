@@ -39,6 +39,7 @@ def resolve_options(options: CorrectionOptions, settings: CorrectionSettings) ->
         max_entries=settings.max_glossary_entries,
         max_aliases=settings.max_glossary_aliases,
         max_phrase_chars=settings.max_glossary_phrase_chars,
+        max_total_chars=settings.max_glossary_chars,
     )
     return CorrectionOptions(
         glossary=normalize_entries(options.glossary, limits),

@@ -50,6 +50,13 @@ class CorrectionSettings:
         "longest glossary term or alias, characters",
         check=between(1, 200),
     )
+    max_glossary_chars: int = setting(
+        "ESCRIBA_CORRECTION_MAX_GLOSSARY_CHARS",
+        50_000,
+        "all terms and aliases of one request's glossary together, characters (bounds what compiling"
+        " its matcher costs: about 1 s of CPU and 16 MiB at the default)",
+        check=positive,
+    )
 
     @classmethod
     def from_env(cls) -> CorrectionSettings:
