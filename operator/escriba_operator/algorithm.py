@@ -13,12 +13,20 @@ or, with a fixed target, ``capacity = target_seconds_per_replica``. ``throughput
 ``capacity`` still counts as one replica, not several, and the backlog never asks for more replicas than
 ``ceil(jobs / jobs_per_replica)``.
 
-GPU utilization is a saturation guard, not a target: in a queue, busy GPUs are the goal, so utilization
-never adds replicas on its own. When the GPUs are above target (beyond the tolerance) while jobs wait,
-the backlog does not already ask for fewer replicas and no pod is still starting, it asks for
-``ceil(ready * util / target)``: this catches a learned throughput that is too optimistic. When they are
-below target and the queue is empty, it lets the backlog scale down; in between it holds the replicas
-that are busy, so a shrinking backlog does not take GPUs away from the jobs they run.
+Every job also costs a replica ``jobOverheadSeconds`` besides its audio (fetch, decode, VAD, the result),
+counted as ``overhead * throughput`` audio-seconds, so a thousand short clips and a few long files of the
+same audio are not sized alike. ``jobs_per_replica`` comes from the workers' own job-slots gauge when it
+is read (a transcription worker takes as many jobs as its engine has request slots), else from the spec.
+
+Saturation guards (GPU utilization from DCGM, the workers' busy job slots) are not targets: in a queue,
+busy workers are the goal, so they never add replicas on an idle queue. When one is above its target
+(beyond the tolerance) while jobs wait and no pod is still starting, it asks for
+``ceil(ready * value / target)`` whatever the backlog asks: this catches a learned throughput that is too
+optimistic (the backlog then asks for fewer replicas than there are, while every GPU is busy and jobs
+pile up). When they are below target and the queue is empty, they let the backlog scale down; in between
+they hold the replicas that are busy, so a shrinking backlog does not take GPUs away from the jobs they
+run. A guard whose reading is stale or missing has no opinion (``Hold``) or a floor (``Static``): it
+never freezes the fleet.
 
 Pods that are not ready yet count as capacity on the way: every comparison uses the replicas already
 asked for (the Deployment's ``spec.replicas``), utilization is averaged over ready pods only, and the
@@ -94,6 +102,8 @@ class Observation:
     backlog: Backlog | None = None
     gpu_utilization: Sample | None = None
     throughput: Sample | None = None
+    busy_slots: Sample | None = None  # percent of the ready replicas' job slots holding a job
+    job_slots: Sample | None = None  # jobs one replica takes at once, from the workers' gauge
 
 
 @dataclass(frozen=True)
@@ -124,6 +134,8 @@ class Decision:
     throughput: throughput.Estimate
     active: bool
     state: State
+    slots: SignalVerdict = SignalVerdict(SignalState.DISABLED, None, None)
+    jobs_per_replica: int = 1
 
     @property
     def limited(self) -> bool:
@@ -152,17 +164,21 @@ def decide(policy: Policy, obs: Observation, state: State) -> Decision:
         obs.backlog, obs.backlog.observed_at if obs.backlog else None, policy.backlog.fallback, now
     )
     active = backlog is not None and backlog.jobs > 0 and backlog.seconds > policy.activation_backlog_s
+    per_replica = _jobs_per_replica(policy, obs)
     backlog_verdict, rec, limit = _backlog_recommendation(
-        policy, obs.backlog, backlog, estimate.value, current, active
+        policy, obs.backlog, backlog, estimate.value, current, active, per_replica
     )
 
-    gpu_verdict = _gpu_recommendation(policy, obs, backlog, current, ready, rec)
-    if gpu_verdict.recommendation is not None and gpu_verdict.recommendation > rec:
-        rec = gpu_verdict.recommendation
-        if gpu_verdict.state is not SignalState.FRESH:
+    gpu_verdict = _gpu_recommendation(policy, obs, backlog, current, ready)
+    slots_verdict = _slots_recommendation(policy, obs, backlog, current, ready)
+    for verdict, saturated in ((gpu_verdict, Limit.GPU_SATURATION), (slots_verdict, Limit.SLOTS_SATURATION)):
+        if verdict.recommendation is None or verdict.recommendation <= rec:
+            continue
+        rec = verdict.recommendation
+        if verdict.state is not SignalState.FRESH:
             limit = Limit.GPU_FALLBACK
         elif rec > current:
-            limit = Limit.GPU_SATURATION
+            limit = saturated
         else:
             limit = Limit.GPU_BUSY
 
@@ -185,6 +201,8 @@ def decide(policy: Policy, obs: Observation, state: State) -> Decision:
         throughput=estimate,
         active=active,
         state=State(behavior=normalized.state, throughput=estimate),
+        slots=slots_verdict,
+        jobs_per_replica=per_replica,
     )
 
 
@@ -210,8 +228,24 @@ def _fallback(fallback: Fallback, current: int) -> int:
     return current if fallback.mode is FallbackMode.HOLD else fallback.replicas
 
 
+def _jobs_per_replica(policy: Policy, obs: Observation) -> int:
+    """The workers' job-slots gauge when fresh, else the spec's ``jobsPerReplica``."""
+    sample = obs.job_slots
+    stale_after = policy.slots.stale_after_s if policy.slots else policy.backlog.fallback.stale_after_s
+    fresh = sample is not None and obs.now - sample.observed_at <= stale_after
+    if sample is not None and fresh and math.isfinite(sample.value) and sample.value >= 1:
+        return round(sample.value)
+    return policy.backlog.jobs_per_replica
+
+
 def _backlog_recommendation(
-    policy: Policy, reading: Backlog | None, backlog: Backlog | None, speed: float, current: int, active: bool
+    policy: Policy,
+    reading: Backlog | None,
+    backlog: Backlog | None,
+    speed: float,
+    current: int,
+    active: bool,
+    jobs_per_replica: int,
 ) -> tuple[SignalVerdict, int, Limit]:
     target = policy.backlog
     if backlog is None:
@@ -223,9 +257,10 @@ def _backlog_recommendation(
     else:
         assert target.seconds_per_replica is not None
         capacity = target.seconds_per_replica
-    needed = _replicas_for(backlog, capacity)
+    overhead = target.job_overhead_s * max(speed, _EPSILON)  # in audio-seconds
+    needed = _replicas_for(backlog, capacity, overhead)
     limit = Limit.BACKLOG if needed >= backlog.seconds / capacity - _EPSILON else Limit.JOB_COUNT
-    cap = math.ceil(backlog.jobs / target.jobs_per_replica)
+    cap = math.ceil(backlog.jobs / jobs_per_replica)
     if needed > cap:
         needed, limit = float(cap), Limit.JOB_COUNT
     if current == 0:
@@ -238,23 +273,24 @@ def _backlog_recommendation(
     return SignalVerdict(SignalState.FRESH, backlog.seconds, rec), rec, limit
 
 
-def _replicas_for(backlog: Backlog, capacity: float) -> float:
-    """Replicas to get through the backlog: its audio over one replica's ``capacity`` (audio-seconds within
-    the deadline), except that a job longer than that still occupies only one replica: it cannot be split.
+def _replicas_for(backlog: Backlog, capacity: float, overhead: float = 0.0) -> float:
+    """Replicas to get through the backlog: its audio plus each job's overhead (both in audio-seconds)
+    over one replica's ``capacity`` (audio-seconds within the deadline), except that a job longer than
+    that still occupies only one replica: it cannot be split.
     """
     if backlog.jobs <= 0 or backlog.seconds <= 0:
         return 0.0
     known = backlog.durations[: backlog.jobs]
-    clipped = sum(min(d, capacity) for d in known)
+    clipped = sum(min(d + overhead, capacity) for d in known)
     rest = backlog.jobs - len(known)
     if rest > 0:
         mean = max(backlog.seconds - sum(known), 0.0) / rest
-        clipped += rest * min(mean, capacity)
+        clipped += rest * min(mean + overhead, capacity)
     return clipped / capacity
 
 
 def _gpu_recommendation(
-    policy: Policy, obs: Observation, backlog: Backlog | None, current: int, ready: int, backlog_rec: int
+    policy: Policy, obs: Observation, backlog: Backlog | None, current: int, ready: int
 ) -> SignalVerdict:
     guard = policy.gpu
     if guard is None:
@@ -263,19 +299,38 @@ def _gpu_recommendation(
     sample = _fresh(reading, reading.observed_at if reading else None, guard.fallback, obs.now)
     if sample is None:
         state = SignalState.STALE if reading is not None else SignalState.MISSING
-        return SignalVerdict(state, None, _fallback(guard.fallback, current))
-    if ready == 0:
-        return SignalVerdict(SignalState.FRESH, sample.value, None)
-    ratio = sample.value / guard.target_utilization
+        floor = guard.fallback.replicas if guard.fallback.mode is FallbackMode.STATIC else None
+        return SignalVerdict(state, None, floor)
+    rec = _saturation(policy, sample.value / guard.target_utilization, backlog, current, ready)
+    return SignalVerdict(SignalState.FRESH, sample.value, rec)
+
+
+def _slots_recommendation(
+    policy: Policy, obs: Observation, backlog: Backlog | None, current: int, ready: int
+) -> SignalVerdict:
+    guard = policy.slots
+    if guard is None:
+        return SignalVerdict(SignalState.DISABLED, None, None)
+    reading = obs.busy_slots
+    if reading is None:
+        return SignalVerdict(SignalState.MISSING, None, None)
+    if obs.now - reading.observed_at > guard.stale_after_s:
+        return SignalVerdict(SignalState.STALE, None, None)
+    rec = _saturation(policy, reading.value / guard.target_busy_percent, backlog, current, ready)
+    return SignalVerdict(SignalState.FRESH, reading.value, rec)
+
+
+def _saturation(
+    policy: Policy, ratio: float, backlog: Backlog | None, current: int, ready: int
+) -> int | None:
+    """What a saturation reading (``ratio`` = value / target) asks for; None: no opinion."""
+    if ready == 0 or backlog is None:
+        return None
     tolerance = policy.behavior.tolerance
     starting = current - ready
     proportional = math.ceil(ready * ratio - _EPSILON) + starting
-    waiting = backlog is not None and backlog.waiting_jobs > 0
-    empty = backlog is not None and backlog.jobs == 0
-    if ratio > 1 + tolerance and waiting and backlog_rec >= current and starting == 0:
-        rec = proportional
-    elif ratio < 1 - tolerance and empty:
-        rec = 0
-    else:
-        rec = min(current, proportional)
-    return SignalVerdict(SignalState.FRESH, sample.value, rec)
+    if ratio > 1 + tolerance and backlog.waiting_jobs > 0 and starting == 0:
+        return max(proportional, current)
+    if ratio < 1 - tolerance and backlog.jobs == 0:
+        return 0
+    return min(current, proportional)

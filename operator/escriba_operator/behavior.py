@@ -8,7 +8,10 @@ change per period counting the scale events already made in it. Two additions ar
 * scale to zero only from exactly one replica, and only once the queue has been idle for the cooldown;
   from zero, the first pending job activates one replica at once (no window, no rate policy delays it);
 * an autoscaler that just started (operator restart, fail-over) has no history, so it holds scale-down
-  for one scale-down window rather than trusting a single sample.
+  for one scale-down window rather than trusting a single sample;
+* a burst (Knative's panic mode): a recommendation ``burst_ratio`` times the current replicas or more
+  skips the scale-up window and rate policies, because 4 pods a minute against a backlog ten times the
+  fleet's capacity is a queue that waits for nothing; ``maxReplicas`` still bounds it.
 
 Pure: no clock, no I/O. The bench's message-count rule goes through the same function, so the comparison
 is between the signals, not between two behaviors.
@@ -34,6 +37,8 @@ class Limit(StrEnum):
     GPU_SATURATION = "GPUSaturation"
     GPU_BUSY = "GPUBusy"
     GPU_FALLBACK = "GPUFallback"
+    SLOTS_SATURATION = "SlotsSaturation"
+    BURST = "Burst"
     SCALE_UP_STABILIZATION = "ScaleUpStabilization"
     SCALE_DOWN_STABILIZATION = "ScaleDownStabilization"
     SCALE_TO_ZERO_COOLDOWN = "ScaleToZeroCooldown"
@@ -105,7 +110,15 @@ def normalize(
     history = (*((t, r) for t, r in state.recommendations if t > horizon), (now, recommendation))
 
     limited_by: Limit | None = None
+    burst = (
+        behavior.burst_ratio > 0
+        and behavior.scale_up.select is not SelectPolicy.DISABLED
+        and recommendation > current
+        and recommendation >= behavior.burst_ratio * max(current, 1)
+    )
     up_rec = min(r for t, r in history if t > now - up_window or t == now)
+    if burst:
+        up_rec = recommendation
     down_rec = max(r for t, r in history if t > now - down_window or t == now)
     if now - since < down_window:
         down_rec = max(down_rec, current)
@@ -132,6 +145,8 @@ def normalize(
         limit = _scale_up_limit(current, now, state.scale_events, behavior.scale_up)
         if current == 0 and active:
             limit = max(limit, 1)
+        if burst:
+            limit, limited_by = max(limit, desired), Limit.BURST
         allowed, reason = (limit, Limit.SCALE_UP_LIMIT)
         if bounds.max_replicas <= limit:
             allowed, reason = bounds.max_replicas, Limit.TOO_MANY_REPLICAS

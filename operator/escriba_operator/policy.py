@@ -63,11 +63,17 @@ def _default_down() -> ScalingRules:
 
 @dataclass(frozen=True)
 class Behavior:
-    """Tolerance (a fraction of the target) and the per-direction rules, as in the HPA."""
+    """Tolerance (a fraction of the target) and the per-direction rules, as in the HPA.
+
+    ``burst_ratio``: a recommendation at least this many times the current replicas (and above them) is
+    a burst, as Knative's panic mode: the scale-up rate policies and window are lifted so the fleet gets
+    there at once (bounded by ``maxReplicas``). 0 turns it off; the CRD's default is 2.
+    """
 
     tolerance: float = 0.1
     scale_up: ScalingRules = field(default_factory=_default_up)
     scale_down: ScalingRules = field(default_factory=_default_down)
+    burst_ratio: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -86,12 +92,16 @@ class BacklogTarget:
     Exactly one of ``seconds_per_replica`` (audio-seconds of backlog per replica) or ``drain_deadline_s``
     (seconds in which the whole backlog should be transcribed, using the measured throughput) is set.
     ``jobs_per_replica`` is how many jobs one replica works on at once: a job is indivisible, so the
-    backlog never asks for more replicas than there are jobs to give them.
+    backlog never asks for more replicas than there are jobs to give them (the workers' own job-slots
+    gauge replaces it when read). ``job_overhead_s`` is what a job costs a replica besides its audio
+    (fetch, decode, VAD, writing the result): without it a thousand 5-second clips look like 5000
+    audio-seconds, when they cost a replica far more than one 83-minute file.
     """
 
     seconds_per_replica: float | None = None
     drain_deadline_s: float | None = None
     jobs_per_replica: int = 1
+    job_overhead_s: float = 0.0
     fallback: Fallback = field(default_factory=Fallback)
 
     def __post_init__(self) -> None:
@@ -114,21 +124,38 @@ class ThroughputModel:
 
 @dataclass(frozen=True)
 class GpuGuard:
-    """GPU utilization (percent, averaged over the ready replicas) as a saturation guard."""
+    """GPU utilization (percent, averaged over the ready replicas) as a saturation guard.
+
+    A stale or missing reading gives the guard no opinion under ``Hold`` (the backlog decides alone), so a
+    broken DCGM exporter never freezes scale-down; ``Static`` keeps its count as a floor.
+    """
 
     target_utilization: float = 80.0
     fallback: Fallback = field(default_factory=Fallback)
 
 
 @dataclass(frozen=True)
+class SlotsGuard:
+    """The workers' busy job slots (percent of the ready replicas' slots) as a second saturation signal.
+
+    It sees what DCGM cannot: a replica whose every slot holds a job is full whether its GPU shows 40 %
+    (decoding, I/O) or 100 %. A stale or missing reading is no opinion.
+    """
+
+    target_busy_percent: float = 90.0
+    stale_after_s: float = 60.0
+
+
+@dataclass(frozen=True)
 class Policy:
-    """Everything the algorithm decides with; ``gpu=None`` turns the GPU guard off."""
+    """Everything the algorithm decides with; ``gpu=None`` / ``slots=None`` turn a guard off."""
 
     min_replicas: int
     max_replicas: int
     backlog: BacklogTarget
     throughput: ThroughputModel = field(default_factory=ThroughputModel)
     gpu: GpuGuard | None = None
+    slots: SlotsGuard | None = None
     behavior: Behavior = field(default_factory=Behavior)
     activation_backlog_s: float = 0.0
     scale_to_zero_cooldown_s: float = 300.0

@@ -2,9 +2,10 @@
 
 The speed of a replica depends on the GPU, the model, batching and the mix of files (per-job overhead
 weighs more on short clips), so a fixed number in the spec is wrong somewhere. The spec gives a starting
-value; each fresh measurement (audio-seconds per busy replica-second, from the workers' Prometheus
-counters) is folded into an exponential moving average whose weight grows with the time since the last
-one, so the estimate follows a change of mix within a few ``smoothing_s`` without jumping on one noisy
+value; the first measurement replaces it, and each later one (audio-seconds per second of one fully
+occupied replica, from the workers' Prometheus counters and job-slots gauges) is folded into an
+exponential moving average whose weight grows with the time since the last one, so the estimate
+follows a change of mix within a few ``smoothing_s`` without jumping on one noisy
 rate. Pure: the caller passes the clock.
 """
 
@@ -46,10 +47,13 @@ def update(
         return estimate
     if not math.isfinite(sample) or sample <= 0 or now - observed_at > model.stale_after_s:
         return estimate
-    previous = estimate.measured_at if estimate.measured_at is not None else since
-    if estimate.measured_at is not None and observed_at <= estimate.measured_at:
+    if estimate.measured_at is None:
+        # The first measurement replaces the configured guess: it is already a rate over the query's
+        # window, and weighing it by the time since start-up gave it weight zero on the first tick.
+        return Estimate(value=sample, measured_at=observed_at)
+    if observed_at <= estimate.measured_at:
         return estimate
-    elapsed = max(observed_at - previous, 0.0)
+    elapsed = max(observed_at - estimate.measured_at, 0.0)
     weight = 1.0 - math.exp(-elapsed / model.smoothing_s) if model.smoothing_s > 0 else 1.0
     value = estimate.value + weight * (sample - estimate.value)
     return Estimate(value=value, measured_at=observed_at)

@@ -24,6 +24,7 @@ from escriba_operator.algorithm import (
     decide,
 )
 from escriba_operator.behavior import Limit
+from escriba_operator.throughput import Estimate
 from escriba_operator.policy import (
     BacklogTarget,
     Behavior,
@@ -35,6 +36,7 @@ from escriba_operator.policy import (
     RatePolicy,
     ScalingRules,
     SelectPolicy,
+    SlotsGuard,
     ThroughputModel,
 )
 
@@ -63,6 +65,8 @@ class Tick:
     gpu: float | None = None
     throughput: float | None = None
     durations: tuple[float, ...] = ()
+    busy_slots: float | None = None
+    job_slots: float | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,8 @@ def drive(policy: Policy, start: int, ticks: Sequence[Tick], state: State | None
             backlog=backlog,
             gpu_utilization=Sample(tick.gpu, tick.t) if tick.gpu is not None else None,
             throughput=Sample(tick.throughput, tick.t) if tick.throughput is not None else None,
+            busy_slots=Sample(tick.busy_slots, tick.t) if tick.busy_slots is not None else None,
+            job_slots=Sample(tick.job_slots, tick.t) if tick.job_slots is not None else None,
         )
         decision = decide(policy, obs, state)
         state = applied(decision, policy, now=tick.t)
@@ -178,12 +184,53 @@ SCENARIOS = [
         expected=[3, 3, 3],
     ),
     Scenario(
-        name="a missing GPU signal holds the replicas an empty queue would give back",
+        name="a missing GPU signal is no opinion: an empty queue still gives the replicas back",
         policy=dataclasses.replace(FAST, gpu=GpuGuard(80.0)),
         start=4,
         ticks=every(15.0, 3),
-        expected=[4, 4, 4],
+        expected=[1, 1, 1],
+        last_limit=Limit.TOO_FEW_REPLICAS,
+    ),
+    Scenario(
+        name="a missing GPU signal with a static fallback keeps that count as a floor",
+        policy=dataclasses.replace(
+            FAST, gpu=GpuGuard(80.0, fallback=Fallback(FallbackMode.STATIC, replicas=3))
+        ),
+        start=4,
+        ticks=every(15.0, 3),
+        expected=[3, 3, 3],
         last_limit=Limit.GPU_FALLBACK,
+    ),
+    Scenario(
+        name="saturated GPUs add replicas while an optimistic throughput asks for fewer",
+        policy=dataclasses.replace(FAST, gpu=GpuGuard(80.0)),
+        start=6,
+        ticks=[Tick(0.0, seconds=1200.0, jobs=40, waiting=34, gpu=100.0)],
+        expected=[8],  # the backlog asks for 2; ceil(6 ready * 100 / 80)
+        last_limit=Limit.GPU_SATURATION,
+    ),
+    Scenario(
+        name="full job slots add replicas while DCGM shows half-busy GPUs",
+        policy=dataclasses.replace(FAST, gpu=GpuGuard(80.0), slots=SlotsGuard(90.0)),
+        start=4,
+        ticks=[Tick(0.0, seconds=1200.0, jobs=30, waiting=14, gpu=50.0, busy_slots=100.0)],
+        expected=[5],  # ceil(4 * 100 / 90)
+        last_limit=Limit.SLOTS_SATURATION,
+    ),
+    Scenario(
+        name="a burst far above capacity scales up at once, not 4 pods a minute",
+        policy=dataclasses.replace(BASE, behavior=Behavior(burst_ratio=2.0)),
+        start=2,
+        ticks=every(15.0, 3, seconds=15_000.0, jobs=40),
+        expected=[20, 20, 20],
+        last_limit=Limit.TOO_MANY_REPLICAS,
+    ),
+    Scenario(
+        name="below the burst ratio the rate policy still applies",
+        policy=dataclasses.replace(BASE, behavior=Behavior(burst_ratio=2.0)),
+        start=4,
+        ticks=[Tick(0.0, seconds=4200.0, jobs=40)],
+        expected=[7],  # asks for 7 < 2 * 4: an ordinary scale-up, within 4 pods or 100 %
     ),
     Scenario(
         name="an idle queue goes to one replica, then to zero after the cooldown",
@@ -325,6 +372,18 @@ def test_throughput_starts_from_the_configured_value_and_learns_from_measurement
     assert decisions[0].desired == 19 and decisions[-1].desired == 10
 
 
+def test_the_first_throughput_measurement_counts_even_on_the_first_tick() -> None:
+    [decision] = drive(FAST, 1, [Tick(0.0, seconds=6000.0, jobs=10, throughput=20.0)])
+    assert decision.throughput.value == 20.0 and decision.throughput.measured
+    assert decision.desired == 5  # 6000 audio-s over 60 s at 20 audio-s/s, not at the initial 10
+
+
+def test_a_persisted_estimate_carries_on_where_it_left_off() -> None:
+    restored = State(throughput=Estimate(value=25.0, measured_at=-30.0))
+    [decision] = drive(FAST, 1, [Tick(0.0, seconds=6000.0, jobs=10)], restored)
+    assert decision.throughput.value == 25.0 and decision.desired == 4
+
+
 def test_a_stale_or_non_positive_throughput_measurement_is_ignored() -> None:
     ticks = [
         Tick(0.0, seconds=600.0, jobs=1),
@@ -361,6 +420,29 @@ def test_jobs_per_replica_caps_at_the_jobs_a_replica_can_hold() -> None:
     policy = dataclasses.replace(FAST, backlog=BacklogTarget(drain_deadline_s=60.0, jobs_per_replica=4))
     [decision] = drive(policy, 1, [Tick(0.0, seconds=9 * 7200.0, jobs=9)])
     assert decision.desired == 3 and decision.limited_by is Limit.JOB_COUNT
+
+
+def test_the_workers_job_slots_gauge_replaces_jobs_per_replica() -> None:
+    policy = dataclasses.replace(FAST, slots=SlotsGuard(90.0))
+    [decision] = drive(policy, 1, [Tick(0.0, seconds=10 * 7200.0, jobs=10, job_slots=5.0)])
+    assert decision.jobs_per_replica == 5
+    assert decision.desired == 2 and decision.limited_by is Limit.JOB_COUNT
+    [stale] = drive(policy, 1, [Tick(0.0, seconds=10 * 7200.0, jobs=10)])
+    assert stale.jobs_per_replica == 1 and stale.desired == 10
+
+
+def test_per_job_overhead_sizes_many_short_clips_like_the_work_they_are() -> None:
+    def replicas(overhead_s: float, jobs: int, seconds_each: float) -> int:
+        target = BacklogTarget(drain_deadline_s=60.0, job_overhead_s=overhead_s)
+        policy = dataclasses.replace(FAST, backlog=target)
+        ticks = [Tick(0.0, seconds=jobs * seconds_each, jobs=jobs, durations=(seconds_each,) * jobs)]
+        [decision] = drive(policy, 1, ticks)
+        return decision.desired
+
+    # 1200 clips of 5 s and one 6000 s file are the same audio; at 3 s a job the clips cost 7x more.
+    assert replicas(0.0, 1200, 5.0) == 10
+    assert replicas(3.0, 1200, 5.0) == 20  # capped by maxReplicas: 1200 * (5 + 30) / 600 = 70
+    assert replicas(3.0, 1, 6000.0) == 1
 
 
 def test_the_policy_rejects_impossible_bounds_and_targets() -> None:
