@@ -4,6 +4,7 @@ queued once, and a task whose job cannot be queued fails with the reason instead
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from escriba.db.models import NewTask
 from escriba.db.states import TaskStatus
+from escriba.pipeline.outbox import OutboxReconciler
 from escriba.pipeline.runtime import Pipeline
 from escriba.pipeline.tasks import EnqueueError, TaskFlow
 from escriba.stages import FIRST
@@ -115,3 +117,102 @@ async def test_a_caller_that_goes_away_mid_create_leaves_no_task_without_its_job
         return jobs_pb2.PreprocessJob.FromString(last.data or b"").task_id == new.id
 
     await eventually(queued, "the job of the task the caller gave up on")
+
+
+async def _outbox(db_pool: Any, task_id: str) -> bytes | None:
+    value = await db_pool.fetchval(
+        "SELECT outbox_job FROM transcription_tasks WHERE id = $1", uuid.UUID(task_id)
+    )
+    return None if value is None else bytes(value)
+
+
+async def _queued_jobs_for(pipeline: Pipeline, task_id: str) -> int:
+    """How many first jobs for ``task_id`` the jobs stream holds (read without consuming them)."""
+    info = await pipeline.js.stream_info(pipeline.names.jobs_stream)
+    found = 0
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        try:
+            msg = await pipeline.js.get_msg(pipeline.names.jobs_stream, seq)
+        except Exception:  # deleted (acked) meanwhile
+            continue
+        if msg.subject == pipeline.names.job_subject(FIRST):
+            found += jobs_pb2.PreprocessJob.FromString(msg.data or b"").task_id == task_id
+    return found
+
+
+async def test_a_create_leaves_nothing_in_the_outbox(pipeline: Pipeline, db_pool: Any) -> None:
+    new, job = _new()
+    assert new.id is not None
+    await TaskFlow(pipeline).create(new, job)
+    assert await _outbox(db_pool, new.id) is None
+    assert await OutboxReconciler(pipeline, after_s=0, interval_s=0).run_once() == 0
+
+
+async def test_a_task_stored_by_a_gateway_that_died_before_queueing_is_queued_by_the_reconciler(
+    pipeline: Pipeline, db_pool: Any
+) -> None:
+    # What a gateway killed between the INSERT and the publish leaves: the row with its job, no job.
+    new, job = _new()
+    assert new.id is not None
+    await pipeline.repo.create(dataclasses.replace(new, outbox_job=job.SerializeToString()))
+    assert await _queued_jobs_for(pipeline, new.id) == 0
+    # Two replicas run the loop at once: the job is published once.
+    early = OutboxReconciler(pipeline, after_s=3600, interval_s=0)
+    assert await early.run_once() == 0  # not due yet: the create may still be publishing it
+    await asyncio.sleep(0.2)
+    replicas = [OutboxReconciler(pipeline, after_s=0.1, interval_s=0) for _ in range(2)]
+    published = await asyncio.gather(*(r.run_once() for r in replicas))
+    assert sorted(published) == [0, 1]
+    assert await _queued_jobs_for(pipeline, new.id) == 1
+    assert await _outbox(db_pool, new.id) is None
+    assert (await pipeline.repo.get(new.id, owner_id=None)).status is TaskStatus.QUEUED
+
+
+async def test_the_reconciler_republishes_within_the_duplicate_window_without_a_second_job(
+    pipeline: Pipeline, db_pool: Any
+) -> None:
+    # The publish went through but clearing the entry did not (the database blinked): the job is
+    # published again with the same message id, and JetStream drops it.
+    new, job = _new()
+    assert new.id is not None
+    flow = TaskFlow(pipeline)
+    await flow.create(new, job)
+    await db_pool.execute(
+        "UPDATE transcription_tasks SET outbox_job = $2, outbox_since = now() - interval '1 minute'"
+        " WHERE id = $1",
+        uuid.UUID(new.id),
+        job.SerializeToString(),
+    )
+    assert await OutboxReconciler(pipeline, after_s=1, interval_s=0).run_once() == 1
+    assert await _queued_jobs_for(pipeline, new.id) == 1
+
+
+async def test_a_cancelled_task_left_in_the_outbox_is_cleared_not_queued(
+    pipeline: Pipeline, db_pool: Any
+) -> None:
+    new, job = _new()
+    assert new.id is not None
+    await pipeline.repo.create(dataclasses.replace(new, outbox_job=job.SerializeToString()))
+    await TaskFlow(pipeline).transition(pipeline.repo.cancel(new.id, owner_id="alice"))
+    await asyncio.sleep(0.2)
+    assert await OutboxReconciler(pipeline, after_s=0.1, interval_s=0).run_once() == 0
+    assert await _outbox(db_pool, new.id) is None
+    assert await _queued_jobs_for(pipeline, new.id) == 0
+
+
+async def test_the_reconciler_loop_runs_until_stopped(pipeline: Pipeline, db_pool: Any) -> None:
+    new, job = _new()
+    assert new.id is not None
+    await pipeline.repo.create(dataclasses.replace(new, outbox_job=job.SerializeToString()))
+    task_id = new.id
+    loop = OutboxReconciler(pipeline, after_s=0.1, interval_s=0.1)
+    await loop.start()
+    try:
+
+        async def cleared() -> bool:
+            return await _outbox(db_pool, task_id) is None
+
+        await eventually(cleared, "the reconciler loop to publish the job")
+    finally:
+        await loop.stop()
+    assert await _queued_jobs_for(pipeline, new.id) == 1

@@ -40,6 +40,19 @@ class NewTask:
     id: str | None = None
     #: The caller's key for a safe retry (unique per owner); None: every create is a new task.
     idempotency_key: str | None = None
+    #: The serialized first job, stored with the row until published (the outbox); None: not kept.
+    outbox_job: bytes | None = None
+    #: What the upload holds in the object store, counted against the owner's quota while unfinished.
+    upload_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A task's first job that was stored but is not known to be published."""
+
+    task_id: str
+    status: TaskStatus
+    job: bytes
 
 
 @dataclass(frozen=True, slots=True)

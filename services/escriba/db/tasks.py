@@ -39,6 +39,7 @@ from escriba.db.list_query import (
 )
 from escriba.db.models import (
     NewTask,
+    OutboxEntry,
     StageResult,
     StageWrite,
     TaskFilter,
@@ -134,6 +135,19 @@ class TaskRepository:
             )
         return int(count)
 
+    async def stored_bytes(self, owner_id: str) -> int:
+        """Bytes the owner's unfinished tasks hold in the upload bucket (a finished task's upload is
+        deleted, so only these count). Reads the ``(status, owner_id)`` index for at most the owner's
+        unfinished tasks, which the queue limit bounds."""
+        with database_errors("counting stored bytes"):
+            total = await self._pool.fetchval(
+                "SELECT COALESCE(sum(upload_bytes), 0) FROM transcription_tasks"
+                " WHERE status = ANY($1::text[]) AND owner_id = $2",
+                _statuses(ACTIVE),
+                owner_id,
+            )
+        return int(total)
+
     async def get_stage_result(self, task_id: str, stage: Stage) -> StageResult | None:
         """What a previous delivery of ``stage`` stored for the task, if anything."""
         tid = self._task_uuid(task_id)
@@ -186,7 +200,9 @@ class TaskRepository:
             try:
                 row: asyncpg.Record | None = await self._pool.fetchrow(
                     "INSERT INTO transcription_tasks (id, owner_id, filename, audio_object, audio_sha256,"
-                    " options, upload_ms, idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                    " options, upload_ms, idempotency_key, outbox_job, outbox_since, upload_bytes)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::bytea,"
+                    " CASE WHEN $9::bytea IS NULL THEN NULL ELSE now() END, $10)"
                     f"{on_conflict} RETURNING {ALL_COLUMNS}",
                     tid,
                     task.owner_id,
@@ -196,6 +212,8 @@ class TaskRepository:
                     dict(task.options),
                     task.upload_ms,
                     task.idempotency_key,
+                    task.outbox_job,
+                    task.upload_bytes,
                 )
             except asyncpg.UniqueViolationError as exc:
                 raise TaskAlreadyExists(f"task {tid} already exists") from exc
@@ -416,6 +434,34 @@ class TaskRepository:
                 )
         stored = None if existing is None else stage_result_from_row(existing)
         return StageWrite(applied=False, stored=stored, status=TaskStatus(status))
+
+    # The outbox of first jobs -------------------------------------------------------------------
+
+    async def outbox_published(self, task_id: str) -> None:
+        """The task's first job is on the queue: nothing is left for a reconciler to publish."""
+        with database_errors("clearing a task's outbox"):
+            await self._pool.execute(
+                "UPDATE transcription_tasks SET outbox_job = NULL, outbox_since = NULL"
+                " WHERE id = $1 AND outbox_job IS NOT NULL",
+                self._task_uuid(task_id),
+            )
+
+    async def claim_outbox(self, *, older_than_s: float, limit: int = 100) -> list[OutboxEntry]:
+        """Take up to ``limit`` first jobs stored more than ``older_than_s`` ago (or claimed that long
+        ago by a reconciler that did not finish) and restart their clock, so another replica running
+        the same loop leaves them alone for as long: ``FOR UPDATE SKIP LOCKED`` keeps two concurrent
+        claims apart, the restarted clock keeps them apart afterwards."""
+        with database_errors("claiming the outbox"):
+            rows = await self._pool.fetch(
+                "UPDATE transcription_tasks SET outbox_since = now() WHERE id = ANY(ARRAY("
+                " SELECT id FROM transcription_tasks WHERE outbox_job IS NOT NULL"
+                " AND outbox_since < now() - make_interval(secs => $1)"
+                " ORDER BY outbox_since LIMIT $2 FOR UPDATE SKIP LOCKED))"
+                " RETURNING id, status, outbox_job",
+                older_than_s,
+                limit,
+            )
+        return [OutboxEntry(str(r["id"]), TaskStatus(r["status"]), bytes(r["outbox_job"])) for r in rows]
 
     async def purge_archived(self, *, completed_before: datetime, limit: int = 1000) -> int:
         """Delete up to ``limit`` archived tasks that finished before ``completed_before``, oldest

@@ -33,6 +33,10 @@ class QueueLimitError(LimitExceededError):
     reason = "too_many_unfinished_tasks"
 
 
+class StoredBytesQuotaError(LimitExceededError):
+    reason = "stored_bytes_quota"
+
+
 class WebhooksUnavailableError(InvalidInputError):
     reason = "webhooks_unavailable"
     grpc_code = "FAILED_PRECONDITION"
@@ -96,7 +100,8 @@ class TaskIntake:
                 async for _chunk in upload.chunks():
                     raise MalformedUploadError("send either audio chunks or an audio_url, not both")
             else:
-                await pipeline.uploads.put_chunks(object_name, upload.chunks())
+                chunks = await self._within_quota(owner, upload.chunks())
+                await pipeline.uploads.put_chunks(object_name, chunks)
         except EscribaError:
             await upload.drain()
             if object_name:
@@ -114,6 +119,7 @@ class TaskIntake:
             options=spec_to_dict(spec),
             upload_ms=(time.perf_counter() - started) * 1000,
             idempotency_key=key,
+            upload_bytes=0 if by_url else upload.size,
         )
         first_job = jobs_pb2.PreprocessJob(
             task_id=task_id,
@@ -137,6 +143,35 @@ class TaskIntake:
                 extra={"owner": owner, "bytes": upload.size, "by_url": by_url},
             )
         return record
+
+    async def _within_quota(self, owner: str, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """``chunks``, refused with :class:`StoredBytesQuotaError` as soon as they would take the owner's
+        stored uploads past the quota. Unfinished tasks' uploads count (a finished task's upload is
+        deleted), so the quota is what one owner can hold in the shared bucket at once. Concurrent
+        uploads of one owner may overshoot it by what they carry together: a soft cap, like the
+        queue limit."""
+        quota = self._settings.max_stored_bytes_per_owner
+        if not quota:
+            return chunks
+        stored = await self._runtime.pipeline.repo.stored_bytes(owner)
+        if stored >= quota:
+            raise StoredBytesQuotaError(
+                f"your unfinished tasks already hold {stored} bytes of uploads, the quota is {quota} bytes;"
+                " wait for some to finish"
+            )
+
+        async def bounded() -> AsyncIterator[bytes]:
+            total = stored
+            async for chunk in chunks:
+                total += len(chunk)
+                if total > quota:
+                    raise StoredBytesQuotaError(
+                        f"this upload would take your stored uploads past the quota of {quota} bytes"
+                        f" ({stored} bytes are held by your unfinished tasks); wait for some to finish"
+                    )
+                yield chunk
+
+        return bounded()
 
     async def _check_queue_limit(self, owner: str) -> None:
         """Refuse before any byte is stored (the upload is drained like any refused one, so the

@@ -19,6 +19,7 @@ from escriba.gateway.openai_api import OpenAIApi
 from escriba.gateway.servicer import SERVICE_NAME, TaskServicer
 from escriba.gateway.settings import GatewaySettings, HttpSettings
 from escriba.models import ModelSettings
+from escriba.pipeline.outbox import OutboxReconciler
 from escriba.pipeline.runtime import PipelineRuntime
 from escriba.stages import GATEWAY
 from escriba.v1 import tasks_pb2_grpc
@@ -47,6 +48,8 @@ class GatewayComponent:
         self.servicer = TaskServicer(runtime, settings, auth)
         self.http = http
         self.webhooks = webhooks
+        self.outbox: OutboxReconciler | None = None
+        self._runtime, self._settings = runtime, settings
         self._host, self._http_port = host, http_port
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -57,8 +60,17 @@ class GatewayComponent:
             await self.webhooks.start()
         if self.http is not None:
             await self.http.start(self._host, self._http_port)
+        # The runtime's connections are open by now (it starts first): the outbox loop needs them.
+        self.outbox = OutboxReconciler(
+            self._runtime.pipeline,
+            after_s=self._settings.outbox_after_s,
+            interval_s=self._settings.outbox_interval_s,
+        )
+        await self.outbox.start()
 
     async def stop(self) -> None:
+        if self.outbox is not None:
+            await self.outbox.stop()
         if self.http is not None:
             await self.http.stop()
         if self.webhooks is not None:

@@ -28,6 +28,27 @@ class GatewaySettings:
         " (0: unlimited)",
         check=at_least(0),
     )
+    max_stored_bytes_per_owner: int = setting(
+        "ESCRIBA_GATEWAY_MAX_STORED_BYTES_PER_OWNER",
+        16 * 1024**3,
+        "bytes of uploads one owner's unfinished tasks may hold in the object store; an upload that would"
+        " pass it answers RESOURCE_EXHAUSTED while streaming (0: unlimited)",
+        check=at_least(0),
+    )
+    outbox_after_s: float = setting(
+        "ESCRIBA_GATEWAY_OUTBOX_AFTER_S",
+        30.0,
+        "seconds a task's first job may stay unpublished (a gateway that died between storing the task"
+        " and queueing it) before any gateway replica publishes it; keep it below"
+        " ESCRIBA_NATS_DUPLICATE_WINDOW_S so a job that was published after all is dropped as a duplicate",
+        check=between(1, 3600),
+    )
+    outbox_interval_s: float = setting(
+        "ESCRIBA_GATEWAY_OUTBOX_INTERVAL_S",
+        10.0,
+        "seconds between two looks for unpublished first jobs (0: this replica does not look)",
+        check=between(0, 3600),
+    )
     watch_poll_s: float = setting(
         "ESCRIBA_GATEWAY_WATCH_POLL_S",
         5.0,

@@ -10,13 +10,14 @@ the stage workers are transports over this module: they read requests and delive
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable
 
 from google.protobuf.message import DecodeError, Message
 
 from escriba.bus import publish_job
-from escriba.common.errors import TransientError
+from escriba.common.errors import EscribaError, TransientError
 from escriba.db.models import NewTask, TaskRecord, Transition
 from escriba.db.states import TaskStatus
 from escriba.pipeline import codec
@@ -124,6 +125,9 @@ class TaskFlow:
 
     async def _create(self, task: NewTask, first_job: Message) -> tuple[TaskRecord, bool]:
         pipeline = self._pipeline
+        # The job travels with the row until it is published (escriba.pipeline.outbox): a process
+        # that dies between the two leaves it for a reconciler, not a task queued forever.
+        task = dataclasses.replace(task, outbox_job=first_job.SerializeToString())
         record, created = await pipeline.repo.create_once(task)
         if not created:
             return record, False
@@ -135,6 +139,11 @@ class TaskFlow:
         except Exception as exc:
             await self.fail(record.id, "enqueue_failed", f"could not queue the task: {exc}")
             raise EnqueueError("the job queue is unavailable; the task was marked failed") from exc
+        try:
+            await pipeline.repo.outbox_published(record.id)
+        except EscribaError:
+            # The job is queued; the reconciler clears the entry (its publish is a dropped duplicate).
+            log.warning("could not clear the task's outbox entry", extra={"task_id": record.id})
         return record, True
 
     # Watching ---------------------------------------------------------------------------------------
