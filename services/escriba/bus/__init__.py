@@ -5,6 +5,7 @@ Transport only: the engines never import this package; servicers and workers cal
 
 from escriba.bus.connection import connect
 from escriba.bus.errors import (
+    BusFullError,
     BusUnavailableError,
     DeliveriesExhaustedError,
     JobTimeoutError,
@@ -36,6 +37,7 @@ __all__ = [
     "STAGE_HEADER",
     "TASK_ID_HEADER",
     "AudioStore",
+    "BusFullError",
     "BusNames",
     "BusUnavailableError",
     "DeliveriesExhaustedError",

@@ -40,3 +40,10 @@ class JobTimeoutError(TransientError):
     finish, and the last one fails the task with this reason."""
 
     reason = "job_timeout"
+
+
+class BusFullError(TransientError):
+    """JetStream refused a message because its stream or bucket is at its size cap: retry later, once
+    consumers or deletions (or TTLs) have made room. Queued work is never dropped to make room."""
+
+    reason = "nats_full"

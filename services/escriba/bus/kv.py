@@ -13,10 +13,11 @@ import re
 
 import nats.errors
 from nats.js.client import JetStreamContext
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.errors import APIError, BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from escriba.bus.errors import BusUnavailableError, TopologyError
+from escriba.bus.refusals import is_full
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +73,17 @@ class KvCache:
         return entry.value
 
     async def put(self, key: str, value: bytes) -> bool:
-        """Cache ``value``; False (and nothing cached) when it is larger than a NATS message may be."""
+        """Cache ``value``; False (and nothing cached) when it is larger than a NATS message may be, or
+        the bucket is at its size cap: a full cache stops caching, it never fails the task."""
         try:
             await self._kv.put(sanitize_key(key), value)
         except nats.errors.MaxPayloadError:
             log.warning("not caching %d bytes in %s: over the NATS message limit", len(value), self.bucket)
+            return False
+        except APIError as exc:
+            if not is_full(exc):
+                raise BusUnavailableError(f"KV bucket {self.bucket} refused the entry: {exc}") from exc
+            log.warning("not caching %d bytes in %s: the bucket is at its size cap", len(value), self.bucket)
             return False
         except TimeoutError as exc:
             raise BusUnavailableError(f"KV bucket {self.bucket} did not store the entry") from exc

@@ -20,10 +20,11 @@ from typing import IO
 import nats.errors
 from nats.js import api
 from nats.js.client import JetStreamContext
-from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
+from nats.js.errors import APIError, BucketNotFoundError, NotFoundError, ObjectNotFoundError
 from nats.js.object_store import OBJ_CHUNKS_PRE_TEMPLATE, OBJ_STREAM_TEMPLATE, ObjectStore
 
 from escriba.bus.errors import BusUnavailableError, ObjectMissingError, ObjectReadError, TopologyError
+from escriba.bus.refusals import refusal
 
 DEFAULT_CHUNK_BYTES = 256 * 1024
 # Uploads up to this size are spooled in memory, larger ones in a temporary file.
@@ -110,6 +111,9 @@ class AudioStore:
             info = await self._store.put(name, reader, meta=meta)  # type: ignore[arg-type]
         except (TimeoutError, nats.errors.NoRespondersError) as exc:
             raise BusUnavailableError(f"JetStream did not store object {name} in {self.bucket}") from exc
+        except APIError as exc:
+            # nats-py has already purged the chunks it stored before the refusal.
+            raise refusal(exc, f"object store {self.bucket}") from exc
         return self._stored(info)
 
     # Reading ------------------------------------------------------------------------------------

@@ -16,10 +16,11 @@ from collections.abc import Mapping
 import nats.errors
 from nats.js import api
 from nats.js.client import JetStreamContext
-from nats.js.errors import NoStreamResponseError
+from nats.js.errors import APIError, NoStreamResponseError
 
 from escriba.bus.errors import BusUnavailableError
 from escriba.bus.names import BusNames
+from escriba.bus.refusals import refusal
 from escriba.common.tracing import inject_headers, producer_span
 
 MSG_ID_HEADER = "Nats-Msg-Id"
@@ -116,3 +117,6 @@ async def _publish(
         raise BusUnavailableError(f"JetStream did not store the message on {subject}") from exc
     except nats.errors.ConnectionClosedError as exc:
         raise BusUnavailableError(f"NATS connection closed while publishing on {subject}") from exc
+    except APIError as exc:
+        # A stream at its size cap (DiscardNew) refuses the message: transient, and said so.
+        raise refusal(exc, subject) from exc

@@ -12,6 +12,10 @@ from escriba.bus.names import BusNames, prefix_problem
 from escriba.common.settings import SettingsError, at_least, between, positive, setting, settings_class
 
 DAY_S = 86_400.0
+MIB = 1024**2
+GIB = 1024**3
+#: The smallest cap accepted: below it a single job or chunk (up to 1 MiB) might never fit.
+MIN_CAP_BYTES = 4 * MIB
 
 
 def _parse_backoff(raw: str) -> tuple[float, ...]:
@@ -33,6 +37,10 @@ def _check_backoff(raw: str) -> str | None:
 
 def _check_prefix(prefix: str) -> str | None:
     return prefix_problem(prefix)
+
+
+def _check_cap(value: int) -> str | None:
+    return None if value >= MIN_CAP_BYTES else f"must be at least {MIN_CAP_BYTES} bytes (4 MiB), got {value}"
 
 
 def _check_non_negative(value: float) -> str | None:
@@ -192,6 +200,55 @@ class NatsSettings:
         30 * DAY_S,
         "seconds a cached correction is kept (0 = forever)",
         check=_check_non_negative,
+    )
+
+    # Size caps. JetStream reserves each stream's max_bytes against the server's storage when the
+    # stream is created (a create over what is left is refused), so the defaults add up to about 7.5
+    # GiB per install and replica: they fit the official nats chart's 10 GiB file store.
+    jobs_max_bytes: int = setting(
+        "ESCRIBA_NATS_JOBS_MAX_BYTES",
+        512 * MIB,
+        "bytes the job queue (every stage's jobs) may hold; when full, new jobs are refused (creates"
+        " answer UNAVAILABLE, a stage retries its hand-on later), queued ones are never dropped",
+        check=_check_cap,
+    )
+    events_max_bytes: int = setting(
+        "ESCRIBA_NATS_EVENTS_MAX_BYTES",
+        128 * MIB,
+        "bytes of task events kept for late watchers; when full, the oldest events are dropped",
+        check=_check_cap,
+    )
+    webhooks_max_bytes: int = setting(
+        "ESCRIBA_NATS_WEBHOOKS_MAX_BYTES",
+        128 * MIB,
+        "bytes of webhook deliveries waiting; when full, new deliveries are refused, queued ones kept",
+        check=_check_cap,
+    )
+    audio_max_bytes: int = setting(
+        "ESCRIBA_NATS_AUDIO_MAX_BYTES",
+        4 * GIB,
+        "bytes of uploaded audio of unfinished tasks the object store may hold; when full, uploads"
+        " are refused (UNAVAILABLE) until tasks finish",
+        check=_check_cap,
+    )
+    normalized_max_bytes: int = setting(
+        "ESCRIBA_NATS_NORMALIZED_MAX_BYTES",
+        2 * GIB,
+        "bytes of preprocessed audio (cache and hand-over to transcription); when full, preprocessing"
+        " retries until entries expire (ESCRIBA_NATS_NORMALIZED_TTL_S)",
+        check=_check_cap,
+    )
+    transcripts_max_bytes: int = setting(
+        "ESCRIBA_NATS_TRANSCRIPTS_MAX_BYTES",
+        512 * MIB,
+        "bytes of cached transcripts; when full, new transcripts are not cached (tasks still finish)",
+        check=_check_cap,
+    )
+    corrections_max_bytes: int = setting(
+        "ESCRIBA_NATS_CORRECTIONS_MAX_BYTES",
+        256 * MIB,
+        "bytes of cached corrections; when full, new corrections are not cached (tasks still finish)",
+        check=_check_cap,
     )
 
     def __post_init__(self) -> None:

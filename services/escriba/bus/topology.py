@@ -6,6 +6,16 @@ an identical configuration. When a setting changed (a TTL, the ack wait) the exi
 is updated in place; a change JetStream cannot apply in place (a retention policy) is reported as a
 :class:`TopologyError` instead of being papered over.
 
+Every stream and bucket has a size cap (``ESCRIBA_NATS_*_MAX_BYTES``), applied on create and on
+update. What happens at the cap is chosen per use: the work queues (jobs, webhooks) and the object
+stores discard *new* messages, so a full queue refuses the publisher (a transient ``nats_full``
+error: the gateway answers UNAVAILABLE, a stage naks and retries its hand-on) and never drops work
+already queued or a chunk of an object being read; the events stream discards *old* events, which
+are best-effort (a watcher re-reads PostgreSQL); the KV caches refuse new entries, which
+:class:`~escriba.bus.kv.KvCache` turns into "not cached". A cap lowered below what a discard-new
+stream already holds is refused rather than applied: JetStream would make room by deleting the
+oldest messages, i.e. queued jobs.
+
 Retry backoff is applied by the worker with ``nak(delay=...)``, not with the consumer's ``backoff`` list:
 JetStream's ``backoff`` replaces ``ack_wait`` for each delivery (so heartbeats would have to beat the
 shortest retry delay) and stretches every ``nak`` delay by the difference between the two.
@@ -52,7 +62,8 @@ def jobs_stream_config(names: BusNames, settings: NatsSettings) -> api.StreamCon
         subjects=list(names.job_subjects),
         retention=api.RetentionPolicy.WORK_QUEUE,
         storage=api.StorageType.FILE,
-        discard=api.DiscardPolicy.OLD,
+        discard=api.DiscardPolicy.NEW,
+        max_bytes=settings.jobs_max_bytes,
         num_replicas=settings.replicas,
         duplicate_window=settings.duplicate_window_s,
     )
@@ -66,6 +77,7 @@ def events_stream_config(names: BusNames, settings: NatsSettings) -> api.StreamC
         retention=api.RetentionPolicy.LIMITS,
         storage=api.StorageType.FILE,
         discard=api.DiscardPolicy.OLD,
+        max_bytes=settings.events_max_bytes,
         max_age=settings.events_max_age_s,
         num_replicas=settings.replicas,
         duplicate_window=min(settings.duplicate_window_s, settings.events_max_age_s),
@@ -79,7 +91,8 @@ def webhooks_stream_config(names: BusNames, settings: NatsSettings) -> api.Strea
         subjects=[names.webhook_subject],
         retention=api.RetentionPolicy.WORK_QUEUE,
         storage=api.StorageType.FILE,
-        discard=api.DiscardPolicy.OLD,
+        discard=api.DiscardPolicy.NEW,
+        max_bytes=settings.webhooks_max_bytes,
         num_replicas=settings.replicas,
         duplicate_window=settings.duplicate_window_s,
     )
@@ -123,16 +136,16 @@ async def ensure_topology(
             await ensure_consumer(
                 js, names.jobs_stream, consumer_config(names, Stage.TRANSCRIPTION, settings, route)
             )
-        for bucket, ttl_s in (
-            (names.audio_bucket, settings.audio_ttl_s),
-            (names.normalized_bucket, settings.normalized_ttl_s),
+        for bucket, ttl_s, max_bytes in (
+            (names.audio_bucket, settings.audio_ttl_s, settings.audio_max_bytes),
+            (names.normalized_bucket, settings.normalized_ttl_s, settings.normalized_max_bytes),
         ):
-            await _ensure_object_store(js, bucket, ttl_s, settings.replicas)
-        for bucket, ttl_s in (
-            (names.transcripts_bucket, settings.transcripts_ttl_s),
-            (names.corrections_bucket, settings.corrections_ttl_s),
+            await _ensure_object_store(js, bucket, _Limits(ttl_s, max_bytes, settings.replicas))
+        for bucket, ttl_s, max_bytes in (
+            (names.transcripts_bucket, settings.transcripts_ttl_s, settings.transcripts_max_bytes),
+            (names.corrections_bucket, settings.corrections_ttl_s, settings.corrections_max_bytes),
         ):
-            await _ensure_kv(js, bucket, ttl_s, settings.replicas)
+            await _ensure_kv(js, bucket, _Limits(ttl_s, max_bytes, settings.replicas))
     except TimeoutError as exc:
         raise BusUnavailableError(f"JetStream did not answer while creating {names.prefix} topology") from exc
     except nats.errors.ConnectionClosedError as exc:
@@ -166,11 +179,38 @@ async def delete_topology(js: JetStreamContext, names: BusNames) -> None:
             continue
 
 
+@dataclass(frozen=True)
+class _Limits:
+    """A bucket's TTL (0 = none), size cap and replicas."""
+
+    ttl_s: float
+    max_bytes: int
+    replicas: int
+
+    @property
+    def ttl(self) -> float | None:
+        return _ttl(self.ttl_s)
+
+
 async def _ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
     async def update() -> None:
+        info = await js.stream_info(config.name or "")
+        _check_cap_keeps_messages(f"stream {config.name}", config, info)
         await js.update_stream(config)
 
     await _create_or_update(f"stream {config.name}", lambda: js.add_stream(config), update)
+
+
+def _check_cap_keeps_messages(what: str, config: api.StreamConfig, info: api.StreamInfo) -> None:
+    """Refuse a cap below what a discard-new stream holds: JetStream would delete its oldest
+    messages (queued jobs, chunks of stored objects) to fit, whatever the discard policy."""
+    held = info.state.bytes or 0
+    cap = config.max_bytes or -1
+    if config.discard == api.DiscardPolicy.NEW and 0 < cap < held:
+        raise TopologyError(
+            f"{what} holds {held} bytes, more than its new cap of {cap}: lowering it would delete queued"
+            " messages; raise the cap or let the stream drain first"
+        )
 
 
 async def ensure_consumer(js: JetStreamContext, stream: str, config: api.ConsumerConfig) -> None:
@@ -185,31 +225,41 @@ async def ensure_consumer(js: JetStreamContext, stream: str, config: api.Consume
         ) from exc
 
 
-async def _ensure_object_store(js: JetStreamContext, bucket: str, ttl_s: float, replicas: int) -> None:
-    ttl = _ttl(ttl_s)
-
+async def _ensure_object_store(js: JetStreamContext, bucket: str, limits: _Limits) -> None:
     async def create() -> object:
+        # nats-py creates object stores with DiscardNew: a full store refuses a new object (whose
+        # chunks it then purges) instead of dropping chunks of objects being read.
         config = api.ObjectStoreConfig(
-            ttl=ttl, replicas=replicas, storage=api.StorageType.FILE, description="Escriba audio"
+            ttl=limits.ttl,
+            max_bytes=limits.max_bytes,
+            replicas=limits.replicas,
+            storage=api.StorageType.FILE,
+            description="Escriba audio",
         )
         return await js.create_object_store(bucket, config=config)
 
     async def update() -> None:
+        what = f"object store {bucket}"
         info = await js.stream_info(OBJ_STREAM_TEMPLATE.format(bucket=bucket))
-        await js.update_stream(info.config.evolve(max_age=ttl, num_replicas=replicas))
+        config = info.config.evolve(
+            max_age=limits.ttl, max_bytes=limits.max_bytes, num_replicas=limits.replicas
+        )
+        _check_cap_keeps_messages(what, config, info)
+        await js.update_stream(config)
 
     await _create_or_update(f"object store {bucket}", create, update)
 
 
-async def _ensure_kv(js: JetStreamContext, bucket: str, ttl_s: float, replicas: int) -> None:
-    ttl = _ttl(ttl_s)
+async def _ensure_kv(js: JetStreamContext, bucket: str, limits: _Limits) -> None:
+    ttl = limits.ttl
 
     async def create() -> object:
         return await js.create_key_value(
             bucket=bucket,
             ttl=ttl,
+            max_bytes=limits.max_bytes,
             history=1,
-            replicas=replicas,
+            replicas=limits.replicas,
             storage=api.StorageType.FILE,
             description="Escriba cache",
         )
@@ -217,7 +267,10 @@ async def _ensure_kv(js: JetStreamContext, bucket: str, ttl_s: float, replicas: 
     async def update() -> None:
         info = await js.stream_info(KV_STREAM_TEMPLATE.format(bucket=bucket))
         window = min(_KV_DUPLICATE_WINDOW_S, ttl) if ttl else _KV_DUPLICATE_WINDOW_S
-        config = info.config.evolve(max_age=ttl, duplicate_window=window, num_replicas=replicas)
+        # A cache may shrink: losing its oldest entries costs recomputation, nothing else.
+        config = info.config.evolve(
+            max_age=ttl, max_bytes=limits.max_bytes, duplicate_window=window, num_replicas=limits.replicas
+        )
         await js.update_stream(config)
 
     await _create_or_update(f"KV bucket {bucket}", create, update)

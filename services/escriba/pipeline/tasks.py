@@ -138,7 +138,9 @@ class TaskFlow:
             await self.enqueue(FIRST, first_job, task_id=record.id, audio_duration_s=0.0)
         except Exception as exc:
             await self.fail(record.id, "enqueue_failed", f"could not queue the task: {exc}")
-            raise EnqueueError("the job queue is unavailable; the task was marked failed") from exc
+            # Say why (a full queue reads differently from an outage): both are worth a retry.
+            why = exc.message if isinstance(exc, EscribaError) else "the job queue is unavailable"
+            raise EnqueueError(f"{why}; the task was marked failed") from exc
         try:
             await pipeline.repo.outbox_published(record.id)
         except EscribaError:
