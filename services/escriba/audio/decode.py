@@ -4,6 +4,9 @@ PyAV ships FFmpeg's libraries in its wheel, so no system ffmpeg is needed and th
 same on every machine. The decode is streamed packet by packet and stops as soon as the decoded
 audio passes the duration limit: a decompression bomb (a few hundred kB of FLAC or Opus that
 decodes to days of silence) is refused after decoding just over the limit, never held in memory.
+:func:`decode_stream` hands the samples on in one-second chunks and keeps none of them, so a caller
+that measures, encodes or spools as they come holds the same few megabytes for ten minutes of audio
+as for four hours; :func:`decode_audio` collects them for callers that want the whole array.
 
 Channels are averaged after resampling (a plain mean, the same weight for every channel), rather
 than left to FFmpeg's downmix matrix, which for float output sums stereo at -3 dB each (louder than
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import errno
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -97,6 +100,26 @@ class DecodedAudio:
         return self.samples.size / self.sample_rate_hz
 
 
+@dataclass(frozen=True, slots=True)
+class DecodeSummary:
+    """A streamed decode once it is over: everything :class:`DecodedAudio` says but the samples."""
+
+    sample_count: int  # per channel
+    sample_rate_hz: int
+    source: SourceInfo
+    skipped_packets: int = 0
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def duration_s(self) -> float:
+        return self.sample_count / self.sample_rate_hz
+
+
+#: Receives each decoded chunk: ``(n,)`` float32 for mono output, ``(n, channels)`` for separate ones.
+#: The array is the caller's to keep or drop; the decoder never touches it again.
+Sink = Callable[[npt.NDArray[np.float32]], None]
+
+
 def looks_like_media(head: bytes) -> bool:
     """True when ``head`` (the first bytes of a file) carries a known audio/video signature."""
     if head.startswith(_MAGIC_PREFIXES) or head[4:8] in _ISO_BOX_TYPES:
@@ -124,6 +147,44 @@ def decode_audio(
     in messages: the format is always probed from the content, never trusted from an extension (a
     raw-PCM demuxer picked by name would "decode" any bytes into noise).
     """
+    buffer = _Buffer(SAMPLE_RATE_HZ * 60)
+    summary = decode_stream(
+        source,
+        buffer.extend,
+        max_duration_s=max_duration_s,
+        threads=threads,
+        filename=filename,
+        sample_rate_hz=sample_rate_hz,
+        channel=channel,
+    )
+    return DecodedAudio(
+        samples=buffer.array(),
+        sample_rate_hz=summary.sample_rate_hz,
+        source=summary.source,
+        skipped_packets=summary.skipped_packets,
+        warnings=summary.warnings,
+    )
+
+
+def decode_stream(
+    source: bytes | Path,
+    sink: Sink,
+    *,
+    max_duration_s: float,
+    threads: int = 0,
+    filename: str = "",
+    sample_rate_hz: int = SAMPLE_RATE_HZ,
+    channel: int | None = None,
+    channels: int | None = None,
+) -> DecodeSummary:
+    """Decode like :func:`decode_audio`, handing the samples to ``sink`` chunk by chunk.
+
+    ``channels`` keeps the first ``channels`` channels apart instead of mixing them (a source with
+    fewer repeats its last one, as ``channel`` does): one decode for every channel of a recording.
+    A failure (too long, corrupt) raises after the sink has seen what was decoded before it.
+    """
+    if channel is not None and channels is not None:
+        raise ValueError("channel and channels are exclusive")
     size = len(source) if isinstance(source, bytes) else source.stat().st_size
     label = repr(filename) if filename else (repr(source.name) if isinstance(source, Path) else "the upload")
     if size == 0:
@@ -134,7 +195,9 @@ def decode_audio(
         if ctx is None:
             raise UnsupportedCodecError(f"{label}: no decoder for the codec of its audio track")
         ctx.thread_count = threads
-        return _Decoder(container, stream, label, size, sample_rate_hz, max_duration_s, channel).run()
+        decoder = _Decoder(container, stream, label, size, sample_rate_hz, max_duration_s, sink)
+        decoder.channel, decoder.channels = channel, channels
+        return decoder.run()
 
 
 def _head(source: bytes | Path) -> bytes:
@@ -210,9 +273,12 @@ class _Decoder:
         size: int,
         rate: int,
         max_duration_s: float,
-        channel: int | None = None,
+        sink: Sink,
     ) -> None:
-        self.channel = channel
+        self.channel: int | None = None
+        self.channels: int | None = None
+        self.sink = sink
+        self.count = 0
         self.container = container
         self.stream = stream
         self.label = label
@@ -221,7 +287,6 @@ class _Decoder:
         self.max_duration_s = max_duration_s
         self.limit = int(max_duration_s * rate)
         self.declared_s = _declared_duration(container, stream)
-        self.out = _Buffer(self._initial_capacity())
         self.resampler: av.AudioResampler | None = None
         self.resampler_key: tuple[str, str, int] | None = None
         self.source_rate = 0
@@ -231,12 +296,7 @@ class _Decoder:
         self.first_error: Exception | None = None
         self.read_error: Exception | None = None
 
-    def _initial_capacity(self) -> int:
-        if self.declared_s is None:
-            return min(self.limit, 60 * self.rate) + self.rate
-        return min(self.limit, int(self.declared_s * self.rate)) + self.rate
-
-    def run(self) -> DecodedAudio:
+    def run(self) -> DecodeSummary:
         for frame in self._frames():
             self._add(frame)
         self._flush_resampler()
@@ -308,18 +368,22 @@ class _Decoder:
             channels = frame.layout.nb_channels
             # Packed float: one row of interleaved samples (PyAV's planar conversion breaks at 8 channels).
             interleaved = np.asarray(frame.to_ndarray(), dtype=np.float32).reshape(-1, channels)
-            if channels == 1:
-                mono = interleaved[:, 0]
+            if self.channels is not None:
+                kept = [min(index, channels - 1) for index in range(self.channels)]
+                chunk = np.ascontiguousarray(interleaved[:, kept])
+            elif channels == 1:
+                chunk = interleaved[:, 0]
             elif self.channel is not None:
-                mono = interleaved[:, min(self.channel, channels - 1)].copy()
+                chunk = interleaved[:, min(self.channel, channels - 1)].copy()
             else:  # the mean of the channels, as one matrix-vector product
-                mono = interleaved @ np.full(channels, 1.0 / channels, dtype=np.float32)
-            self.out.extend(mono)
-            if self.out.size > self.limit:
+                chunk = interleaved @ np.full(channels, 1.0 / channels, dtype=np.float32)
+            self.sink(chunk)
+            self.count += chunk.shape[0]
+            if self.count > self.limit:
                 self._too_long()
 
     def _too_long(self) -> None:
-        decoded_s = self.out.size / self.rate
+        decoded_s = self.count / self.rate
         declared = f"; the file declares {_clock(self.declared_s)}" if self.declared_s else ""
         raise AudioTooLongError(
             f"{self.label} is longer than the limit of {_clock(self.max_duration_s)} "
@@ -329,21 +393,20 @@ class _Decoder:
             decoded_s=decoded_s,
         )
 
-    def _result(self) -> DecodedAudio:
-        samples = self.out.array()
-        if samples.size == 0:
+    def _result(self) -> DecodeSummary:
+        if self.count == 0:
             self._nothing_decoded()
         if self.bad > self.good:
             raise CorruptAudioError(
                 f"{self.label}: {self.bad} of {self.bad + self.good} audio packets cannot be decoded "
                 f"({_describe(self.first_error)}); the file is damaged"
             ) from self.first_error
-        return DecodedAudio(
-            samples=samples,
+        return DecodeSummary(
+            sample_count=self.count,
             sample_rate_hz=self.rate,
             source=self._source_info(),
             skipped_packets=self.bad,
-            warnings=self._warnings(samples.size / self.rate),
+            warnings=self._warnings(self.count / self.rate),
         )
 
     def _nothing_decoded(self) -> None:

@@ -8,6 +8,12 @@ that gain would push peaks over the ceiling, a limiter lowers just the samples a
 instead of the whole gain, so the result still sits on the target (as ``loudnorm`` does) rather than
 several LU under it. Everything is vectorised numpy/scipy: tens of milliseconds for 5 minutes.
 
+Both steps also run on a stream of chunks, for recordings of hours: :class:`LoudnessMeter` keeps
+only the K-weighted energy of each 100 ms hop (80 bytes a second of audio), and
+:func:`limit_window` limits one chunk given a little audio on either side (the limiter only ever
+looks :data:`LIMITER_CONTEXT_S` around a sample), so the result is what the whole-array functions
+give, up to float rounding.
+
 Peaks are sample peaks of the 16 kHz output (what is stored and transcribed), not oversampled true
 peaks. Silence (everything under the absolute gate) has no defined loudness: it gets no gain and
 is reported as silent rather than amplified towards infinity.
@@ -16,6 +22,7 @@ is reported as silent rather than amplified towards infinity.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Final
@@ -96,33 +103,68 @@ def integrated_loudness(samples: npt.NDArray[np.floating], rate: int) -> float:
     A clip shorter than one 400 ms block is measured as a single block over its whole length
     (BS.1770 defines no block for it; this keeps very short uploads usable).
     """
-    x = np.asarray(samples).reshape(-1)
-    hop = round(rate * 0.1)
-    sos = _k_weighting(rate)
-    if x.size < _BLOCK_HOPS * hop:
-        if x.size == 0:
-            return -math.inf
-        weighted = signal.sosfilt(sos, x.astype(np.float64))
-        loudness = float(_to_lufs(float(np.mean(weighted * weighted))))
-        return loudness if loudness > ABSOLUTE_GATE_LUFS else -math.inf
+    meter = LoudnessMeter(rate)
+    meter.add(samples)
+    return meter.loudness()
 
-    hops = x.size // hop
-    energy = np.empty(hops, dtype=np.float64)
-    state = np.zeros((sos.shape[0], 2), dtype=np.float64)
-    for first in range(0, hops, _CHUNK_HOPS):
-        last = min(first + _CHUNK_HOPS, hops)
-        chunk = x[first * hop : last * hop].astype(np.float64)
-        weighted, state = signal.sosfilt(sos, chunk, zi=state)
-        hops_of_chunk = weighted.reshape(-1, hop)
-        energy[first:last] = np.einsum("ij,ij->i", hops_of_chunk, hops_of_chunk)
-    blocks = (energy[:-3] + energy[1:-2] + energy[2:-1] + energy[3:]) / (_BLOCK_HOPS * hop)
-    block_lufs = _to_lufs(blocks)
-    above_absolute = block_lufs > ABSOLUTE_GATE_LUFS
-    if not above_absolute.any():
-        return -math.inf
-    relative_gate = float(_to_lufs(float(blocks[above_absolute].mean()))) + _RELATIVE_GATE_LU
-    kept = blocks[above_absolute & (block_lufs > relative_gate)]
-    return float(_to_lufs(float(kept.mean())))
+
+class LoudnessMeter:
+    """Integrated loudness of mono audio that arrives in chunks of any size.
+
+    The gates need every block of the recording, so the measurement is two-pass by nature; what it
+    keeps between chunks is the filter state, the energy of each complete 100 ms hop and the
+    unfinished hop, never the audio (only a clip still shorter than one block is kept, to measure
+    it whole).
+    """
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._hop = round(rate * 0.1)
+        self._sos = _k_weighting(rate)
+        self._state = np.zeros((self._sos.shape[0], 2), dtype=np.float64)
+        self._partial = np.zeros(0, dtype=np.float64)  # K-weighted samples of the unfinished hop
+        self._energies: list[npt.NDArray[np.float64]] = []
+        self._head: list[npt.NDArray[np.float64]] | None = []  # the raw audio while under one block
+        self.samples = 0
+
+    def add(self, samples: npt.NDArray[np.floating]) -> None:
+        x = np.asarray(samples).reshape(-1)
+        step = _CHUNK_HOPS * self._hop  # never a float64 copy of more than a minute
+        for start in range(0, x.size, step):
+            self._add(x[start : start + step].astype(np.float64))
+
+    def _add(self, chunk: npt.NDArray[np.float64]) -> None:
+        self.samples += chunk.size
+        if self._head is not None:
+            self._head.append(chunk)
+            if self.samples >= _BLOCK_HOPS * self._hop:
+                self._head = None
+        weighted, self._state = signal.sosfilt(self._sos, chunk, zi=self._state)
+        if self._partial.size:
+            weighted = np.concatenate((self._partial, weighted))
+        whole = weighted.size - weighted.size % self._hop
+        if whole:
+            hops = weighted[:whole].reshape(-1, self._hop)
+            self._energies.append(np.einsum("ij,ij->i", hops, hops))
+        self._partial = weighted[whole:].copy()
+
+    def loudness(self) -> float:
+        """LUFS of everything added so far; ``-inf`` when all of it is gated (or nothing was added)."""
+        if self._head is not None:
+            if self.samples == 0:
+                return -math.inf
+            weighted = signal.sosfilt(self._sos, np.concatenate(self._head))
+            loudness = float(_to_lufs(float(np.mean(weighted * weighted))))
+            return loudness if loudness > ABSOLUTE_GATE_LUFS else -math.inf
+        energy = np.concatenate(self._energies)
+        blocks = (energy[:-3] + energy[1:-2] + energy[2:-1] + energy[3:]) / (_BLOCK_HOPS * self._hop)
+        block_lufs = _to_lufs(blocks)
+        above_absolute = block_lufs > ABSOLUTE_GATE_LUFS
+        if not above_absolute.any():
+            return -math.inf
+        relative_gate = float(_to_lufs(float(blocks[above_absolute].mean()))) + _RELATIVE_GATE_LU
+        kept = blocks[above_absolute & (block_lufs > relative_gate)]
+        return float(_to_lufs(float(kept.mean())))
 
 
 def limit_peaks(
@@ -164,27 +206,58 @@ def limit_peaks(
     return limited, -20.0 * math.log10(deepest)
 
 
-def normalize_loudness(
-    samples: npt.NDArray[np.float32], rate: int, *, target_lufs: float, ceiling_dbfs: float
-) -> Normalized:
-    """Gain ``samples`` to ``target_lufs`` with sample peaks at most ``ceiling_dbfs``.
+def limiter_context(rate: int) -> int:
+    """Samples of audio :func:`limit_window` needs on each side of a chunk to limit it as the whole
+    recording would be: twice the farthest a peak's envelope reaches, so a stretch of peaks cut at a
+    window's edge never changes the gain inside the chunk."""
+    attack = max(1, round(_ATTACK_S * rate))
+    size = 2 * attack + round(_HOLD_S * rate) + 1
+    return 2 * (size + attack)
+
+
+def limit_window(
+    window: npt.NDArray[np.float32], ceiling: float, rate: int, *, lead: int, length: int
+) -> tuple[npt.NDArray[np.float32], float]:
+    """:func:`limit_peaks` of the chunk ``window[lead : lead + length]``, given the audio around it.
+
+    ``lead`` and what follows the chunk are up to :func:`limiter_context` samples of its neighbours
+    (less only at the start and end of the recording). The deepest cut counts every peak in the
+    window, neighbours' included: a global minimum is the same whichever chunk sees it first.
+    """
+    limited, reduction = limit_peaks(window, ceiling, rate)
+    return limited[lead : lead + length], reduction
+
+
+@dataclass(frozen=True, slots=True)
+class Levels:
+    """What a normalization did, without the audio (a streamed one wrote it elsewhere)."""
+
+    input_lufs: float  # -inf for silence
+    output_lufs: float
+    gain_db: float
+    limiter_reduction_db: float
+
+
+#: One pass of a normalization at a gain (dB; ``None``: silence, no gain): it limits the audio,
+#: writes it where the result goes, and returns the output loudness and the deepest limiter cut.
+LimitPass = Callable[[float | None], tuple[float, float]]
+
+
+def search_gain(input_lufs: float, *, target_lufs: float, run_pass: LimitPass) -> Levels:
+    """The static gain that brings the audio to ``target_lufs`` after limiting.
 
     If limiting pulls the loudness under the target, the gain is raised and the limiter re-run (a
     few passes, stepping by the measured loudness-per-dB slope, at most ``_MAX_MAKEUP_DB`` extra),
-    as a mastering limiter's make-up gain would.
+    as a mastering limiter's make-up gain would. The last pass run is the result.
     """
-    ceiling = db_to_linear(ceiling_dbfs) - _QUANTIZATION_MARGIN
-    input_lufs = integrated_loudness(samples, rate)
     if not math.isfinite(input_lufs):
-        limited, reduction = limit_peaks(samples, ceiling, rate)
-        return Normalized(limited, input_lufs, integrated_loudness(limited, rate), 0.0, reduction)
+        output_lufs, reduction = run_pass(None)
+        return Levels(input_lufs, output_lufs, 0.0, reduction)
     base_gain = target_lufs - input_lufs
     gain_db, slope = base_gain, 1.0
     previous: tuple[float, float] | None = None
     for attempt in range(1, _MAX_PASSES + 1):
-        scaled = (samples * np.float32(db_to_linear(gain_db))).astype(np.float32, copy=False)
-        limited, reduction = limit_peaks(scaled, ceiling, rate)
-        output_lufs = integrated_loudness(limited, rate)
+        output_lufs, reduction = run_pass(gain_db)
         shortfall = target_lufs - output_lufs
         if reduction == 0.0 or shortfall <= _TOLERANCE_LU or attempt == _MAX_PASSES:
             break
@@ -195,4 +268,34 @@ def normalize_loudness(
             slope = min(1.0, max(0.2, (output_lufs - previous[1]) / (gain_db - previous[0])))
         previous = (gain_db, output_lufs)
         gain_db = min(gain_db + shortfall / slope, base_gain + _MAX_MAKEUP_DB)
-    return Normalized(limited, input_lufs, output_lufs, gain_db, reduction)
+    return Levels(input_lufs, output_lufs, gain_db, reduction)
+
+
+def peak_ceiling(ceiling_dbfs: float) -> float:
+    """The linear sample ceiling of ``ceiling_dbfs``, kept clear of 16-bit rounding."""
+    return db_to_linear(ceiling_dbfs) - _QUANTIZATION_MARGIN
+
+
+def apply_gain(samples: npt.NDArray[np.float32], gain_db: float | None) -> npt.NDArray[np.float32]:
+    if gain_db is None:
+        return samples
+    return (samples * np.float32(db_to_linear(gain_db))).astype(np.float32, copy=False)
+
+
+def normalize_loudness(
+    samples: npt.NDArray[np.float32], rate: int, *, target_lufs: float, ceiling_dbfs: float
+) -> Normalized:
+    """Gain ``samples`` to ``target_lufs`` with sample peaks at most ``ceiling_dbfs`` (see
+    :func:`search_gain`)."""
+    ceiling = peak_ceiling(ceiling_dbfs)
+    result: list[npt.NDArray[np.float32]] = []
+
+    def run_pass(gain_db: float | None) -> tuple[float, float]:
+        limited, reduction = limit_peaks(apply_gain(samples, gain_db), ceiling, rate)
+        result[:] = [limited]
+        return integrated_loudness(limited, rate), reduction
+
+    levels = search_gain(integrated_loudness(samples, rate), target_lufs=target_lufs, run_pass=run_pass)
+    return Normalized(
+        result[0], levels.input_lufs, levels.output_lufs, levels.gain_db, levels.limiter_reduction_db
+    )

@@ -5,7 +5,10 @@ the fast path (WAV through the standard library, FLAC through PyAV with no resam
 lossless for what Whisper consumes and halves storage against float32; FLAC halves it again.
 
 Encoding is deterministic for a given PyAV build (bit-exact flags keep encoder version strings out
-of the FLAC header), so the hash of the bytes can serve as a cache key.
+of the FLAC header), so the hash of the bytes can serve as a cache key. :class:`PcmWriter` encodes a
+stream of chunks straight into a file (the same bytes :func:`encode_pcm` gives for the whole array:
+FLAC frames are cut at the same 4096-sample boundaries whatever the chunks), so hours of audio never
+need their samples in memory.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ import io
 import struct
 import wave
 from fractions import Fraction
-from typing import Final, Literal, get_args
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Final, Literal, get_args
 
 import av
+import av.container
 import av.error
 import numpy as np
 import numpy.typing as npt
@@ -52,12 +58,110 @@ def encode_pcm(
     samples: npt.NDArray[np.floating], encoding: str = "flac", *, sample_rate_hz: int = SAMPLE_RATE_HZ
 ) -> bytes:
     """Mono float samples to 16-bit FLAC or WAV bytes."""
-    pcm = to_int16(np.asarray(samples).reshape(-1))
-    if encoding == "wav":
-        return _encode_wav(pcm, sample_rate_hz)
-    if encoding == "flac":
-        return _encode_flac(pcm, sample_rate_hz)
-    raise ValueError(f"unknown encoding {encoding!r}; expected one of {', '.join(ENCODINGS)}")
+    buf = io.BytesIO()
+    with PcmWriter(buf, encoding, sample_rate_hz=sample_rate_hz) as writer:
+        writer.write(samples)
+    return buf.getvalue()
+
+
+class PcmWriter:
+    """Canonical audio written chunk by chunk to a file (a path, or a seekable binary file object).
+
+    Use as a context manager: leaving it finishes the file (FLAC's and WAV's headers record the
+    length, so they are completed at the end). Leaving it on an exception closes it unfinished.
+    """
+
+    def __init__(
+        self, target: Path | IO[bytes], encoding: str = "flac", *, sample_rate_hz: int = SAMPLE_RATE_HZ
+    ) -> None:
+        if encoding not in ENCODINGS:
+            raise ValueError(f"unknown encoding {encoding!r}; expected one of {', '.join(ENCODINGS)}")
+        self.encoding = encoding
+        self.rate = sample_rate_hz
+        self.samples = 0
+        self._file: IO[bytes] = target.open("wb") if isinstance(target, Path) else target
+        self._owns_file = isinstance(target, Path)
+        self._pending = np.zeros(0, dtype=np.int16)  # FLAC: the start of the next 4096-sample frame
+        self._wav: wave.Wave_write | None = None
+        self._flac: av.container.OutputContainer | None = None
+        if encoding == "wav":
+            self._wav = wave.open(self._file, "wb")  # noqa: SIM115 (closed in close())
+            self._wav.setnchannels(1)
+            self._wav.setsampwidth(2)
+            self._wav.setframerate(sample_rate_hz)
+        else:
+            self._flac = av.open(
+                self._file, mode="w", format="flac", container_options={"fflags": "+bitexact"}
+            )
+            self._stream = self._flac.add_stream("flac", rate=sample_rate_hz, options={"flags": "+bitexact"})
+            self._stream.codec_context.layout = "mono"
+            self._stream.codec_context.format = "s16"
+
+    def write(self, samples: npt.NDArray[np.floating]) -> None:
+        """Append float samples (rounded to 16-bit as :func:`to_int16` does)."""
+        self.write_int16(to_int16(np.asarray(samples).reshape(-1)))
+
+    def write_int16(self, pcm: npt.NDArray[np.int16]) -> None:
+        if self._wav is not None:
+            self._wav.writeframes(pcm.astype("<i2", copy=False).tobytes())
+            self.samples += pcm.size
+            return
+        if self._pending.size:
+            pcm = np.concatenate((self._pending, pcm))
+        whole = pcm.size - pcm.size % _FLAC_BLOCK
+        for start in range(0, whole, _FLAC_BLOCK):
+            self._encode_frame(pcm[start : start + _FLAC_BLOCK])
+        self._pending = pcm[whole:].copy()
+
+    def _encode_frame(self, block: npt.NDArray[np.int16]) -> None:
+        assert self._flac is not None
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block)[None, :], format="s16", layout="mono")
+        frame.sample_rate = self.rate
+        frame.pts = self.samples
+        frame.time_base = Fraction(1, self.rate)
+        self._flac.mux(self._stream.encode(frame))
+        self.samples += block.size
+
+    def close(self) -> None:
+        """Finish the file: the last partial FLAC frame, the encoder's flush, the headers."""
+        try:
+            if self._flac is not None:
+                if self._pending.size:
+                    self._encode_frame(self._pending)
+                    self._pending = np.zeros(0, dtype=np.int16)
+                self._flac.mux(self._stream.encode(None))
+                self._flac.close()
+            elif self._wav is not None:
+                self._wav.close()
+        finally:
+            self._flac = self._wav = None
+            if self._owns_file:
+                self._file.close()
+
+    def abandon(self) -> None:
+        """Close without finishing (the output is discarded by the caller)."""
+        try:
+            if self._flac is not None:
+                self._flac.close()
+            elif self._wav is not None:
+                self._wav.close()  # else its finalizer would write a header into a closed file
+        except (av.error.FFmpegError, OSError, wave.Error):
+            pass
+        finally:
+            self._flac = self._wav = None
+            if self._owns_file:
+                self._file.close()
+
+    def __enter__(self) -> PcmWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abandon()
 
 
 def decode_pcm(
@@ -82,16 +186,6 @@ def decode_pcm(
     return from_int16(pcm)
 
 
-def _encode_wav(pcm: npt.NDArray[np.int16], rate: int) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(pcm.astype("<i2", copy=False).tobytes())
-    return buf.getvalue()
-
-
 def _decode_wav(data: bytes, max_duration_s: float | None) -> tuple[npt.NDArray[np.int16], int]:
     try:
         with wave.open(io.BytesIO(data), "rb") as src:
@@ -112,25 +206,6 @@ def _decode_wav(data: bytes, max_duration_s: float | None) -> tuple[npt.NDArray[
     # on what is there, not on the header's claim.
     _check_duration(usable // 2, rate, max_duration_s)
     return np.frombuffer(raw[:usable], dtype="<i2").astype(np.int16), rate
-
-
-def _encode_flac(pcm: npt.NDArray[np.int16], rate: int) -> bytes:
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="flac", container_options={"fflags": "+bitexact"}) as out:
-        stream = out.add_stream("flac", rate=rate, options={"flags": "+bitexact"})
-        stream.codec_context.layout = "mono"
-        stream.codec_context.format = "s16"
-        time_base = Fraction(1, rate)
-        for start in range(0, pcm.size, _FLAC_BLOCK):
-            frame = av.AudioFrame.from_ndarray(
-                pcm[None, start : start + _FLAC_BLOCK], format="s16", layout="mono"
-            )
-            frame.sample_rate = rate
-            frame.pts = start
-            frame.time_base = time_base
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    return buf.getvalue()
 
 
 def _decode_flac(data: bytes, max_duration_s: float | None) -> tuple[npt.NDArray[np.int16], int]:

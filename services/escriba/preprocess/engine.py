@@ -13,14 +13,25 @@ resamplers and buffers are per call), so one instance serves any number of threa
 
 Order matters for hostile input: the byte limit is checked from the length or the file size before
 anything is hashed or decoded, and the duration limit is enforced while decoding.
+
+Memory does not grow with the recording's length (issue 15: it was about 1 GiB an hour, and a 4-hour
+meeting took its pod down). :meth:`Preprocessor.preprocess` decodes in one-second chunks and writes
+the canonical audio to a file as they come, measuring loudness on the way; only a normalized copy
+needs a second pass (BS.1770's gates need the whole recording before a gain can be chosen), which
+reads the decoded samples back from a spool file in the work directory. Separate channels are
+decoded once, each spooled as 16-bit, and compared by running sums. What a job holds is therefore
+:data:`JOB_MEMORY_BYTES` plus :data:`JOB_MEMORY_BYTES_PER_AUDIO_S` per second of audio (the
+loudness meter's hop energies), whatever the format; the chart's limits are checked against it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import math
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -28,9 +39,18 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from escriba.audio.decode import decode_audio
-from escriba.audio.loudness import Normalized, integrated_loudness, normalize_loudness
-from escriba.audio.pcm import ENCODINGS, SAMPLE_RATE_HZ, encode_pcm, quantize
+from escriba.audio.decode import DecodeSummary, decode_stream
+from escriba.audio.loudness import (
+    Levels,
+    LoudnessMeter,
+    apply_gain,
+    limit_window,
+    limiter_context,
+    peak_ceiling,
+    search_gain,
+)
+from escriba.audio.pcm import ENCODINGS, SAMPLE_RATE_HZ, PcmWriter, decode_pcm, from_int16, to_int16
+from escriba.audio.spool import SampleSpool
 from escriba.preprocess.errors import InputTooLargeError, InvalidOptionError
 from escriba.preprocess.settings import PreprocessSettings
 
@@ -40,6 +60,38 @@ log = logging.getLogger(__name__)
 #: so cached results of the old code are not served. 2: the signal is kept (no normalization).
 PIPELINE_VERSION: Final = 2
 _HASH_CHUNK = 1 << 20
+
+#: What one preprocess job holds at most beyond the process's own size, whatever the input: the
+#: decoder's buffers and one-second chunks, a spool window and the limiter's copies of it, one FLAC
+#: frame, the hash's read buffer. Measured (tests/unit/test_preprocess_memory.py checks it with
+#: psutil on 10- and 60-minute files) with room to spare.
+JOB_MEMORY_BYTES: Final = 96 * 2**20
+#: And per second of audio: the loudness meter's energy of each 100 ms hop (10 float64) and the
+#: block arrays its gates build from them at the end (about four times as many).
+JOB_MEMORY_BYTES_PER_AUDIO_S: Final = 512
+#: The process itself before any job (Python, numpy, scipy, PyAV, gRPC, NATS clients), measured
+#: as ``escriba serve preprocess`` idles, rounded up.
+PROCESS_BASE_BYTES: Final = 320 * 2**20
+
+
+def job_memory_bound(max_duration_s: float) -> int:
+    """The most one preprocess job adds to its process's resident memory (bytes)."""
+    return JOB_MEMORY_BYTES + math.ceil(JOB_MEMORY_BYTES_PER_AUDIO_S * max_duration_s)
+
+
+def process_memory_bound(max_duration_s: float, jobs: int) -> int:
+    """The most a preprocess process running ``jobs`` jobs at once holds (bytes)."""
+    return PROCESS_BASE_BYTES + jobs * job_memory_bound(max_duration_s)
+
+
+def spool_disk_bound(max_duration_s: float, max_input_bytes: int, *, channels: int = 1) -> int:
+    """The most disk one job's work directory takes (bytes): the upload, the canonical audio (16-bit,
+    never over its raw size plus headers), and the float32 spool of a normalized copy or the 16-bit
+    spools of separate channels (the larger)."""
+    samples = math.ceil(max_duration_s * SAMPLE_RATE_HZ)
+    canonical = 2 * samples + 2**20
+    spools = max(4 * samples, 2 * samples * max(1, min(channels, MAX_SEPARATE_CHANNELS)))
+    return max_input_bytes + canonical + spools
 
 
 #: Channels transcribed separately at most (the rest of a 5.1 or 7.1 mix is music and effects).
@@ -95,32 +147,68 @@ class ChannelAudio:
     normalized_sha256: str
 
 
-def _rms_dbfs(samples: npt.NDArray[np.float32]) -> float:
-    if samples.size == 0:
+@dataclass(frozen=True, slots=True)
+class ChannelFile:
+    """One input channel's canonical mono audio, written to ``path``."""
+
+    channel: int
+    path: Path
+    normalized_sha256: str
+
+
+def _rms_dbfs(sum_of_squares: float, count: int) -> float:
+    if count == 0:
         return -math.inf
-    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    rms = math.sqrt(sum_of_squares / count)
     return 20 * math.log10(rms) if rms > 0 else -math.inf
 
 
-def distinct_channels(channels: Sequence[npt.NDArray[np.float32]]) -> list[int]:
-    """The channels worth a transcript each: not silent, and not a copy of one kept before (mono
-    saved as stereo, or a channel mirrored onto another)."""
-    kept: list[int] = []
-    for index, samples in enumerate(channels):
-        level = _rms_dbfs(samples)
-        if level < SILENT_CHANNEL_DBFS:
-            continue
-        duplicate = False
-        for other in kept:
-            reference = channels[other]
-            n = min(reference.size, samples.size)
-            difference = _rms_dbfs(samples[:n] - reference[:n])
-            if difference < max(level, _rms_dbfs(reference)) - DUPLICATE_CHANNEL_DB:
-                duplicate = True
-                break
-        if not duplicate:
-            kept.append(index)
-    return kept
+class ChannelComparer:
+    """Running sums that tell silent and duplicated channels apart without keeping the audio: the
+    energy of each channel and of the difference of each pair, chunk by chunk."""
+
+    def __init__(self, channels: int) -> None:
+        self.channels = channels
+        self.count = 0
+        self._energy = np.zeros(channels, dtype=np.float64)
+        self._pairs = list(itertools.combinations(range(channels), 2))
+        self._differences = np.zeros(len(self._pairs), dtype=np.float64)
+
+    def add(self, chunk: npt.NDArray[np.float32]) -> None:
+        """``chunk``: ``(n, channels)`` samples as they will be encoded (16-bit values)."""
+        block = chunk.astype(np.float64)
+        self.count += block.shape[0]
+        self._energy += np.einsum("ij,ij->j", block, block)
+        for index, (a, b) in enumerate(self._pairs):
+            difference = block[:, b] - block[:, a]
+            self._differences[index] += float(difference @ difference)
+
+    def distinct(self) -> list[int]:
+        """The channels worth a transcript each: not silent, and not a copy of one kept before (mono
+        saved as stereo, or a channel mirrored onto another)."""
+        level = [_rms_dbfs(float(e), self.count) for e in self._energy]
+        kept: list[int] = []
+        for index in range(self.channels):
+            if level[index] < SILENT_CHANNEL_DBFS:
+                continue
+            duplicate = False
+            for other in kept:
+                pair = self._pairs.index((other, index))
+                difference = _rms_dbfs(float(self._differences[pair]), self.count)
+                if difference < max(level[index], level[other]) - DUPLICATE_CHANNEL_DB:
+                    duplicate = True
+                    break
+            if not duplicate:
+                kept.append(index)
+        return kept
+
+
+def distinct_channels(channels: list[npt.NDArray[np.float32]]) -> list[int]:
+    """:meth:`ChannelComparer.distinct` of whole channels of equal length."""
+    comparer = ChannelComparer(len(channels))
+    if channels:
+        comparer.add(np.stack(channels, axis=1))
+    return comparer.distinct()
 
 
 def sha256_file(path: Path) -> str:
@@ -154,50 +242,83 @@ class Preprocessor:
         target_lufs: float | None = None,
         encoding: str | None = None,
     ) -> PreprocessResult:
-        """Preprocess ``data`` (the upload's bytes, or a path to it).
+        """Preprocess ``data`` (the upload's bytes, or a path to it) into bytes in memory.
 
         ``target_lufs`` asks for a copy normalized to that loudness (``None``: as the settings say);
         ``encoding`` overrides the setting (``None`` or ``""`` keeps it). Raises the errors of
-        :mod:`escriba.preprocess.errors`.
+        :mod:`escriba.preprocess.errors`. The result holds the canonical audio and its samples, so
+        its size grows with the recording: the worker and the servicer use :meth:`preprocess`.
+        """
+        with tempfile.TemporaryDirectory(prefix="escriba-preprocess-") as tmp:
+            output = Path(tmp) / "canonical"
+            info = self.preprocess(
+                data,
+                output,
+                filename=filename,
+                target_lufs=target_lufs,
+                encoding=encoding,
+                work_dir=Path(tmp),
+            )
+            audio = output.read_bytes()
+        return PreprocessResult(audio=audio, samples=decode_pcm(audio), info=info)
+
+    def preprocess(
+        self,
+        data: bytes | Path,
+        output: Path,
+        *,
+        filename: str = "",
+        target_lufs: float | None = None,
+        encoding: str | None = None,
+        work_dir: Path | None = None,
+    ) -> PreprocessInfo:
+        """Preprocess ``data`` into the canonical audio file ``output``; return its description.
+
+        A normalized copy spools the decoded samples in a temporary directory under ``work_dir``
+        (default: the system's), removed before returning, however the call ends.
         """
         target, chosen_encoding = self._options(target_lufs, encoding)
         size = len(data) if isinstance(data, bytes) else data.stat().st_size
         self._check_size(size, filename)
         sha = hashlib.sha256(data).hexdigest() if isinstance(data, bytes) else sha256_file(data)
-        decoded = decode_audio(
-            data,
-            max_duration_s=self.settings.max_duration_s,
-            threads=self.settings.decoder_threads,
-            filename=filename,
-        )
+        meter = LoudnessMeter(SAMPLE_RATE_HZ)
         if target is None:
-            lufs = integrated_loudness(decoded.samples, decoded.sample_rate_hz)
-            normalized = Normalized(decoded.samples, lufs, lufs, 0.0, 0.0)
+            with PcmWriter(output, chosen_encoding) as writer:
+
+                def measure_and_write(chunk: npt.NDArray[np.float32]) -> None:
+                    meter.add(chunk)
+                    writer.write(chunk)
+
+                decoded = self._decode(data, filename, measure_and_write)
+            lufs = meter.loudness()
+            levels = Levels(lufs, lufs, 0.0, 0.0)
         else:
-            normalized = normalize_loudness(
-                decoded.samples,
-                decoded.sample_rate_hz,
-                target_lufs=target,
-                ceiling_dbfs=self.settings.peak_ceiling_dbfs,
-            )
-        samples = quantize(normalized.samples)
-        audio = encode_pcm(samples, chosen_encoding, sample_rate_hz=decoded.sample_rate_hz)
-        source = decoded.source
+            with (
+                tempfile.TemporaryDirectory(prefix="escriba-spool-", dir=work_dir) as tmp,
+                SampleSpool(Path(tmp) / "decoded.f32") as spool,
+            ):
+
+                def measure_and_spool(chunk: npt.NDArray[np.float32]) -> None:
+                    meter.add(chunk)
+                    spool.append(chunk)
+
+                decoded = self._decode(data, filename, measure_and_spool)
+                levels = self._normalize(spool, meter.loudness(), target, output, chosen_encoding)
         info = PreprocessInfo(
             sha256=sha,
             duration_s=decoded.duration_s,
-            source_sample_rate_hz=source.sample_rate_hz,
-            source_channels=source.channels,
-            source_container=source.container,
-            source_codec=source.codec,
+            source_sample_rate_hz=decoded.source.sample_rate_hz,
+            source_channels=decoded.source.channels,
+            source_container=decoded.source.container,
+            source_codec=decoded.source.codec,
             source_bytes=size,
-            input_loudness_lufs=normalized.input_lufs,
-            output_loudness_lufs=normalized.output_lufs,
-            gain_db=normalized.gain_db,
+            input_loudness_lufs=levels.input_lufs,
+            output_loudness_lufs=levels.output_lufs,
+            gain_db=levels.gain_db,
             sample_rate_hz=decoded.sample_rate_hz,
             encoding=chosen_encoding,
-            normalized_sha256=hashlib.sha256(audio).hexdigest(),
-            limiter_reduction_db=normalized.limiter_reduction_db,
+            normalized_sha256=sha256_file(output),
+            limiter_reduction_db=levels.limiter_reduction_db,
             skipped_packets=decoded.skipped_packets,
             warnings=decoded.warnings,
         )
@@ -205,32 +326,98 @@ class Preprocessor:
             log.info("preprocess: %s (%s) is silent", filename or "upload", sha[:12])
         for warning in info.warnings:
             log.warning("preprocess: %s (%s): %s", filename or "upload", sha[:12], warning)
-        return PreprocessResult(audio=audio, samples=samples, info=info)
+        return info
+
+    def _decode(
+        self,
+        data: bytes | Path,
+        filename: str,
+        sink: Callable[[npt.NDArray[np.float32]], None],
+        channels: int | None = None,
+    ) -> DecodeSummary:
+        return decode_stream(
+            data,
+            sink,
+            max_duration_s=self.settings.max_duration_s,
+            threads=self.settings.decoder_threads,
+            filename=filename,
+            channels=channels,
+        )
+
+    def _normalize(
+        self, spool: SampleSpool, input_lufs: float, target: float, output: Path, encoding: str
+    ) -> Levels:
+        """Gain, limit and encode the spooled samples, one window at a time: each pass of the gain
+        search rewrites ``output``, so the last one run is what stays."""
+        ceiling = peak_ceiling(self.settings.peak_ceiling_dbfs)
+        context = limiter_context(SAMPLE_RATE_HZ)
+
+        def run_pass(gain_db: float | None) -> tuple[float, float]:
+            meter = LoudnessMeter(SAMPLE_RATE_HZ)
+            deepest = 0.0
+            with PcmWriter(output, encoding) as writer:
+                for window, lead, length in spool.windows(context):
+                    scaled = apply_gain(np.asarray(window, dtype=np.float32), gain_db)
+                    limited, reduction = limit_window(
+                        scaled, ceiling, SAMPLE_RATE_HZ, lead=lead, length=length
+                    )
+                    deepest = max(deepest, reduction)
+                    meter.add(limited)
+                    writer.write(limited)
+            return meter.loudness(), deepest
+
+        return search_gain(input_lufs, target_lufs=target, run_pass=run_pass)
 
     def split_channels(
         self, data: bytes | Path, *, channels: int, filename: str = "", encoding: str | None = None
     ) -> list[ChannelAudio]:
-        """Each distinct channel of a ``channels``-channel input as canonical mono audio (the signal as
-        recorded: per-channel transcription never normalizes). One entry or none means there is
-        nothing to separate: transcribe the mixdown."""
-        _, chosen_encoding = self._options(None, encoding)
-        decoded = [
-            quantize(
-                decode_audio(
-                    data,
-                    max_duration_s=self.settings.max_duration_s,
-                    threads=self.settings.decoder_threads,
-                    filename=filename,
-                    channel=index,
-                ).samples
+        """:meth:`split_channels_to` with the audio in memory (tests, small inputs)."""
+        with tempfile.TemporaryDirectory(prefix="escriba-channels-") as tmp:
+            files = self.split_channels_to(
+                data, Path(tmp), channels=channels, filename=filename, encoding=encoding
             )
-            for index in range(max(1, min(channels, MAX_SEPARATE_CHANNELS)))
-        ]
-        out = []
-        for index in distinct_channels(decoded):
-            audio = encode_pcm(decoded[index], chosen_encoding, sample_rate_hz=SAMPLE_RATE_HZ)
-            out.append(ChannelAudio(index, audio, hashlib.sha256(audio).hexdigest()))
-        return out
+            return [ChannelAudio(f.channel, f.path.read_bytes(), f.normalized_sha256) for f in files]
+
+    def split_channels_to(
+        self,
+        data: bytes | Path,
+        out_dir: Path,
+        *,
+        channels: int,
+        filename: str = "",
+        encoding: str | None = None,
+    ) -> list[ChannelFile]:
+        """Each distinct channel of a ``channels``-channel input as canonical mono audio in ``out_dir``
+        (the signal as recorded: per-channel transcription never normalizes). One entry or none means
+        there is nothing to separate: transcribe the mixdown.
+
+        One decode keeps the channels apart; each is spooled as 16-bit in ``out_dir`` (removed once
+        encoded) while running sums find the silent and the duplicated ones.
+        """
+        _, chosen_encoding = self._options(None, encoding)
+        count = max(1, min(channels, MAX_SEPARATE_CHANNELS))
+        comparer = ChannelComparer(count)
+        spools = [SampleSpool(out_dir / f"ch{index}.s16", np.int16) for index in range(count)]
+        try:
+
+            def compare_and_spool(chunk: npt.NDArray[np.float32]) -> None:
+                pcm = to_int16(chunk)
+                comparer.add(from_int16(pcm))
+                for index, spool in enumerate(spools):
+                    spool.append(pcm[:, index])
+
+            self._decode(data, filename, compare_and_spool, channels=count)
+            out = []
+            for index in comparer.distinct():
+                path = out_dir / f"ch{index}.{chosen_encoding}"
+                with PcmWriter(path, chosen_encoding) as writer:
+                    for window, _, _ in spools[index].windows():
+                        writer.write_int16(np.asarray(window, dtype=np.int16))
+                out.append(ChannelFile(index, path, sha256_file(path)))
+            return out
+        finally:
+            for spool in spools:
+                spool.close()
 
     def cache_key(
         self, input_sha256: str, *, target_lufs: float | None = None, encoding: str | None = None
