@@ -21,6 +21,7 @@ from typing import Any
 from escriba_operator import algorithm
 from escriba_operator.algorithm import Backlog, Observation, Sample
 from escriba_operator.backlog import CREDS_KEY, BacklogIndex, Credentials, NatsPool
+from escriba_operator.endpoints import AllowList
 from escriba_operator.kube import KubeClient, KubeError, deployment_path
 from escriba_operator.metrics import Metrics
 from escriba_operator.signals import PrometheusReader, SignalError, SignalMissingError
@@ -32,13 +33,17 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Memory:
-    """What one autoscaler carries from one evaluation to the next (lost on restart, by design)."""
+    """What one autoscaler carries from one evaluation to the next. Only the learned throughput
+    survives a restart (through the status): the rest is re-read in one tick, and the behavior's
+    history is better rebuilt than trusted from a status anyone with write access could edit."""
 
     state: algorithm.State = field(default_factory=algorithm.State)
     index: BacklogIndex | None = None
     backlog: Backlog | None = None
     gpu: Sample | None = None
     throughput: Sample | None = None
+    busy_slots: Sample | None = None
+    job_slots: Sample | None = None
     last_scale_time: str | None = None
 
 
@@ -68,8 +73,10 @@ class Controller:
         metrics: Metrics,
         *,
         timeout_s: float,
+        allowed: AllowList | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._allowed = allowed or AllowList()
         self._kube = kube
         self._nats = nats
         self._prometheus = prometheus
@@ -83,6 +90,9 @@ class Controller:
             spec = parse(who.spec)
         except InvalidSpecError as exc:
             return Evaluation(Outcome(None, blocked=Problem("InvalidSpec", exc.message)))
+        denied = self._denied(spec)
+        if denied is not None:  # before any Secret is read or any connection made
+            return Evaluation(Outcome(None, blocked=denied))
         target_path = deployment_path(who.namespace, spec.target.name)
         try:
             deployment = await self._kube.get(target_path)
@@ -91,15 +101,20 @@ class Controller:
         if deployment is None:
             message = f"Deployment {who.namespace}/{spec.target.name} not found"
             return Evaluation(Outcome(None, blocked=Problem("TargetNotFound", message)))
-        current = _int((deployment.get("spec") or {}).get("replicas"), default=1)
+        declared = (deployment.get("spec") or {}).get("replicas")
+        current = _int(declared, default=1)
         ready = _int((deployment.get("status") or {}).get("readyReplicas"), default=0)
 
-        conflict, backlog_problem, gpu_problem, throughput_problem = await asyncio.gather(
+        problems = await asyncio.gather(
             self._conflict(who, spec),
             self._read_backlog(who, spec, memory, now),
             self._read_query(who, "gpu", spec.gpu, memory, now),
             self._read_query(who, "throughput", spec.throughput, memory, now),
+            self._read_query(who, "busy_slots", spec.busy_slots, memory, now),
+            self._read_query(who, "job_slots", spec.job_slots, memory, now),
         )
+        conflict, backlog_problem, gpu_problem, throughput_problem, busy_problem, slots_problem = problems
+        slots_problem = busy_problem or slots_problem
         observation = Observation(
             now=now,
             current_replicas=current,
@@ -107,6 +122,8 @@ class Controller:
             backlog=memory.backlog,
             gpu_utilization=memory.gpu,
             throughput=memory.throughput,
+            busy_slots=memory.busy_slots,
+            job_slots=memory.job_slots,
         )
         decision = algorithm.decide(spec.policy, observation, memory.state)
         memory.state = decision.state
@@ -116,10 +133,22 @@ class Controller:
 
         scaled: tuple[int, int] | None = None
         if blocked is None and decision.desired != current:
+            # Only from the count this decision was made on: a scale by someone else in between (kubectl,
+            # a second operator, a rollout) wins, and the next tick decides again from it.
+            precondition = (
+                {"op": "test", "path": "/spec/replicas", "value": current}
+                if _int(declared, default=-1) == current
+                else {"op": "add", "path": "/spec/replicas", "value": current}
+            )
+            change = {"op": "replace", "path": "/spec/replicas", "value": decision.desired}
             try:
-                await self._kube.merge_patch(target_path + "/scale", {"spec": {"replicas": decision.desired}})
+                await self._kube.json_patch(target_path + "/scale", [precondition, change])
             except KubeError as exc:
-                blocked = Problem("FailedScale", exc.message)
+                if exc.status in (409, 422):
+                    message = f"the replicas changed from {current} since they were read; deciding again"
+                    blocked = Problem("ScaleConflict", message)
+                else:
+                    blocked = Problem("FailedScale", exc.message)
             else:
                 memory.state = algorithm.applied(decision, spec.policy, now=now)
                 memory.last_scale_time = timestamp(now)
@@ -144,15 +173,31 @@ class Controller:
             backlog_problem=backlog_problem,
             gpu_problem=gpu_problem,
             throughput_problem=throughput_problem,
+            slots_problem=slots_problem,
             gpu_configured=spec.gpu is not None,
             throughput_configured=spec.throughput is not None,
+            slots_configured=spec.busy_slots is not None,
             backlog_detail=detail,
             last_scale_time=memory.last_scale_time,
         )
         return Evaluation(outcome, scaled=scaled, reasons=(decision.limited_by.value,))
 
+    def _denied(self, spec: AutoscalerSpec) -> Problem | None:
+        for url in spec.endpoints():
+            if not self._allowed.allows(url):
+                return Problem(
+                    "EndpointNotAllowed",
+                    f"{url} is not on the operator's endpoint allow-list"
+                    " (ESCRIBA_OPERATOR_ALLOWED_ENDPOINTS); nothing was read or sent",
+                )
+        return None
+
     async def _conflict(self, who: Identity, spec: AutoscalerSpec) -> Problem | None:
-        """Another autoscaler on the same Deployment: report it rather than fight over replicas."""
+        """Another autoscaler on the same Deployment: report it rather than fight over replicas.
+
+        Only one that can act counts: an older autoscaler that is dry-run, invalid or refused its
+        endpoints never scales, so letting it block this one would leave the Deployment unscaled for good.
+        """
         target = spec.target.name
         try:
             hpas = await self._kube.list(
@@ -174,15 +219,24 @@ class Controller:
         me = (who.created, who.name)
         for other in ours:
             meta = other.get("metadata") or {}
-            ref = (other.get("spec") or {}).get("scaleTargetRef") or {}
-            if meta.get("name") == who.name or ref.get("name") != target:
+            raw = other.get("spec") or {}
+            ref = raw.get("scaleTargetRef") or {}
+            if meta.get("name") == who.name or ref.get("name") != target or meta.get("deletionTimestamp"):
                 continue
-            if (str(meta.get("creationTimestamp", "")), str(meta.get("name", ""))) < me:
+            if (str(meta.get("creationTimestamp", "")), str(meta.get("name", ""))) < me and self._acts(raw):
                 return Problem(
                     "ConflictingAutoscaler",
                     f"TranscriptionAutoscaler {meta.get('name')} (older) already targets Deployment {target}",
                 )
         return None
+
+    def _acts(self, raw: Mapping[str, Any]) -> bool:
+        """Whether an autoscaler with this spec would scale its target (for the conflict check)."""
+        try:
+            spec = parse(raw)
+        except InvalidSpecError:
+            return False
+        return not spec.dry_run and self._denied(spec) is None
 
     async def _read_backlog(
         self, who: Identity, spec: AutoscalerSpec, memory: Memory, now: float

@@ -14,9 +14,11 @@ from typing import Any
 import aiohttp
 import kopf
 
+from escriba_operator import algorithm
 from escriba_operator import status as report
 from escriba_operator.backlog import NatsPool
 from escriba_operator.controller import Controller, Evaluation, Identity, Memory
+from escriba_operator.endpoints import AllowList
 from escriba_operator.kube import KubeClient
 from escriba_operator.metrics import Metrics, MetricsServer
 from escriba_operator.settings import OperatorSettings
@@ -33,6 +35,7 @@ _WARN_ON = frozenset(
         report.BACKLOG_AVAILABLE,
         report.GPU_AVAILABLE,
         report.THROUGHPUT_AVAILABLE,
+        report.SLOTS_AVAILABLE,
     }
 )
 
@@ -65,6 +68,7 @@ class Runtime:
                 PrometheusReader(self._http, timeout_s=timeout),
                 self.metrics,
                 timeout_s=timeout,
+                allowed=AllowList.of(self.settings.allowed_endpoints),
             )
         return self._controller
 
@@ -129,7 +133,10 @@ def register(
     ) -> None:
         memory = memo.get("autoscaler")
         if not isinstance(memory, Memory):
-            memory = memo["autoscaler"] = Memory(last_scale_time=status.get("lastScaleTime"))
+            memory = memo["autoscaler"] = Memory(
+                state=algorithm.State(throughput=report.restored_throughput(status)),
+                last_scale_time=status.get("lastScaleTime"),
+            )
         who = Identity(
             namespace=namespace or "default",
             name=name or "",

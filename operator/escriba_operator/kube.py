@@ -9,6 +9,7 @@ own idea of authentication.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -25,6 +26,10 @@ class KubeError(TransientError):
     def __init__(self, message: str, *, status: int = 0) -> None:
         super().__init__(message)
         self.status = status
+
+
+_MERGE_PATCH = "application/merge-patch+json"
+_JSON_PATCH = "application/json-patch+json"
 
 
 def deployment_path(namespace: str, name: str) -> str:
@@ -61,10 +66,23 @@ class KubeClient:
             raise KubeError(f"PATCH {path}: empty answer")
         return body
 
+    async def json_patch(self, path: str, operations: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """An RFC 6902 patch: its ``test`` operations are preconditions (HTTP 422 when one fails)."""
+        body = await self._request("PATCH", path, payload=list(operations), content_type=_JSON_PATCH)
+        if body is None:  # pragma: no cover - _request raises on 404 without none_if_missing
+            raise KubeError(f"PATCH {path}: empty answer")
+        return body
+
     async def _request(
-        self, method: str, path: str, *, payload: Any = None, none_if_missing: bool = False
+        self,
+        method: str,
+        path: str,
+        *,
+        payload: Any = None,
+        none_if_missing: bool = False,
+        content_type: str = _MERGE_PATCH,
     ) -> dict[str, Any] | None:
-        headers = {"Content-Type": "application/merge-patch+json"} if payload is not None else {}
+        headers = {"Content-Type": content_type} if payload is not None else {}
         data = json.dumps(payload) if payload is not None else None
         try:
             async with self._session.request(method, self._server + path, data=data, headers=headers) as rsp:

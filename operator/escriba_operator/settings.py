@@ -54,6 +54,12 @@ class OperatorSettings:
         "TCP port of the liveness endpoint /healthz; 0 disables it",
         check=between(0, 65535),
     )
+    allowed_endpoints: tuple[str, ...] = setting(
+        "ESCRIBA_OPERATOR_ALLOWED_ENDPOINTS",
+        (),
+        "comma-separated NATS and Prometheus addresses an autoscaler may name (host, host:port or "
+        "scheme://host:port; * globs in hosts); empty: any (the chart sets the platform's own)",
+    )
     bind_host: str = setting(
         "ESCRIBA_OPERATOR_BIND_HOST",
         "0.0.0.0",

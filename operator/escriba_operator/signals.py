@@ -15,6 +15,11 @@ import aiohttp
 
 from escriba.common.errors import TransientError
 
+#: Prometheus's documented ``errorType`` values, the only part of an error answer the status repeats.
+_ERROR_TYPES = frozenset(
+    {"timeout", "canceled", "execution", "bad_data", "internal", "unavailable", "not_found"}
+)
+
 
 class SignalError(TransientError):
     """Reading a signal failed; the previous value stands until it is stale."""
@@ -41,8 +46,8 @@ class PrometheusReader:
         try:
             async with self._session.get(endpoint, params={"query": query}, timeout=self._timeout) as rsp:
                 if rsp.status >= 400:
-                    text = await rsp.text()
-                    raise SignalError(f"{endpoint}: HTTP {rsp.status}: {text[:200]}", reason="QueryFailed")
+                    # Never the body: the status is readable by more people than the endpoint is.
+                    raise SignalError(f"{endpoint}: HTTP {rsp.status}", reason="QueryFailed")
                 body = await rsp.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise SignalError(f"{endpoint}: {exc or type(exc).__name__}", reason="QueryFailed") from exc
@@ -52,8 +57,9 @@ class PrometheusReader:
 def parse_result(body: Any, query: str) -> float:
     """The value of a decoded `/api/v1/query` answer (see :meth:`PrometheusReader.query`)."""
     if not isinstance(body, dict) or body.get("status") != "success":
-        error = body.get("error") if isinstance(body, dict) else body
-        raise SignalError(f"query {query!r} failed: {error}", reason="QueryFailed")
+        kind = body.get("errorType") if isinstance(body, dict) else None
+        known = kind if kind in _ERROR_TYPES else "unknown"  # a fixed word, never the endpoint's text
+        raise SignalError(f"query {query!r} failed ({known} error)", reason="QueryFailed")
     data = body.get("data") or {}
     kind, result = data.get("resultType"), data.get("result")
     values: list[float] = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from escriba_operator.policy import (
     RatePolicy,
     ScalingRules,
     SelectPolicy,
+    SlotsGuard,
     ThroughputModel,
 )
 
@@ -34,16 +36,26 @@ GROUP = "escriba.io"
 VERSION = "v1alpha1"
 PLURAL = "transcriptionautoscalers"
 
+#: Audio-seconds per second of one fully occupied replica. Not audio over busy job-seconds: a
+#: transcription worker runs as many jobs at once as its engine has request slots, so that would be
+#: per slot, several times too slow for a replica.
 DEFAULT_THROUGHPUT_QUERY = (
     'sum(rate(escriba_audio_seconds_total{stage="transcription"}[5m]))'
-    ' / sum(rate(escriba_stage_duration_seconds_sum{stage="transcription"}[5m]))'
+    ' / sum(avg_over_time(escriba_in_flight_jobs{stage="transcription"}[5m])'
+    ' / escriba_job_slots{stage="transcription"})'
 )
 DEFAULT_GPU_QUERY = "avg(DCGM_FI_DEV_GPU_UTIL)"
+DEFAULT_SLOTS_QUERY = 'max(escriba_job_slots{stage="transcription"})'
+DEFAULT_BUSY_SLOTS_QUERY = (
+    '100 * sum(escriba_in_flight_jobs{stage="transcription"}) / sum(escriba_job_slots{stage="transcription"})'
+)
+#: A Kubernetes object name (DNS-1123 subdomain): names end up in API paths, so nothing else passes.
+_OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 
 _FALLBACK = {"mode": "Hold", "replicas": 0, "staleAfterSeconds": 60}
 
 #: The schema defaults, nested as in the spec; an absent parent object is defaulted to ``{}`` only where
-#: the CRD does the same (``queue`` and ``gpu`` have required fields, so they stay absent).
+#: the CRD does the same (``queue``, ``gpu`` and ``slots`` have required fields, so they stay absent).
 DEFAULTS: dict[str, Any] = {
     "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment"},
     "minReplicas": 1,
@@ -52,6 +64,7 @@ DEFAULTS: dict[str, Any] = {
         "stream": "ESCRIBA_JOBS",
         "consumer": "transcription",
         "jobsPerReplica": 1,
+        "jobOverheadSeconds": 1,
         "assumedJobSeconds": 60,
         "fallback": _FALLBACK,
     },
@@ -62,8 +75,15 @@ DEFAULTS: dict[str, Any] = {
         "staleAfterSeconds": 300,
     },
     "gpu": {"query": DEFAULT_GPU_QUERY, "targetUtilizationPercent": 80, "fallback": _FALLBACK},
+    "slots": {
+        "capacityQuery": DEFAULT_SLOTS_QUERY,
+        "busyQuery": DEFAULT_BUSY_SLOTS_QUERY,
+        "targetBusyPercent": 90,
+        "staleAfterSeconds": 60,
+    },
     "behavior": {
         "tolerance": 0.1,
+        "burstRatio": 2,
         "scaleUp": {
             "stabilizationWindowSeconds": 0,
             "selectPolicy": "Max",
@@ -127,6 +147,13 @@ class AutoscalerSpec:
     queue: QueueSource
     gpu: QuerySource | None
     throughput: QuerySource | None
+    busy_slots: QuerySource | None = None
+    job_slots: QuerySource | None = None
+
+    def endpoints(self) -> list[str]:
+        """Every address the operator would connect to for this autoscaler."""
+        sources = (self.gpu, self.throughput, self.busy_slots, self.job_slots)
+        return [self.queue.nats_url, *(s.url for s in sources if s is not None)]
 
 
 def with_defaults(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -155,7 +182,7 @@ def parse(raw: Mapping[str, Any]) -> AutoscalerSpec:
     target = TargetRef(
         api_version=_str(ref, "apiVersion", "scaleTargetRef", choices=("apps/v1",)),
         kind=_str(ref, "kind", "scaleTargetRef", choices=("Deployment",)),
-        name=_str(ref, "name", "scaleTargetRef"),
+        name=_name(ref, "name", "scaleTargetRef"),
     )
     min_replicas = _int(spec, "minReplicas", "spec", low=0)
     max_replicas = _int(spec, "maxReplicas", "spec", low=1)
@@ -172,9 +199,9 @@ def parse(raw: Mapping[str, Any]) -> AutoscalerSpec:
             "queue: set exactly one of targetBacklogSecondsPerReplica or drainDeadlineSeconds"
         )
     secret = queue.get("credentialsSecretRef")
-    secret_name = _str(secret, "name", "queue.credentialsSecretRef") if isinstance(secret, Mapping) else None
+    secret_name = _name(secret, "name", "queue.credentialsSecretRef") if isinstance(secret, Mapping) else None
     tls_secret = queue.get("tlsSecretRef")
-    tls_name = _str(tls_secret, "name", "queue.tlsSecretRef") if isinstance(tls_secret, Mapping) else None
+    tls_name = _name(tls_secret, "name", "queue.tlsSecretRef") if isinstance(tls_secret, Mapping) else None
     source = QueueSource(
         nats_url=_str(queue, "natsUrl", "queue"),
         secret_name=secret_name,
@@ -189,6 +216,7 @@ def parse(raw: Mapping[str, Any]) -> AutoscalerSpec:
         seconds_per_replica=per_replica,
         drain_deadline_s=deadline,
         jobs_per_replica=_int(queue, "jobsPerReplica", "queue", low=1),
+        job_overhead_s=_num(queue, "jobOverheadSeconds", "queue", low=0.0),
         fallback=_fallback(queue, "queue"),
     )
 
@@ -209,9 +237,27 @@ def parse(raw: Mapping[str, Any]) -> AutoscalerSpec:
             raise InvalidSpecError(f"gpu.targetUtilizationPercent must be at most 100, got {target_util}")
         guard = GpuGuard(target_utilization=target_util, fallback=_fallback(gpu, "gpu"))
         gpu_source = QuerySource(url=_url(gpu, "prometheusUrl", "gpu"), query=_str(gpu, "query", "gpu"))
+    slots_spec = spec.get("slots")
+    slots_guard: SlotsGuard | None = None
+    busy_source: QuerySource | None = None
+    slots_source: QuerySource | None = None
+    if slots_spec is not None:
+        slots = _obj(spec, "slots", required=True)
+        target_busy = _num(slots, "targetBusyPercent", "slots", positive=True)
+        if target_busy > 100:
+            raise InvalidSpecError(f"slots.targetBusyPercent must be at most 100, got {target_busy}")
+        slots_guard = SlotsGuard(
+            target_busy_percent=target_busy,
+            stale_after_s=_num(slots, "staleAfterSeconds", "slots", positive=True),
+        )
+        slots_url = _url(slots, "prometheusUrl", "slots")
+        busy_source = QuerySource(url=slots_url, query=_str(slots, "busyQuery", "slots"))
+        slots_source = QuerySource(url=slots_url, query=_str(slots, "capacityQuery", "slots"))
     rate_url = _url(rate, "prometheusUrl", "throughput") if rate.get("prometheusUrl") is not None else None
     if rate_url is None and gpu_source is not None:
         rate_url = gpu_source.url
+    if rate_url is None and busy_source is not None:
+        rate_url = busy_source.url
     rate_source = QuerySource(url=rate_url, query=_str(rate, "query", "throughput")) if rate_url else None
 
     activation = _obj(spec, "activation", required=True)
@@ -221,6 +267,7 @@ def parse(raw: Mapping[str, Any]) -> AutoscalerSpec:
         backlog=backlog,
         throughput=model,
         gpu=guard,
+        slots=slots_guard,
         behavior=_behavior(_obj(spec, "behavior", required=True)),
         activation_backlog_s=_num(activation, "backlogSeconds", "activation", low=0.0),
         scale_to_zero_cooldown_s=_num(activation, "scaleToZeroCooldownSeconds", "activation", low=0.0),
@@ -229,7 +276,14 @@ def parse(raw: Mapping[str, Any]) -> AutoscalerSpec:
     if not isinstance(dry_run, bool):
         raise InvalidSpecError(f"spec.dryRun must be true or false, got {dry_run!r}")
     return AutoscalerSpec(
-        target=target, dry_run=dry_run, policy=policy, queue=source, gpu=gpu_source, throughput=rate_source
+        target=target,
+        dry_run=dry_run,
+        policy=policy,
+        queue=source,
+        gpu=gpu_source,
+        throughput=rate_source,
+        busy_slots=busy_source,
+        job_slots=slots_source,
     )
 
 
@@ -237,8 +291,12 @@ def _behavior(raw: Mapping[str, Any]) -> Behavior:
     tolerance = _num(raw, "tolerance", "behavior", low=0.0)
     if tolerance >= 1:
         raise InvalidSpecError(f"behavior.tolerance must be below 1, got {tolerance}")
+    burst = _num(raw, "burstRatio", "behavior", low=0.0)
+    if 0 < burst <= 1:
+        raise InvalidSpecError(f"behavior.burstRatio must be 0 (off) or above 1, got {burst}")
     return Behavior(
         tolerance=tolerance,
+        burst_ratio=burst,
         scale_up=_rules(_obj(raw, "scaleUp", required=True), "behavior.scaleUp"),
         scale_down=_rules(_obj(raw, "scaleDown", required=True), "behavior.scaleDown"),
     )
@@ -292,6 +350,13 @@ def _str(parent: Mapping[str, Any], key: str, where: str, *, choices: tuple[str,
         raise InvalidSpecError(f"{where}.{key} is required and must be a non-empty string")
     if choices is not None and value not in choices:
         raise InvalidSpecError(f"{where}.{key} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def _name(parent: Mapping[str, Any], key: str, where: str) -> str:
+    value = _str(parent, key, where)
+    if len(value) > 253 or not _OBJECT_NAME.fullmatch(value):
+        raise InvalidSpecError(f"{where}.{key} must be a Kubernetes object name, got {value!r}")
     return value
 
 

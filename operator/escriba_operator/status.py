@@ -8,11 +8,13 @@ reported once, not every tick.
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from escriba_operator.algorithm import Decision, SignalState, SignalVerdict
+from escriba_operator.throughput import Estimate
 
 READY = "Ready"
 SCALING_ACTIVE = "ScalingActive"
@@ -20,6 +22,7 @@ SCALING_LIMITED = "ScalingLimited"
 BACKLOG_AVAILABLE = "BacklogAvailable"
 GPU_AVAILABLE = "GPUUtilizationAvailable"
 THROUGHPUT_AVAILABLE = "ThroughputAvailable"
+SLOTS_AVAILABLE = "JobSlotsAvailable"
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,10 @@ class Outcome:
     backlog_problem: Problem | None = None
     gpu_problem: Problem | None = None
     throughput_problem: Problem | None = None
+    slots_problem: Problem | None = None
     gpu_configured: bool = False
     throughput_configured: bool = False
+    slots_configured: bool = False
     backlog_detail: Mapping[str, Any] | None = None
     last_scale_time: str | None = None
 
@@ -60,9 +65,13 @@ def timestamp(now: float) -> str:
 
 def conditions(outcome: Outcome) -> list[Condition]:
     decision = outcome.decision
-    problems = [
-        p for p in (outcome.backlog_problem, outcome.gpu_problem, outcome.throughput_problem) if p is not None
-    ]
+    signals = (
+        outcome.backlog_problem,
+        outcome.gpu_problem,
+        outcome.throughput_problem,
+        outcome.slots_problem,
+    )
+    problems = [p for p in signals if p is not None]
     blocked = outcome.blocked
     if blocked is not None and decision is None:
         ready = Condition(READY, "False", blocked.reason, blocked.message)
@@ -99,6 +108,8 @@ def conditions(outcome: Outcome) -> list[Condition]:
         result.append(_signal(GPU_AVAILABLE, outcome.gpu_problem))
     if outcome.throughput_configured:
         result.append(_signal(THROUGHPUT_AVAILABLE, outcome.throughput_problem))
+    if outcome.slots_configured:
+        result.append(_signal(SLOTS_AVAILABLE, outcome.slots_problem))
     return result
 
 
@@ -158,6 +169,8 @@ def body(
     backlog = _verdict(decision.backlog, outcome.backlog_problem)
     backlog.update(outcome.backlog_detail or {})
     gpu = _verdict(decision.gpu, outcome.gpu_problem)
+    slots = _verdict(decision.slots, outcome.slots_problem)
+    slots["jobsPerReplica"] = decision.jobs_per_replica
     estimate = decision.throughput
     status.update(
         {
@@ -167,11 +180,13 @@ def body(
             "backlogSeconds": _round(decision.backlog.value, 1),
             "pendingJobs": (outcome.backlog_detail or {}).get("jobs"),
             "gpuUtilization": _round(decision.gpu.value, 1),
+            "busySlotsPercent": _round(decision.slots.value, 1),
             "throughput": round(estimate.value, 3),
             "limitedBy": decision.limited_by.value,
             "signals": {
                 "backlog": backlog,
                 "gpu": gpu,
+                "slots": slots,
                 "throughput": {
                     "value": round(estimate.value, 3),
                     "source": "Measured" if estimate.measured else "Initial",
@@ -185,6 +200,25 @@ def body(
         }
     )
     return status
+
+
+def restored_throughput(status: Mapping[str, Any]) -> Estimate | None:
+    """The learned throughput a previous run left in the status, so a restart (or a fail-over to the
+    other replica) goes on from it instead of the spec's initial guess; None when there is none."""
+    signals = status.get("signals")
+    reading = signals.get("throughput") if isinstance(signals, Mapping) else None
+    if not isinstance(reading, Mapping) or reading.get("source") != "Measured":
+        return None
+    value, at = reading.get("value"), reading.get("measuredAt")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not isinstance(at, str):
+        return None
+    try:
+        when = datetime.datetime.strptime(at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    except ValueError:
+        return None
+    if not math.isfinite(value) or value <= 0:
+        return None
+    return Estimate(value=float(value), measured_at=when.timestamp())
 
 
 def _verdict(verdict: SignalVerdict, problem: Problem | None) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from escriba_operator.settings import OperatorSettings
 from escriba_operator.signals import SignalError, SignalMissingError, parse_result
 from escriba_operator.spec import (
     DEFAULT_GPU_QUERY,
+    DEFAULT_SLOTS_QUERY,
     DEFAULT_THROUGHPUT_QUERY,
     InvalidSpecError,
     parse,
@@ -89,6 +90,17 @@ def test_the_gpu_section_turns_the_guard_on_and_lends_its_endpoint_to_throughput
     assert parsed.policy.backlog.fallback.mode is FallbackMode.STATIC
 
 
+def test_the_slots_section_reads_the_workers_job_slots_and_turns_their_guard_on() -> None:
+    parsed = parse(spec(slots={"prometheusUrl": "http://prometheus:9090/"}))
+    assert parsed.policy.slots is not None and parsed.policy.slots.target_busy_percent == 90
+    assert parsed.job_slots is not None and parsed.job_slots.query == DEFAULT_SLOTS_QUERY
+    assert parsed.busy_slots is not None and parsed.busy_slots.url == "http://prometheus:9090"
+    assert parsed.throughput is not None and parsed.throughput.url == "http://prometheus:9090"
+    assert parsed.endpoints() == ["nats://nats:4222", *["http://prometheus:9090"] * 3]
+    assert parse(MINIMAL).policy.behavior.burst_ratio == 2
+    assert parse(MINIMAL).policy.backlog.job_overhead_s == 1
+
+
 def test_a_fixed_target_per_replica_instead_of_a_deadline() -> None:
     parsed = parse(spec(queue__drainDeadlineSeconds=None, queue__targetBacklogSecondsPerReplica=900))
     assert parsed.policy.backlog.seconds_per_replica == 900 and parsed.policy.backlog.drain_deadline_s is None
@@ -116,6 +128,14 @@ def test_a_fixed_target_per_replica_instead_of_a_deadline() -> None:
         ({"behavior": {"scaleUp": {"policies": "fast"}}}, "policies must be a list"),
         ({"queue__fallback": {"mode": "Max"}}, "must be one of Hold, Static"),
         ({"dryRun": "yes"}, "dryRun must be true or false"),
+        (
+            {"queue__credentialsSecretRef": {"name": "x/../../../kube-system/secrets/admin"}},
+            "credentialsSecretRef.name must be a Kubernetes object name",
+        ),
+        ({"queue__tlsSecretRef": {"name": "../other"}}, "tlsSecretRef.name must be a Kubernetes object name"),
+        ({"scaleTargetRef__name": "a/../../b"}, "scaleTargetRef.name must be a Kubernetes object name"),
+        ({"behavior": {"burstRatio": 0.5}}, "burstRatio must be 0"),
+        ({"slots": {"prometheusUrl": "http://p", "targetBusyPercent": 101}}, "at most 100"),
     ],
 )
 def test_a_spec_the_schema_would_reject_is_an_invalid_input(changes: dict[str, Any], names: str) -> None:
