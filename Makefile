@@ -88,6 +88,11 @@ BENCH_ARGS ?=
 bench: $(STAMP) ## Side-by-side benchmarks on this machine (several minutes); table + bench/results/latest.json
 	$(PY) -m bench.run $(BENCH_ARGS)
 
+BENCH_GPU_ARGS ?=
+.PHONY: bench-gpu
+bench-gpu: $(STAMP) ## On a CUDA machine: check the GPU, tune the CUDA batch table, run the transcription benchmarks with it, all within 8 minutes (bench/results/gpu.json and gpu.txt)
+	$(PY) -m bench.gpu $(BENCH_GPU_ARGS)
+
 EVAL_ARGS ?=
 .PHONY: eval
 eval: $(STAMP) ## Word error rate, side by side on tests/data/speech: the pipeline, plain batched and plain sequential faster-whisper (bench/results/eval.json)

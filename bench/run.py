@@ -30,8 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from bench import audio
+from bench.repeats import load_average, spread
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 PARTS = ("transcription", "cli", "preprocess", "listing", "rss", "objects")
@@ -45,12 +47,18 @@ TARGETS: dict[str, tuple[float | None, str | None]] = {
     "short_clips_throughput_ratio": (2.0, "min"),
     "short_clips_wer_pipeline": (None, None),
     "short_clips_wer_plain": (None, None),
+    "short_clips_engine_throughput_ratio": (2.5, "min"),
+    "short_clips_engine_wer_shared": (None, None),
+    "short_clips_engine_wer_plain": (None, None),
     # 30 short real files: `escriba transcribe` (files in flight together) vs a plain faster-whisper loop.
     "cli_many_files_vs_plain_ratio": (1.0, "min"),
     "cli_many_files_wer_cli": (None, None),
     "cli_many_files_wer_plain": (None, None),
     "preprocess_vs_ffmpeg_loudnorm_ratio": (10.0, "min"),
     "cache_hit_speedup": (100.0, "min"),
+    # The cached 5-minute upload as a latency: the ratio above moves with the first run's speed.
+    "cache_hit_p50_ms": (None, None),
+    "cache_hit_p99_ms": (None, None),
     "list_tasks_p99_ms": (None, None),
     "list_tasks_index_speedup": (None, None),
     "transcription_peak_rss_mb_60min": (None, None),
@@ -68,7 +76,42 @@ def _say(message: str) -> None:
 # Transcription, caching and CreateTask: one local stack ----------------------------------------
 
 
+async def build_long_files(
+    folder: Path, long_s: float, seeds: Sequence[int]
+) -> list[tuple[Path, float, str]]:
+    files: list[tuple[Path, float, str]] = []
+    for seed in seeds:
+        samples, said = audio.joined_speech_with_text(long_s, seed=seed)
+        path = folder / f"long-{seed}.mp3"
+        await asyncio.to_thread(path.write_bytes, audio.encode_mp3(samples))
+        files.append((path, audio.duration_s(samples), said))
+    return files
+
+
+async def build_clip_files(
+    folder: Path, count: int, seed: int
+) -> tuple[list[tuple[Path, float]], list[npt.NDArray[np.float32]], list[str]]:
+    """``count`` short clips as MP3 files, decoded samples of those files, and their transcripts."""
+    from faster_whisper import decode_audio
+
+    clips_with_text = audio.short_clips(count, seed=seed)
+    files: list[tuple[Path, float]] = []
+    for index, (clip, _) in enumerate(clips_with_text):
+        path = folder / f"clip-{seed}-{index:03d}.mp3"
+        await asyncio.to_thread(path.write_bytes, audio.encode_mp3(clip))
+        files.append((path, audio.duration_s(clip)))
+    samples = [np.asarray(decode_audio(str(p)), dtype=np.float32) for p, _ in files]
+    return files, samples, [text for _, text in clips_with_text]
+
+
+#: Seeds of a repeat's recordings: every repeat uploads new bytes (no cache hit from an earlier one).
+def repeat_seeds(repeat: int) -> tuple[tuple[int, int], int]:
+    return (1 + 10 * repeat, 2 + 10 * repeat), 3 + 10 * repeat
+
+
 async def _transcription(args: argparse.Namespace, keys: dict[str, Any], details: dict[str, Any]) -> None:
+    """The long-file and short-clip comparisons ``--repeats`` times, interleaved (each repeat flips
+    which side goes first, on recordings of its own), then the cache hit and CreateTask latency."""
     from bench import transcription as tr
     from escriba.client import EscribaClient
     from escriba.common.settings import load
@@ -79,23 +122,6 @@ async def _transcription(args: argparse.Namespace, keys: dict[str, Any], details
     settings = load(TranscriptionSettings, {**os.environ, **env})
     with tempfile.TemporaryDirectory(prefix="escriba-bench-") as tmp:
         folder = Path(tmp)
-        _say("building recordings from tests/data (5-minute files and 100 short clips, MP3)")
-        long_files: list[tuple[Path, float, str]] = []
-        for seed in (1, 2):
-            samples, said = audio.joined_speech_with_text(args.long_s, seed=seed)
-            path = folder / f"long-{seed}.mp3"
-            await asyncio.to_thread(path.write_bytes, audio.encode_mp3(samples))
-            long_files.append((path, audio.duration_s(samples), said))
-        clips_with_text = audio.short_clips(args.clips, seed=3)
-        clip_files: list[tuple[Path, float]] = []
-        for index, (clip, _) in enumerate(clips_with_text):
-            path = folder / f"clip-{index:03d}.mp3"
-            await asyncio.to_thread(path.write_bytes, audio.encode_mp3(clip))
-            clip_files.append((path, audio.duration_s(clip)))
-        from faster_whisper import decode_audio
-
-        clip_samples = [np.asarray(decode_audio(str(p)), dtype=np.float32) for p, _ in clip_files]
-
         _say("loading plain faster-whisper and starting the local stack")
         plain = await asyncio.to_thread(tr.PlainWhisper, settings)
         config = StackConfig(port=0, env={"ESCRIBA_LOG_LEVEL": "WARNING", **env})
@@ -109,58 +135,120 @@ async def _transcription(args: argparse.Namespace, keys: dict[str, Any], details
                 "cpu_threads": engine.cpu_threads,
                 "request_slots": engine.request_slots,
                 "cross_task_batching": engine.batcher is not None,
+                "encoder_context": engine.encoder_context,
             }
             # Warm both sides (first calls initialise thread pools, VAD sessions, caches).
             warm = audio.DATA_DIR / "jfk.flac"
             await asyncio.to_thread(plain.transcribe, str(warm), 11.0)
             await tr.through_pipeline(client, warm)
 
-            _say(f"long recordings, plain faster-whisper vs pipeline: {len(long_files)} x {args.long_s:g}+ s")
-            long = await tr.compare_long(client, plain, long_files)
-            keys["pipeline_vs_plain_ratio"] = long.ratio
-            keys["pipeline_vs_plain_wer_pipeline"] = long.pipeline_wer
-            keys["pipeline_vs_plain_wer_plain"] = long.plain_wer
+            longs: list[tr.LongComparison] = []
+            shorts: list[tr.ShortClipsComparison] = []
+            clip_files: list[tuple[Path, float]] = []
+            cache_measured = False
+            for repeat in range(args.repeats):
+                long_seeds, clip_seed = repeat_seeds(repeat)
+                tag = f"repeat {repeat + 1}/{args.repeats}"
+                _say(f"{tag}: building recordings (2 x {args.long_s:g}+ s, {args.clips} short clips, MP3)")
+                long_files = await build_long_files(folder, args.long_s, long_seeds)
+                clip_files, clip_samples, clip_texts = await build_clip_files(folder, args.clips, clip_seed)
+
+                _say(f"{tag}: long recordings, plain faster-whisper vs pipeline")
+                long = await tr.compare_long(client, plain, long_files, repeat=repeat)
+                longs.append(long)
+                _say(
+                    f"{tag}: pipeline_vs_plain_ratio {long.ratio:.3f} (WER pipeline {long.pipeline_wer:.4f},"
+                    f" plain {long.plain_wer:.4f}; load {os.getloadavg()[0]:.2f})"
+                )
+                if not cache_measured:
+                    cache_measured = True
+                    _say(f"the same upload {args.cache_repeats} more times (caches)")
+                    hit = await tr.cache_hit(
+                        client,
+                        long_files[0][0],
+                        long.pipeline_runs[0],
+                        long_files[0][2],
+                        times=args.cache_repeats,
+                    )
+                    keys["cache_hit_speedup"] = hit.speedup
+                    keys["cache_hit_p50_ms"] = hit.p50_ms
+                    keys["cache_hit_p99_ms"] = hit.p99_ms
+                    details["cache_hit"] = {
+                        "first_s": hit.first_s,
+                        "cached_s": hit.cached_s,
+                        "cached_p50_ms": hit.p50_ms,
+                        "cached_p99_ms": hit.p99_ms,
+                        "transcript_from_cache": hit.from_cache,
+                        "wer_first": hit.first_wer,
+                        "wer_cached": hit.cached_wer,
+                        "upload_bytes": long_files[0][0].stat().st_size,
+                        "audio_s": long_files[0][1],
+                    }
+
+                _say(f"{tag}: {len(clip_files)} short clips, plain loop vs all at once")
+                short = await tr.compare_short_clips(
+                    client, plain, engine, clip_files, clip_samples, clip_texts, plain_first=repeat % 2 == 0
+                )
+                shorts.append(short)
+                _say(
+                    f"{tag}: short_clips_throughput_ratio {short.ratio:.3f} (WER pipeline"
+                    f" {short.pipeline_wer:.4f}, plain {short.plain_wer:.4f}), engine"
+                    f" {short.engine_ratio:.3f} (WER shared {short.engine_shared_wer:.4f}, plain"
+                    f" {short.engine_plain_wer:.4f}); load {os.getloadavg()[0]:.2f}"
+                )
+
+            figures = {
+                "pipeline_vs_plain_ratio": spread([c.ratio for c in longs]),
+                "pipeline_vs_plain_wer_pipeline": spread([c.pipeline_wer for c in longs]),
+                "pipeline_vs_plain_wer_plain": spread([c.plain_wer for c in longs]),
+                "short_clips_throughput_ratio": spread([c.ratio for c in shorts]),
+                "short_clips_wer_pipeline": spread([c.pipeline_wer for c in shorts]),
+                "short_clips_wer_plain": spread([c.plain_wer for c in shorts]),
+                "short_clips_engine_throughput_ratio": spread([c.engine_ratio for c in shorts]),
+                "short_clips_engine_wer_shared": spread([c.engine_shared_wer for c in shorts]),
+                "short_clips_engine_wer_plain": spread([c.engine_plain_wer for c in shorts]),
+            }
+            for key, figure in figures.items():
+                keys[key] = figure.median
+                details.setdefault("spreads", {})[key] = figure.as_dict()
             details["pipeline_vs_plain"] = {
-                "audio_s": long.audio_s,
-                "plain_s": long.plain_s,
-                "pipeline_s": long.pipeline_s,
-                "plain_rtfx": long.plain_rtfx,
-                "pipeline_rtfx": long.pipeline_rtfx,
-                "pipeline_stage_timings_ms": long.pipeline_timings_ms,
+                "repeats": [
+                    {
+                        "audio_s": c.audio_s,
+                        "plain_s": c.plain_s,
+                        "pipeline_s": c.pipeline_s,
+                        "plain_rtfx": c.plain_rtfx,
+                        "pipeline_rtfx": c.pipeline_rtfx,
+                        "wer_pipeline": c.pipeline_wer,
+                        "wer_plain": c.plain_wer,
+                        "pipeline_stage_timings_ms": c.pipeline_timings_ms,
+                    }
+                    for c in longs
+                ]
             }
-
-            _say("the same upload again (caches)")
-            # compare_long ran long_files[0] through the pipeline first of its recordings.
-            hit = await tr.cache_hit(client, long_files[0][0], long.pipeline_s[0])
-            keys["cache_hit_speedup"] = hit.speedup
-            details["cache_hit"] = {
-                "first_s": hit.first_s,
-                "second_s": hit.second_s,
-                "transcript_from_cache": hit.from_cache,
-                "upload_bytes": long_files[0][0].stat().st_size,
-            }
-
-            _say(f"{len(clip_files)} short clips: plain loop vs all at once through the pipeline")
-            short = await tr.compare_short_clips(
-                client, plain, engine, clip_files, clip_samples, [text for _, text in clips_with_text]
-            )
-            keys["short_clips_throughput_ratio"] = short.ratio
-            keys["short_clips_wer_pipeline"] = short.pipeline_wer
-            keys["short_clips_wer_plain"] = short.plain_wer
-            keys["short_clips_engine_throughput_ratio"] = short.engine_ratio
             details["short_clips"] = {
-                "clips": short.clips,
-                "audio_s": short.audio_s,
-                "plain_s": short.plain_s,
-                "pipeline_s": short.pipeline_s,
-                "plain_rtfx": short.audio_s / short.plain_s,
-                "pipeline_rtfx": short.audio_s / short.pipeline_s,
-                "pipeline_mean_stage_timings_ms": short.mean_timings_ms,
-                "pipeline_batches": short.batches,
-                "engine_plain_s": short.engine_plain_s,
-                "engine_shared_s": short.engine_shared_s,
-                "profile_plain_loop": short.profile_plain,
-                "profile_shared_batches": short.profile_shared,
+                "repeats": [
+                    {
+                        "clips": c.clips,
+                        "order": list(c.order),
+                        "audio_s": c.audio_s,
+                        "plain_s": c.plain_s,
+                        "pipeline_s": c.pipeline_s,
+                        "plain_rtfx": c.audio_s / c.plain_s,
+                        "pipeline_rtfx": c.audio_s / c.pipeline_s,
+                        "wer_pipeline": c.pipeline_wer,
+                        "wer_plain": c.plain_wer,
+                        "pipeline_mean_stage_timings_ms": c.mean_timings_ms,
+                        "pipeline_batches": c.batches,
+                        "engine_plain_s": c.engine_plain_s,
+                        "engine_shared_s": c.engine_shared_s,
+                        "engine_wer_plain": c.engine_plain_wer,
+                        "engine_wer_shared": c.engine_shared_wer,
+                        "profile_plain_loop": c.profile_plain,
+                        "profile_shared_batches": c.profile_shared,
+                    }
+                    for c in shorts
+                ]
             }
 
             _say("CreateTask latency")
@@ -348,15 +436,35 @@ def _met(key: str, value: float) -> bool | None:
     return value >= target if sense == "min" else value <= target
 
 
-def _table(keys: dict[str, Any]) -> str:
-    lines = [f"{'key':<48} {'value':>12} {'target':>8}  met", "-" * 76]
+def _table(keys: dict[str, Any], spreads: dict[str, dict[str, Any]]) -> str:
+    """One line per key; a figure measured in several repeats shows its median, then [min-max]."""
+    lines = [f"{'key':<40} {'value':>10} {'[min-max] of repeats':>24} {'target':>8}  met", "-" * 92]
     for key, value in keys.items():
         target, sense = TARGETS.get(key, (None, None))
         met = _met(key, value)
         shown = "" if target is None else (">= " if sense == "min" else "<= ") + f"{target:g}"
         mark = {True: "yes", False: "NO", None: ""}[met]
-        lines.append(f"{key:<48} {value:>12.3f} {shown:>8}  {mark}")
+        figure = spreads.get(key)
+        span = ""
+        if figure is not None and len(figure["values"]) > 1:
+            span = f"[{figure['min']:.3f}-{figure['max']:.3f}] x{len(figure['values'])}"
+        lines.append(f"{key:<40} {value:>10.3f} {span:>24} {shown:>8}  {mark}")
     return "\n".join(lines)
+
+
+def _at_least_one(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _merged_details(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A partial run's details over the earlier file's; the spreads merge key by key, so a part run
+    alone keeps the other parts' ranges."""
+    merged = {**previous, **new}
+    merged["spreads"] = {**previous.get("spreads", {}), **new.get("spreads", {})}
+    return merged
 
 
 async def main(argv: Sequence[str] | None = None) -> int:
@@ -369,6 +477,18 @@ async def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", default="", help="model directory or name; default: the bundled tiny.en")
     parser.add_argument("--long-s", type=float, default=300.0, help="length of the long recordings (s)")
     parser.add_argument("--clips", type=int, default=100, help="short clips submitted at once")
+    parser.add_argument(
+        "--repeats",
+        type=_at_least_one,
+        default=3,
+        help="interleaved repeats of each transcription comparison (median and min-max reported)",
+    )
+    parser.add_argument(
+        "--cache-repeats",
+        type=_at_least_one,
+        default=20,
+        help="cached uploads timed for the cache-hit p50/p99",
+    )
     parser.add_argument("--rows", type=int, default=1_000_000, help="tasks in the ListTasks table")
     parser.add_argument("--rss-s", type=float, default=3600.0, help="memory test recording length (s)")
     parser.add_argument("--rss-timeout-s", type=float, default=900.0, help="memory test time limit (s)")
@@ -387,10 +507,14 @@ async def main(argv: Sequence[str] | None = None) -> int:
     keys: dict[str, Any] = {}
     details: dict[str, Any] = {}
     seconds: dict[str, float] = {}
+    loads: dict[str, dict[str, dict[str, float]]] = {}
     for part in parts:
         started = time.perf_counter()
+        before = load_average()
         await runners[part](args, keys, details)
+        loads[part] = {"before": before, "after": load_average()}
         seconds[part] = time.perf_counter() - started
+        _say(f"{part}: load average {before['1m']:.2f} before, {loads[part]['after']['1m']:.2f} after")
 
     previous: dict[str, Any] = {}
     if set(parts) != set(PARTS) and args.out.exists():
@@ -398,6 +522,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
     merged_keys = {**previous.get("keys", {}), **keys}
     order = [*TARGETS, *sorted(set(merged_keys) - set(TARGETS))]
     ordered_keys = {k: merged_keys[k] for k in order if k in merged_keys}
+    merged_details = _merged_details(previous.get("details", {}), details)
     report = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "parts_run": parts,
@@ -409,12 +534,13 @@ async def main(argv: Sequence[str] | None = None) -> int:
             if k in merged_keys and TARGETS[k][0] is not None
         },
         "seconds_by_part": {**previous.get("seconds_by_part", {}), **seconds},
-        "details": {**previous.get("details", {}), **details},
+        "load_average_by_part": {**previous.get("load_average_by_part", {}), **loads},
+        "details": merged_details,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
     print()
-    print(_table(ordered_keys))
+    print(_table(ordered_keys, merged_details["spreads"]))
     print(f"\nwritten to {args.out}")
     return 0
 

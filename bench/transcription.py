@@ -26,6 +26,7 @@ from faster_whisper import BatchedInferencePipeline, WhisperModel
 from faster_whisper.vad import VadOptions
 
 from bench import wer
+from bench.repeats import order, percentile
 from escriba.client import EscribaClient, make_spec
 from escriba.pipeline.taskpb import status_from_pb
 from escriba.transcription.batching import choose_batch_size, table_for_device
@@ -205,6 +206,7 @@ class LongComparison:
     references: list[str] = field(default_factory=list)
     plain_texts: list[str] = field(default_factory=list)
     pipeline_texts: list[str] = field(default_factory=list)
+    pipeline_runs: list[PipelineRun] = field(default_factory=list)
 
     @property
     def plain_wer(self) -> float:
@@ -234,14 +236,18 @@ def corpus_wer(references: Sequence[str], texts: Sequence[str]) -> float:
 
 
 async def compare_long(
-    client: EscribaClient, plain: PlainWhisper, recordings: Sequence[tuple[Path, float, str]]
+    client: EscribaClient,
+    plain: PlainWhisper,
+    recordings: Sequence[tuple[Path, float, str]],
+    *,
+    repeat: int = 0,
 ) -> LongComparison:
-    """Each recording once each way, alternating which side goes first so drift in the machine's load
-    falls on both; the text of each side is kept for its WER."""
+    """Each recording once each way, alternating which side goes first (from recording to recording,
+    and from one ``repeat`` to the next) so drift in the machine's load falls on both; the text of each
+    side is kept for its WER."""
     result = LongComparison([], [], [])
     for index, (path, audio_s, reference) in enumerate(recordings):
-        order = ("plain", "pipeline") if index % 2 == 0 else ("pipeline", "plain")
-        for side in order:
+        for side in order(repeat + index, "plain", "pipeline"):
             if side == "plain":
                 started = time.perf_counter()
                 text = await asyncio.to_thread(plain.transcribe, str(path), audio_s)
@@ -249,6 +255,7 @@ async def compare_long(
                 result.plain_texts.append(text)
             else:
                 run = await through_pipeline(client, path)
+                result.pipeline_runs.append(run)
                 result.pipeline_s.append(run.seconds)
                 result.pipeline_timings_ms.append(run.timings_ms)
                 result.pipeline_texts.append(run.text)
@@ -271,6 +278,9 @@ class ShortClipsComparison:
     profile_shared: dict[str, float]
     plain_wer: float = 0.0
     pipeline_wer: float = 0.0
+    engine_plain_wer: float = 0.0
+    engine_shared_wer: float = 0.0
+    order: tuple[str, str] = ("plain", "pipeline")
 
     @property
     def ratio(self) -> float:
@@ -288,40 +298,64 @@ async def compare_short_clips(
     clips: Sequence[tuple[Path, float]],
     samples: Sequence[npt.NDArray[np.float32]],
     references: Sequence[str],
+    *,
+    plain_first: bool = True,
 ) -> ShortClipsComparison:
-    """The clips through plain faster-whisper one after another, then all at once through the
-    pipeline; then the same two ways on decoded samples, model calls timed, to separate the engine's
-    gain from the pipeline's cost."""
+    """The clips through plain faster-whisper one after another and all at once through the pipeline;
+    then the same two ways on decoded samples, model calls timed, to separate the engine's gain from
+    the pipeline's cost. ``plain_first`` says which side goes first in both pairs (a repeat flips it)."""
     audio_s = sum(seconds for _, seconds in clips)
-    started = time.perf_counter()
-    plain_texts = [await asyncio.to_thread(plain.transcribe, str(path), seconds) for path, seconds in clips]
-    plain_s = time.perf_counter() - started
 
-    batcher = engine.batcher
-    before = batcher.stats if batcher is not None else None
-    pipeline_s, runs = await many_through_pipeline(client, [p for p, _ in clips])
-    after = batcher.stats if batcher is not None else None
-    batches = {"model_calls": 0.0, "windows": 0.0, "mean_batch": 0.0, "largest_batch": 0.0}
-    if before is not None and after is not None and after.batches > before.batches:
-        calls, windows = after.batches - before.batches, after.items - before.items
-        batches = {
-            "model_calls": float(calls),
-            "windows": float(windows),
-            "mean_batch": windows / calls,
-            "largest_batch": float(after.largest),
-        }
+    async def plain_files() -> tuple[float, list[str]]:
+        started = time.perf_counter()
+        texts = [await asyncio.to_thread(plain.transcribe, str(path), seconds) for path, seconds in clips]
+        return time.perf_counter() - started, texts
+
+    async def pipeline_files() -> tuple[float, list[PipelineRun], dict[str, float]]:
+        batcher = engine.batcher
+        before = batcher.stats if batcher is not None else None
+        seconds, runs = await many_through_pipeline(client, [p for p, _ in clips])
+        after = batcher.stats if batcher is not None else None
+        batches = {"model_calls": 0.0, "windows": 0.0, "mean_batch": 0.0, "largest_batch": 0.0}
+        if before is not None and after is not None and after.batches > before.batches:
+            calls, windows = after.batches - before.batches, after.items - before.items
+            batches = {
+                "model_calls": float(calls),
+                "windows": float(windows),
+                "mean_batch": windows / calls,
+                "largest_batch": float(after.largest),
+            }
+        return seconds, runs, batches
+
+    async def plain_samples() -> tuple[float, list[str], dict[str, float]]:
+        with timing(plain.model) as timed:
+            started = time.perf_counter()
+            texts = [
+                await asyncio.to_thread(plain.transcribe, clip, seconds)
+                for clip, (_, seconds) in zip(samples, clips, strict=True)
+            ]
+            seconds_taken = time.perf_counter() - started
+        return seconds_taken, texts, profile_of(timed, seconds_taken)
+
+    async def shared_samples() -> tuple[float, list[str], dict[str, float]]:
+        with timing(engine.model) as timed:
+            started = time.perf_counter()
+            results = await asyncio.gather(*(engine.transcribe_async(clip) for clip in samples))
+            seconds_taken = time.perf_counter() - started
+        return seconds_taken, [r.text for r in results], profile_of(timed, seconds_taken)
+
+    if plain_first:
+        plain_s, plain_texts = await plain_files()
+        pipeline_s, runs, batches = await pipeline_files()
+        engine_plain_s, engine_plain_texts, profile_plain = await plain_samples()
+        engine_shared_s, engine_shared_texts, profile_shared = await shared_samples()
+    else:
+        pipeline_s, runs, batches = await pipeline_files()
+        plain_s, plain_texts = await plain_files()
+        engine_shared_s, engine_shared_texts, profile_shared = await shared_samples()
+        engine_plain_s, engine_plain_texts, profile_plain = await plain_samples()
     keys = runs[0].timings_ms.keys()
     mean_timings = {k: float(np.mean([r.timings_ms[k] for r in runs])) for k in keys}
-
-    with timing(plain.model) as timed_plain:
-        started = time.perf_counter()
-        for clip, (_, seconds) in zip(samples, clips, strict=True):
-            await asyncio.to_thread(plain.transcribe, clip, seconds)
-        engine_plain_s = time.perf_counter() - started
-    with timing(engine.model) as timed_shared:
-        started = time.perf_counter()
-        await asyncio.gather(*(engine.transcribe_async(clip) for clip in samples))
-        engine_shared_s = time.perf_counter() - started
     return ShortClipsComparison(
         clips=len(clips),
         audio_s=audio_s,
@@ -331,25 +365,57 @@ async def compare_short_clips(
         engine_shared_s=engine_shared_s,
         mean_timings_ms=mean_timings,
         batches=batches,
-        profile_plain=profile_of(timed_plain, engine_plain_s),
-        profile_shared=profile_of(timed_shared, engine_shared_s),
+        profile_plain=profile_plain,
+        profile_shared=profile_shared,
         plain_wer=corpus_wer(references, plain_texts),
         pipeline_wer=corpus_wer(references, [run.text for run in runs]),
+        engine_plain_wer=corpus_wer(references, engine_plain_texts),
+        engine_shared_wer=corpus_wer(references, engine_shared_texts),
+        order=("plain", "pipeline") if plain_first else ("pipeline", "plain"),
     )
 
 
 @dataclass
 class CacheHit:
+    """A recording uploaded again after its first run: every stage's cache answers."""
+
     first_s: float
-    second_s: float
+    cached_s: list[float]
     from_cache: bool
+    first_wer: float
+    cached_wer: float
+
+    @property
+    def p50_ms(self) -> float:
+        return percentile(self.cached_s, 50) * 1000.0
+
+    @property
+    def p99_ms(self) -> float:
+        return percentile(self.cached_s, 99) * 1000.0
 
     @property
     def speedup(self) -> float:
-        return self.first_s / self.second_s
+        """The first run over the median cached one (the first moves with the machine's speed; the
+        absolute latencies are the figure to compare between runs)."""
+        return self.first_s / percentile(self.cached_s, 50)
 
 
-async def cache_hit(client: EscribaClient, path: Path, first_s: float) -> CacheHit:
-    """The same upload again, after a first run that took ``first_s``."""
-    run = await through_pipeline(client, path)
-    return CacheHit(first_s, run.seconds, run.task.result.transcript_from_cache)
+async def cache_hit(
+    client: EscribaClient, path: Path, first: PipelineRun, reference: str, *, times: int = 20
+) -> CacheHit:
+    """The same upload ``times`` more times, one after another, after a ``first`` run."""
+    seconds: list[float] = []
+    from_cache = True
+    text = ""
+    for _ in range(times):
+        run = await through_pipeline(client, path)
+        seconds.append(run.seconds)
+        from_cache = from_cache and run.task.result.transcript_from_cache
+        text = run.text
+    return CacheHit(
+        first_s=first.seconds,
+        cached_s=seconds,
+        from_cache=from_cache,
+        first_wer=corpus_wer([reference], [first.text]),
+        cached_wer=corpus_wer([reference], [text]),
+    )

@@ -27,14 +27,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from escriba.common.settings import load
+from escriba.transcription.batching import BatchTable
 from escriba.transcription.engine import SAMPLE_RATE_HZ, WhisperEngine
 from escriba.transcription.settings import TranscriptionSettings
 
@@ -54,6 +56,77 @@ def build_speech(clips: Sequence[npt.NDArray[np.float32]], length_s: float) -> n
             total += part.shape[0]
         index += 1
     return np.concatenate(parts)[:target]
+
+
+#: ``(length_s, batch_size) -> (best wall seconds, CPU seconds)`` of one measurement.
+Measurements = dict[tuple[float, int], tuple[float, float]]
+
+
+def measure(
+    clips: Sequence[npt.NDArray[np.float32]],
+    base: TranscriptionSettings,
+    *,
+    lengths: Sequence[float],
+    batch_sizes: Sequence[int],
+    repeats: int = 2,
+    deadline: float | None = None,
+    report: Callable[[float, int, float, float, int], None] | None = None,
+) -> Measurements:
+    """Best wall (and CPU) seconds of ``repeats`` runs for each length and batch size, through the real
+    engine. Past ``deadline`` (a ``time.monotonic()`` value) no further batch size is started, so a
+    caller with a time budget keeps what was measured."""
+    results: Measurements = {}
+    for batch in batch_sizes:
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        table = ((float("inf"), batch),)
+        engine = WhisperEngine(dataclasses.replace(base, batch_sizes_cpu=table, batch_sizes_cuda=table))
+        engine.load()
+        try:
+            engine.transcribe(clips[0])  # warm-up: first-call allocations are not what we measure
+            for length in lengths:
+                audio = build_speech(clips, length)
+                best = (float("inf"), float("inf"))
+                words = 0
+                for _ in range(repeats):
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    transcript = engine.transcribe(audio)
+                    best = min(best, (time.perf_counter() - wall, time.process_time() - cpu))
+                    words = len(transcript.text.split())
+                results[(length, batch)] = best
+                if report is not None:
+                    report(length, batch, best[0], best[1], words)
+        finally:
+            engine.close()
+    return results
+
+
+def tuned_table(results: Measurements, *, tolerance: float = 0.05) -> BatchTable:
+    """The batch table the measurements call for: for each length, the smallest batch size within
+    ``tolerance`` of the fastest (a larger one would only hold more memory and make short requests
+    wait for long ones); the longest length's row covers all longer audio. Rows that repeat the next
+    row's size are merged."""
+    lengths = sorted({length for length, _ in results})
+    if not lengths:
+        raise ValueError("no measurements")
+    chosen: list[tuple[float, int]] = []
+    for length in lengths:
+        walls = {batch: wall for (at, batch), (wall, _) in results.items() if at == length}
+        fastest = min(walls.values())
+        size = min(batch for batch, wall in walls.items() if wall <= fastest * (1.0 + tolerance))
+        chosen.append((length, size))
+    chosen[-1] = (float("inf"), chosen[-1][1])
+    merged: list[tuple[float, int]] = []
+    for row in reversed(chosen):
+        if merged and merged[-1][1] == row[1]:
+            continue  # the longer row already covers this length with the same size
+        merged.append(row)
+    return tuple(reversed(merged))
+
+
+def format_table(table: BatchTable) -> str:
+    """The table as ``ESCRIBA_TRANSCRIPTION_BATCH_SIZES_*`` spells it (``120:4,inf:8``)."""
+    return ",".join(f"{'inf' if math.isinf(up_to) else f'{up_to:g}'}:{size}" for up_to, size in table)
 
 
 def _ints(raw: str) -> list[int]:
@@ -78,39 +151,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         np.asarray(decode_audio(path, sampling_rate=SAMPLE_RATE_HZ), dtype=np.float32) for path in args.audio
     ]
     base = load(TranscriptionSettings)
-    results: dict[tuple[float, int], tuple[float, float]] = {}
-    for batch in args.batch_sizes:
-        table = ((float("inf"), batch),)
-        engine = WhisperEngine(dataclasses.replace(base, batch_sizes_cpu=table, batch_sizes_cuda=table))
-        engine.load()
-        engine.transcribe(clips[0])  # warm-up: first-call allocations are not what we measure
-        for length in args.lengths:
-            audio = build_speech(clips, length)
-            best = (float("inf"), float("inf"))
-            for _ in range(args.repeats):
-                wall, cpu = time.perf_counter(), time.process_time()
-                transcript = engine.transcribe(audio)
-                best = min(best, (time.perf_counter() - wall, time.process_time() - cpu))
-            results[(length, batch)] = best
-            print(
-                f"{length:6.0f} s  batch {batch:3d}: wall {best[0]:7.2f} s, cpu {best[1]:7.2f} s, "
-                f"{len(transcript.text.split())} words",
-                file=sys.stderr,
-                flush=True,
-            )
-        engine.close()
+
+    def report(length: float, batch: int, wall: float, cpu: float, words: int) -> None:
         print(
-            f"# model {engine.model_name}, device {engine.device}, compute {engine.compute_type}, "
-            f"threads {engine.cpu_threads}",
+            f"{length:6.0f} s  batch {batch:3d}: wall {wall:7.2f} s, cpu {cpu:7.2f} s, {words} words",
             file=sys.stderr,
+            flush=True,
         )
 
+    results = measure(
+        clips, base, lengths=args.lengths, batch_sizes=args.batch_sizes, repeats=args.repeats, report=report
+    )
     print("wall s / cpu s" + "".join(f"{'b=' + str(b):>14}" for b in args.batch_sizes))
     for length in args.lengths:
         row = "".join(
             f"{results[(length, b)][0]:7.1f} /{results[(length, b)][1]:5.1f}" for b in args.batch_sizes
         )
         print(f"{length:6.0f} s audio " + row)
+    print(f"suggested table (smallest batch within 5 % of the fastest): {format_table(tuned_table(results))}")
     return 0
 
 
