@@ -181,7 +181,9 @@ class BacklogIndex:
         self._timeout = timeout_s
         self._max_fetch = max_fetch
         self._seconds: dict[int, float] = {}
-        self._next_seq = 0
+        #: Where each filter subject's walk resumes: one cursor per subject, so a consumer with several
+        #: subjects deeper than one fetch finishes indexing instead of re-walking its first subject.
+        self._next: dict[str, int] = {}
 
     @property
     def indexed(self) -> int:
@@ -203,22 +205,26 @@ class BacklogIndex:
         )
         direct = bool(stream.config.allow_direct)
 
-        if last + 1 < self._next_seq:  # the stream was recreated: sequences start over
-            self._seconds, self._next_seq = {}, 0
+        if any(
+            seq > last + 1 for seq in self._next.values()
+        ):  # the stream was recreated: sequences start over
+            self._seconds, self._next = {}, {}
         self._seconds = {seq: s for seq, s in self._seconds.items() if seq >= first and seq > ack_floor}
         in_flight = [seq for seq in self._seconds if seq <= delivered]
         if len(in_flight) > running:
+            floor = ack_floor + 1
             present, _ = await self._walk(
-                jsm, subjects, ack_floor + 1, delivered, budget=delivered - ack_floor, direct=direct
+                jsm, {s: floor for s in subjects}, delivered, budget=delivered - ack_floor, direct=direct
             )
             for seq in in_flight:
                 if seq not in present:
                     del self._seconds[seq]
             self._seconds.update(present)
-        start = max(self._next_seq, first, ack_floor + 1)
-        found, self._next_seq = await self._walk(
-            jsm, subjects, start, last, budget=self._max_fetch, direct=direct
-        )
+        floor = max(first, ack_floor + 1)
+        starts = {subject: max(self._next.get(subject, 0), floor) for subject in subjects}
+        share = max(1, self._max_fetch // len(subjects))
+        found, resume = await self._walk(jsm, starts, last, budget=share, direct=direct)
+        self._next = resume
         self._seconds.update(found)
 
         jobs = waiting + running
@@ -235,23 +241,23 @@ class BacklogIndex:
         )
 
     async def _walk(
-        self, jsm: JetStreamManager, subjects: list[str], start: int, end: int, *, budget: int, direct: bool
-    ) -> tuple[dict[int, float], int]:
-        """Messages of ``subjects`` with sequences in [start, end], and where to resume."""
+        self, jsm: JetStreamManager, starts: dict[str, int], end: int, *, budget: int, direct: bool
+    ) -> tuple[dict[int, float], dict[str, int]]:
+        """Messages of each subject from its start up to ``end`` (at most ``budget`` per subject), and
+        where each subject's walk resumes."""
         found: dict[int, float] = {}
-        resume = end + 1
-        for subject in subjects:
-            seq = start
-            while seq <= end:
-                if len(found) >= budget:
-                    resume = min(resume, seq)
-                    break
+        resume: dict[str, int] = {}
+        for subject, start in starts.items():
+            seq, taken = start, 0
+            while seq <= end and taken < budget:
                 message = await self._next_message(jsm, subject, seq, direct=direct)
                 if message is None or message[0] > end:
+                    seq = end + 1
                     break
                 found[message[0]] = message[1]
-                seq = message[0] + 1
-        return found, max(resume, start)
+                seq, taken = message[0] + 1, taken + 1
+            resume[subject] = max(seq, start)
+        return found, resume
 
     async def _next_message(
         self, jsm: JetStreamManager, subject: str, seq: int, *, direct: bool

@@ -255,6 +255,35 @@ async def test_a_first_read_of_a_deep_queue_is_bounded_and_extrapolates(
 
 
 @pytest.mark.timeout(60)
+async def test_a_consumer_of_several_subjects_deeper_than_one_fetch_is_indexed_completely(
+    queue: JobQueue, pool: NatsPool, nats_url: str
+) -> None:
+    """Two filter subjects (a model route beside the default one), 30 jobs each, 10 gets a read: every
+    read makes progress on both, and the index ends exact instead of re-walking the first subject."""
+    await queue.create(consumer=None)
+    routed = SUBJECT + ".large-v3"
+    await queue.js.add_consumer(
+        STREAM,
+        ConsumerConfig(
+            durable_name=CONSUMER, filter_subjects=[SUBJECT, routed], ack_policy=AckPolicy.EXPLICIT
+        ),
+    )
+    for _ in range(30):
+        await queue.publish([10.0])
+        await queue.publish([100.0], subject=routed)
+    nc = await pool.connection(nats_url, Credentials(user=USER, password=PASSWORD))
+    reader = BacklogIndex(STREAM, CONSUMER, assumed_job_s=60, timeout_s=5, max_fetch=10)
+
+    seen = []
+    for tick in range(8):
+        backlog = await reader.read(nc, now=float(tick))
+        seen.append(reader.indexed)
+    assert seen[:6] == [10, 20, 30, 40, 50, 60]
+    assert backlog.jobs == 60 and backlog.seconds == pytest.approx(30 * 10.0 + 30 * 100.0)
+    assert sorted(backlog.durations) == [10.0] * 30 + [100.0] * 30
+
+
+@pytest.mark.timeout(60)
 async def test_a_missing_consumer_or_stream_is_reported_as_missing(
     queue: JobQueue, pool: NatsPool, nats_url: str
 ) -> None:
