@@ -93,6 +93,17 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_purge(args: argparse.Namespace) -> int:
+    from escriba.pipeline.retention import run_purge
+
+    report = asyncio.run(run_purge())
+    print(
+        f"purged {report.tasks} finished tasks ({report.archived_tasks} archived) and"
+        f" {report.audio_objects} stored uploads"
+    )
+    return 0
+
+
 def _cmd_settings(args: argparse.Namespace) -> int:
     from escriba.common.settings import describe
     from escriba.settings_catalog import load_all_settings, settings_markdown
@@ -358,6 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="apply the numbered SQL migrations to ESCRIBA_DATABASE_URL")
     migrate.set_defaults(func=_cmd_migrate)
+
+    purge = sub.add_parser(
+        "purge",
+        help="delete finished tasks past ESCRIBA_PURGE_RETENTION_DAYS and the uploads they still name"
+        " (safe to run anywhere, concurrently)",
+    )
+    purge.set_defaults(func=_cmd_purge)
 
     up = sub.add_parser(
         "up", help="run the whole stack locally (embedded NATS and PostgreSQL unless configured)"

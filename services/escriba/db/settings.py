@@ -116,3 +116,37 @@ class DatabaseSettings:
             "ESCRIBA_DATABASE_MIGRATIONS_DIR",
             f"is not set and neither {PACKAGED_MIGRATIONS_DIR} nor {CHECKOUT_MIGRATIONS_DIR} exists",
         )
+
+
+@settings_class
+@dataclass(frozen=True)
+class RetentionSettings:
+    """How long finished tasks are kept (``escriba purge``, the chart's purge CronJob)."""
+
+    retention_days: float = setting(
+        "ESCRIBA_PURGE_RETENTION_DAYS",
+        30.0,
+        "days a finished task (result, stage results, webhook attempts) is kept after it ended;"
+        " `escriba purge` deletes older ones",
+        check=positive,
+    )
+    archived_retention_days: float = setting(
+        "ESCRIBA_PURGE_ARCHIVED_RETENTION_DAYS",
+        7.0,
+        "days an archived task is kept after it ended (at most ESCRIBA_PURGE_RETENTION_DAYS)",
+        check=positive,
+    )
+    batch_size: int = setting(
+        "ESCRIBA_PURGE_BATCH_SIZE",
+        500,
+        "tasks one purge statement deletes (short transactions, few row locks)",
+        check=at_least(1),
+    )
+
+    def __post_init__(self) -> None:
+        if self.archived_retention_days > self.retention_days:
+            raise SettingsError(
+                "ESCRIBA_PURGE_ARCHIVED_RETENTION_DAYS",
+                f"must not exceed ESCRIBA_PURGE_RETENTION_DAYS ({self.retention_days:g}), got"
+                f" {self.archived_retention_days:g}: archiving a task would keep it longer",
+            )
