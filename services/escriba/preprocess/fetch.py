@@ -6,7 +6,8 @@ total time limit; the body is counted while it streams, so an oversized one is r
 crosses the limit (or at once, when its Content-Length says so). ``s3://bucket/key`` is read with the
 S3 SDK from the endpoint and credentials the deployment configures. Whose fault a failure is decides
 how it ends: a 404, a refused address or a body over the limit fail the task at once; a 5xx, a
-timeout or a dropped connection are retried with the stage's backoff.
+timeout or a dropped connection are retried with the stage's backoff. The body goes to a file as it
+arrives (hashed on the way), never whole into memory: it may be a gigabyte.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import asyncio
 import hashlib
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import aiohttp
 
@@ -42,7 +44,7 @@ class AudioUrlRetryableError(TransientError):
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    data: bytes
+    path: Path
     sha256: str
     filename: str
 
@@ -61,18 +63,23 @@ class AudioFetcher:
             await self._session.close()
             self._session = None
 
-    async def fetch(self, url: str, *, max_bytes: int) -> Fetched:
+    async def fetch(self, url: str, dest: Path, *, max_bytes: int) -> Fetched:
+        """Download ``url`` into the file ``dest`` (created or replaced)."""
         parts = urllib.parse.urlsplit(url)
         filename = parts.path.rstrip("/").rsplit("/", 1)[-1]
-        if parts.scheme == "s3":
-            data = await asyncio.to_thread(self._s3_get, parts.netloc, parts.path.lstrip("/"), max_bytes)
-        else:
-            data = await self._http_get(url, max_bytes)
-        return Fetched(data, hashlib.sha256(data).hexdigest(), urllib.parse.unquote(filename))
+        sink = _HashingFile(await asyncio.to_thread(dest.open, "wb"))
+        try:
+            if parts.scheme == "s3":
+                await asyncio.to_thread(self._s3_get, parts.netloc, parts.path.lstrip("/"), max_bytes, sink)
+            else:
+                await self._http_get(url, max_bytes, sink)
+        finally:
+            await asyncio.to_thread(sink.file.close)
+        return Fetched(dest, sink.digest.hexdigest(), urllib.parse.unquote(filename))
 
     # http(s) ----------------------------------------------------------------------------------------
 
-    async def _http_get(self, url: str, max_bytes: int) -> bytes:
+    async def _http_get(self, url: str, max_bytes: int, sink: _HashingFile) -> None:
         if self._session is None:
             self._session = client_session(self._outbound, total_timeout_s=self._settings.total_timeout_s)
         try:
@@ -87,14 +94,12 @@ class AudioFetcher:
                         f"the audio URL's body is {response.content_length} bytes;"
                         f" the limit is {max_bytes} bytes"
                     )
-                body = bytearray()
                 async for chunk in response.content.iter_chunked(READ_CHUNK_BYTES):
-                    body.extend(chunk)
-                    if len(body) > max_bytes:
+                    await asyncio.to_thread(sink.write, chunk)
+                    if sink.size > max_bytes:
                         raise UploadTooLargeError(
                             f"the audio URL's body exceeds the limit of {max_bytes} bytes"
                         )
-                return bytes(body)
         except TimeoutError as exc:
             raise AudioUrlRetryableError(
                 f"the audio URL did not finish within {self._settings.total_timeout_s:g} s"
@@ -140,7 +145,7 @@ class AudioFetcher:
             )
         return self._s3
 
-    def _s3_get(self, bucket: str, key: str, max_bytes: int) -> bytes:
+    def _s3_get(self, bucket: str, key: str, max_bytes: int, sink: _HashingFile) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         where = f"s3://{bucket}/{key}"
@@ -150,12 +155,10 @@ class AudioFetcher:
             if size > max_bytes:
                 reply["Body"].close()
                 raise UploadTooLargeError(f"{where} is {size} bytes; the limit is {max_bytes} bytes")
-            body = bytearray()
             for chunk in reply["Body"].iter_chunks(READ_CHUNK_BYTES):
-                body.extend(chunk)
-                if len(body) > max_bytes:
+                sink.write(chunk)
+                if sink.size > max_bytes:
                     raise UploadTooLargeError(f"{where} exceeds the limit of {max_bytes} bytes")
-            return bytes(body)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
@@ -164,3 +167,17 @@ class AudioFetcher:
             raise AudioUrlError(f"{where}: S3 answered {code or status}") from exc
         except BotoCoreError as exc:
             raise AudioUrlRetryableError(f"{where}: {exc}") from exc
+
+
+class _HashingFile:
+    """A download's file, with the sha256 and size of what was written."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self.file = file
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self.file.write(chunk)
+        self.digest.update(chunk)
+        self.size += len(chunk)

@@ -2,14 +2,18 @@
 
 The upload is received with its byte limit enforced while streaming, the engine runs in a worker thread
 (PyAV and numpy release the GIL), and the canonical audio streams back in chunks so no single message
-approaches the gRPC size limit.
+approaches the gRPC size limit. The canonical audio is written to a temporary file and read back chunk
+by chunk, so the reply holds a megabyte at a time, not the recording.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 
@@ -40,20 +44,28 @@ class PreprocessServicer(preprocess_pb2_grpc.PreprocessServiceServicer):
         config = upload.config or preprocess_pb2.PreprocessConfig()
         target = config.target_lufs if config.HasField("target_lufs") else None
         encoding = encoding_from_pb(config.output_encoding)
-        async with self._slots:
-            started = time.perf_counter()
-            with metrics.IN_FLIGHT.labels(STAGE).track_inprogress():
-                result = await asyncio.to_thread(
-                    self.engine.run,
-                    upload.data,
-                    filename=config.filename,
-                    target_lufs=target,
-                    encoding=encoding,
-                )
-        elapsed = time.perf_counter() - started
-        metrics.STAGE_LATENCY.labels(STAGE).observe(elapsed)
-        metrics.record_work(STAGE, audio_s=result.info.duration_s, elapsed_s=elapsed)
-        yield preprocess_pb2.PreprocessResponse(info=audio_info_to_pb(result.info))
-        audio = result.audio
-        for offset in range(0, len(audio), OUTPUT_CHUNK_BYTES):
-            yield preprocess_pb2.PreprocessResponse(chunk=audio[offset : offset + OUTPUT_CHUNK_BYTES])
+        work = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="escriba-preprocess-rpc-"))
+        try:
+            output = work / "canonical"
+            async with self._slots:
+                started = time.perf_counter()
+                with metrics.IN_FLIGHT.labels(STAGE).track_inprogress():
+                    info = await asyncio.to_thread(
+                        self.engine.preprocess,
+                        upload.data,
+                        output,
+                        filename=config.filename,
+                        target_lufs=target,
+                        encoding=encoding,
+                        work_dir=work,
+                    )
+            del upload
+            elapsed = time.perf_counter() - started
+            metrics.STAGE_LATENCY.labels(STAGE).observe(elapsed)
+            metrics.record_work(STAGE, audio_s=info.duration_s, elapsed_s=elapsed)
+            yield preprocess_pb2.PreprocessResponse(info=audio_info_to_pb(info))
+            with output.open("rb") as audio:
+                while chunk := await asyncio.to_thread(audio.read, OUTPUT_CHUNK_BYTES):
+                    yield preprocess_pb2.PreprocessResponse(chunk=chunk)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, work, True)
