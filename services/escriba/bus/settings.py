@@ -9,7 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from escriba.bus.names import BusNames, prefix_problem
-from escriba.common.settings import SettingsError, at_least, between, positive, setting, settings_class
+from escriba.common.settings import (
+    SettingsError,
+    at_least,
+    between,
+    positive,
+    resolve_secret_file,
+    setting,
+    settings_class,
+)
 
 DAY_S = 86_400.0
 MIB = 1024**2
@@ -78,6 +86,17 @@ class NatsSettings:
     user: str = setting("ESCRIBA_NATS_USER", "", "NATS user name; empty = none")
     password: str = setting("ESCRIBA_NATS_PASSWORD", "", "NATS password (with ESCRIBA_NATS_USER)")
     token: str = setting("ESCRIBA_NATS_TOKEN", "", "NATS auth token; empty = none")
+    user_file: str = setting(
+        "ESCRIBA_NATS_USER_FILE", "", "file holding the NATS user name (instead of ESCRIBA_NATS_USER)"
+    )
+    password_file: str = setting(
+        "ESCRIBA_NATS_PASSWORD_FILE",
+        "",
+        "file holding the NATS password (instead of ESCRIBA_NATS_PASSWORD: a mounted Secret)",
+    )
+    token_file: str = setting(
+        "ESCRIBA_NATS_TOKEN_FILE", "", "file holding the NATS auth token (instead of ESCRIBA_NATS_TOKEN)"
+    )
     connect_timeout_s: float = setting(
         "ESCRIBA_NATS_CONNECT_TIMEOUT_S", 5.0, "seconds one connection attempt may take", check=positive
     )
@@ -252,6 +271,9 @@ class NatsSettings:
     )
 
     def __post_init__(self) -> None:
+        for name in ("user", "password", "token"):
+            variable = f"ESCRIBA_NATS_{name.upper()}"
+            resolve_secret_file(self, name, variable, f"{name}_file", f"{variable}_FILE")
         # Checks that involve two variables; each names the one to change.
         if self.heartbeat_s >= self.ack_wait_s:
             raise SettingsError(

@@ -209,3 +209,36 @@ def load(cls: type[T], environ: Mapping[str, str] | None = None) -> T:
                 raise SettingsError(name, problem)
         values[f.name] = value
     return cls(**values)
+
+
+def secret_file_text(variable: str, path: str) -> str:
+    """The text of a mounted Secret named by a ``*_FILE`` setting, without the newline Secrets often
+    end with; an unreadable or empty file fails start-up naming the variable (never the content)."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as exc:
+        raise SettingsError(variable, f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8").strip("\r\n")
+    except UnicodeDecodeError as exc:
+        raise SettingsError(variable, f"{path} is not UTF-8 text") from exc
+    if not text:
+        raise SettingsError(variable, f"{path} is empty")
+    return text
+
+
+def resolve_secret_file(
+    obj: Any, field_name: str, variable: str, file_field: str, file_variable: str
+) -> None:
+    """Fill the secret field ``field_name`` of a frozen settings object from its ``*_FILE`` twin:
+    credentials mount as files (not environment variables, which leak into `ps e`, crash dumps and
+    child processes). Setting both is refused (the same value twice is what ``dataclasses.replace``
+    of a loaded object passes, and is fine)."""
+    path = getattr(obj, file_field)
+    if not path:
+        return
+    text = secret_file_text(file_variable, path)
+    if getattr(obj, field_name) not in ("", text):
+        raise SettingsError(file_variable, f"set {variable} or {file_variable}, not both")
+    object.__setattr__(obj, field_name, text)

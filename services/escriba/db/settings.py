@@ -11,7 +11,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from escriba.common.settings import SettingsError, at_least, positive, setting, settings_class
+from escriba.common.settings import (
+    SettingsError,
+    at_least,
+    positive,
+    resolve_secret_file,
+    setting,
+    settings_class,
+)
 
 # Lower-case unquoted-identifier form only: it is interpolated (quoted) into DDL and search_path, so it
 # must not need escaping rules, and a typo such as "Public" should fail rather than create a new schema.
@@ -44,6 +51,12 @@ class DatabaseSettings:
         "PostgreSQL URL (postgresql://user:password@host:5432/db); empty = the local stack starts an "
         "embedded PostgreSQL",
         check=_check_url,
+    )
+    url_file: str = setting(
+        "ESCRIBA_DATABASE_URL_FILE",
+        "",
+        "file holding the PostgreSQL URL (instead of ESCRIBA_DATABASE_URL: a mounted Secret, since the URL"
+        " carries the password)",
     )
     schema: str = setting(
         "ESCRIBA_DATABASE_SCHEMA",
@@ -95,6 +108,10 @@ class DatabaseSettings:
     )
 
     def __post_init__(self) -> None:
+        resolve_secret_file(self, "url", "ESCRIBA_DATABASE_URL", "url_file", "ESCRIBA_DATABASE_URL_FILE")
+        if self.url_file and _check_url(self.url):
+            # Not the content: it holds the password.
+            raise SettingsError("ESCRIBA_DATABASE_URL_FILE", f"{self.url_file} holds no postgresql:// URL")
         if self.pool_min_size > self.pool_max_size:
             raise SettingsError(
                 "ESCRIBA_DATABASE_POOL_MIN_SIZE",
