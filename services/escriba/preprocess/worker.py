@@ -25,6 +25,7 @@ from pathlib import Path
 from escriba.bus import Job
 from escriba.common import metrics
 from escriba.pipeline.cache import count_lookup
+from escriba.pipeline.handoff import offer_file
 from escriba.pipeline.runtime import PipelineRuntime
 from escriba.pipeline.stage import StageHandler
 from escriba.pipeline.taskpb import audio_to_dict
@@ -80,6 +81,7 @@ class PreprocessStage(StageHandler[jobs_pb2.PreprocessJob]):
             info = audio_info_to_pb(result)
             header = base64.b64encode(info.SerializeToString()).decode()
             await pipeline.normalized.put_file(key, output, headers={AUDIO_INFO_HEADER: header})
+            await offer_file(info.normalized_sha256, output)  # a transcription stage here reads no store
             metrics.record_work("preprocess", audio_s=info.duration_s, elapsed_s=work_s)
         channels: list[jobs_pb2.ChannelAudio] = []
         if message.transcription.channels == "separate" and info.source_channels > 1:
@@ -141,6 +143,7 @@ class PreprocessStage(StageHandler[jobs_pb2.PreprocessJob]):
         for channel in split:
             name = f"{key}.ch{channel.channel}"
             await pipeline.normalized.put_file(name, channel.path)
+            await offer_file(channel.normalized_sha256, channel.path)
             out.append(
                 jobs_pb2.ChannelAudio(
                     channel=channel.channel, audio_object=name, normalized_sha256=channel.normalized_sha256

@@ -18,6 +18,7 @@ from escriba.common.service import run_service
 from escriba.common.settings import SettingsError, load
 from escriba.models import ModelCatalogue, ModelEntry, ModelSettings
 from escriba.pipeline.assemble import StageService, stage_components
+from escriba.pipeline.handoff import HANDOFF
 from escriba.stages import Stage
 from escriba.transcription.engine import WhisperEngine
 from escriba.transcription.servicer import SERVICE_NAME, TranscriptionServicer
@@ -91,6 +92,8 @@ def build(env: Mapping[str, str] | None = None, engine: WhisperEngine | None = N
     component = TranscriptionComponent(
         settings, engine or WhisperEngine(settings, name=entry.name if entry else "")
     )
+    if settings.local_handoff_bytes:
+        HANDOFF.enable(settings.local_handoff_bytes)
     route = catalogue.route(entry.name) if entry is not None else None
     return StageService(
         Stage.TRANSCRIPTION,

@@ -222,6 +222,14 @@ class TranscriptionSettings:
         " 5 s lose words on 8 kHz phone audio",
         check=between(1.0, MAX_SPEECH_WINDOW_S),
     )
+    local_handoff_bytes: int = setting(
+        "ESCRIBA_TRANSCRIPTION_LOCAL_HANDOFF_BYTES",
+        64 << 20,
+        "when the preprocess stage runs in the same process: canonical audio it hands over directly "
+        "instead of through the object store (bytes held at most, about 3 hours of speech per 64 MiB; "
+        "0 turns it off)",
+        check=at_least(0),
+    )
     progress_interval_s: float = setting(
         "ESCRIBA_TRANSCRIPTION_PROGRESS_INTERVAL_S",
         1.0,

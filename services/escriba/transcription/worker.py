@@ -16,6 +16,7 @@ from escriba.bus import Job
 from escriba.common import metrics
 from escriba.pipeline.budget import AudioBudget
 from escriba.pipeline.cache import MessageCache
+from escriba.pipeline.handoff import HANDOFF
 from escriba.pipeline.runtime import PipelineRuntime
 from escriba.pipeline.stage import StageHandler
 from escriba.stages import Stage
@@ -99,7 +100,7 @@ class TranscriptionStage(StageHandler[jobs_pb2.TranscribeJob]):
             transcript, from_cache, duration_ms = await self._per_channel(message, options, job)
         else:
             transcript, from_cache, duration_ms = await self._one(
-                message.audio_object, key, message.audio.duration_s, options, job, task_id
+                message.audio_object, audio_sha, key, message.audio.duration_s, options, job, task_id
             )
         write = await pipeline.repo.record_stage_result(
             task_id,
@@ -125,6 +126,7 @@ class TranscriptionStage(StageHandler[jobs_pb2.TranscribeJob]):
     async def _one(
         self,
         audio_object: str,
+        audio_sha256: str,
         key: str,
         duration_s: float,
         options: TranscriptionOptions,
@@ -134,11 +136,15 @@ class TranscriptionStage(StageHandler[jobs_pb2.TranscribeJob]):
         """One recording (or one channel of it, ``task_id`` empty: no progress events of its own):
         from the cache, or through the model."""
         pipeline = self.pipeline
+        # Audio handed over by a preprocess stage in this process is taken either way, so a cache hit
+        # leaves nothing behind; without it, the object store has the audio as always.
+        handed = HANDOFF.take(audio_sha256) if HANDOFF.enabled else None
         cached = await self.cache.get(key)
         if cached is not None:
             return cached, True, 0.0
         async with self.budget.hold(duration_s, while_waiting=job.clock.paused()):
-            data = await pipeline.normalized.get_bytes(audio_object)
+            data = handed if handed is not None else await pipeline.normalized.get_bytes(audio_object)
+            del handed
             samples = await asyncio.to_thread(decode_pcm, data)
             del data
             if task_id:
@@ -164,10 +170,13 @@ class TranscriptionStage(StageHandler[jobs_pb2.TranscribeJob]):
     ) -> tuple[transcription_pb2.Transcript, bool, float]:
         """Each distinct channel on its own (together, so their windows share batches), then merged."""
         engine = self.engine
+        if HANDOFF.enabled:
+            HANDOFF.take(message.audio.normalized_sha256)  # the mixdown, handed over but not needed
         results = await asyncio.gather(
             *(
                 self._one(
                     channel.audio_object,
+                    channel.normalized_sha256,
                     transcript_cache_key(
                         channel.normalized_sha256,
                         model=engine.model_name,
