@@ -6,6 +6,7 @@ so what one owner does to another's task would show in the row.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -203,6 +204,22 @@ async def test_requests_without_valid_credentials_are_refused(gateway: Gateway, 
                 expected = {"no token": "missing_credentials", "expired JWT": "token_expired"}
                 assert reason == expected.get(what, "invalid_token"), (what, error.details())
     assert await gateway.rows() == []  # nothing was stored for anyone
+
+
+async def test_an_unknown_caller_that_sends_nothing_is_answered_without_being_waited_for(
+    gateway: Gateway,
+) -> None:
+    """An unauthenticated CreateTask that never sends its spec used to hold an RPC slot forever (the
+    gateway drained its upload first); now it is answered within a bounded time."""
+    async with gateway.client("A" * 43) as client:
+
+        async def nothing() -> AsyncIterator[tasks_pb2.CreateTaskRequest]:
+            await asyncio.Event().wait()
+            yield tasks_pb2.CreateTaskRequest()  # pragma: no cover
+
+        async with asyncio.timeout(20):
+            error = await error_of(client.stub.CreateTask(nothing(), metadata=client.metadata))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def test_basic_credentials_are_not_a_bearer_token(gateway: Gateway) -> None:

@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from escriba.common.security import SecuritySettings, bind, server_interceptors, start_health_server
 from escriba.common.settings import at_least, between, load, positive, setting, settings_class
 from escriba.common.startup import StartupError, probe_bind
+from escriba.common.stream_guard import StreamGuard, StreamLimits
 from escriba.common.tracing import TracingInterceptor
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,34 @@ class ServerSettings:
         "ESCRIBA_GRPC_MAX_CONCURRENT_RPCS",
         256,
         "RPCs served at once before new ones are refused",
+        check=positive,
+    )
+    max_rpcs_per_peer: int = setting(
+        "ESCRIBA_GRPC_MAX_RPCS_PER_PEER",
+        192,
+        "RPCs one client address may hold at once (0: no bound); keep it below"
+        " ESCRIBA_GRPC_MAX_CONCURRENT_RPCS so one client cannot take every slot (behind a proxy, every"
+        " caller shares the proxy's address)",
+        check=at_least(0),
+    )
+    max_streams_per_connection: int = setting(
+        "ESCRIBA_GRPC_MAX_STREAMS_PER_CONNECTION",
+        100,
+        "concurrent HTTP/2 streams one connection may open (more wait at the client)",
+        check=positive,
+    )
+    stream_idle_s: float = setting(
+        "ESCRIBA_GRPC_STREAM_IDLE_S",
+        60.0,
+        "longest a client stream (an upload, reflection) may go without sending its next message, seconds;"
+        " then DEADLINE_EXCEEDED",
+        check=positive,
+    )
+    stream_max_s: float = setting(
+        "ESCRIBA_GRPC_STREAM_MAX_S",
+        7200.0,
+        "longest a streaming RPC (an upload with its Transcribe wait, WatchTask, Health.Watch) may stay"
+        " open, seconds; keep it above ESCRIBA_GATEWAY_TRANSCRIBE_TIMEOUT_S",
         check=positive,
     )
     shutdown_grace_s: float = setting(
@@ -99,6 +128,7 @@ def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
         ("grpc.keepalive_time_ms", 60_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 30_000),
+        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
     ]
 
 
@@ -113,8 +143,21 @@ class RunningServer:
     grace_s: float
     #: The plaintext health-only server for kubelet probes, when TLS is on and one is configured.
     health_server: grpc.aio.Server | None = None
+    #: Ready (components started, not stopping), and whether every RPC slot is taken (StreamGuard).
+    ready: bool = False
+    saturated: bool = False
 
     async def set_serving(self, serving: bool) -> None:
+        self.ready = serving
+        await self._publish()
+
+    async def set_saturated(self, saturated: bool) -> None:
+        """A server whose every slot is taken would refuse new work: readiness says so."""
+        self.saturated = saturated
+        await self._publish()
+
+    async def _publish(self) -> None:
+        serving = self.ready and not self.saturated
         status = (
             health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         )
@@ -158,10 +201,19 @@ async def start_server(
     """
     security = SecuritySettings.from_env() if security is None else security
     interceptors = [*interceptors, *server_interceptors(components, security)]
+    guard = StreamGuard(
+        StreamLimits(
+            max_rpcs=settings.max_concurrent_rpcs,
+            per_peer=settings.max_rpcs_per_peer,
+            idle_s=settings.stream_idle_s,
+            max_s=settings.stream_max_s,
+        )
+    )
     server = grpc.aio.server(
         options=server_options(settings),
-        # Tracing first: its server span covers the other interceptors and the servicer.
-        interceptors=[TracingInterceptor(), *interceptors],
+        # The guard first: it counts every call, health and reflection included. Then tracing: its
+        # server span covers the other interceptors and the servicer.
+        interceptors=[guard, TracingInterceptor(), *interceptors],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     health = health_aio.HealthServicer()
@@ -186,6 +238,7 @@ async def start_server(
             f"cannot listen on {address} for gRPC: {probe_bind(settings.host, wanted)}",
         )
     running = RunningServer(server, health, components, bound, settings.shutdown_grace_s)
+    guard.on_saturation = running.set_saturated
     await running.set_serving(False)
     try:
         running.health_server = await start_health_server(health, settings.host, security)

@@ -12,6 +12,8 @@ from well-behaved clients. The drain bound keeps a hostile client from holding t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
@@ -38,6 +40,8 @@ class Upload(Generic[C]):
 
 
 DRAIN_LIMIT_BYTES = 256 * 1024 * 1024
+#: Longest a refused upload is read for; an honest client sends a refused upload faster than this.
+DRAIN_TIMEOUT_S = 30.0
 
 
 async def receive_upload(
@@ -57,13 +61,18 @@ async def receive_upload(
         raise
 
 
-async def drain(requests: AsyncIterator[Any], limit: int = DRAIN_LIMIT_BYTES) -> None:
-    """Read and discard what the client still sends, up to ``limit`` bytes of messages."""
+async def drain(
+    requests: AsyncIterator[Any], limit: int = DRAIN_LIMIT_BYTES, timeout_s: float = DRAIN_TIMEOUT_S
+) -> None:
+    """Read and discard what the client still sends, up to ``limit`` bytes of messages and for at
+    most ``timeout_s``: a refused caller that keeps the stream open, or trickles, is not waited for."""
     drained = 0
-    async for request in requests:
-        drained += request.ByteSize()
-        if drained > limit:
-            return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            async for request in requests:
+                drained += request.ByteSize()
+                if drained > limit:
+                    return
 
 
 async def _collect(

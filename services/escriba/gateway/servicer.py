@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = tasks_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
 DEFAULT_PAGE_SIZE = 50
 UNAUTHENTICATED_DRAIN_BYTES = 16 * 1024 * 1024
+#: An unknown caller is not waited for: what it sends within this is read, then it is answered.
+UNAUTHENTICATED_DRAIN_S = 2.0
 
 
 class TaskStateError(PermanentError):
@@ -72,7 +74,8 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
             # Nothing is stored for an unknown caller. A little of its upload is read and discarded so
             # that an honest client with a bad token reads UNAUTHENTICATED rather than the INTERNAL
             # error grpc's asyncio client reports when refused while writing (escriba.common.upload).
-            await stream.drain(UNAUTHENTICATED_DRAIN_BYTES)
+            # Bounded in time too: a caller that sends nothing must not hold an RPC slot meanwhile.
+            await stream.drain(UNAUTHENTICATED_DRAIN_BYTES, UNAUTHENTICATED_DRAIN_S)
             raise
         try:
             spec = await read_spec(requests)

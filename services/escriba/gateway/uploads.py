@@ -18,7 +18,13 @@ from google.protobuf.message import Message
 
 from escriba.common.errors import InvalidInputError
 from escriba.common.outbound import InvalidUrlError, check_url
-from escriba.common.upload import DRAIN_LIMIT_BYTES, MalformedUploadError, UploadTooLargeError, drain
+from escriba.common.upload import (
+    DRAIN_LIMIT_BYTES,
+    DRAIN_TIMEOUT_S,
+    MalformedUploadError,
+    UploadTooLargeError,
+    drain,
+)
 from escriba.correction.convert import correction_options_from_pb
 from escriba.correction.corrector import Corrector
 from escriba.correction.settings import CorrectionSettings
@@ -146,9 +152,9 @@ class UploadStream:
             self._digest.update(request.chunk)
             yield request.chunk
 
-    async def drain(self, limit: int = DRAIN_LIMIT_BYTES) -> None:
+    async def drain(self, limit: int = DRAIN_LIMIT_BYTES, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
         """Read what the client still sends (see escriba.common.upload for why)."""
-        await drain(self.requests, limit)
+        await drain(self.requests, limit, timeout_s)
 
 
 async def read_spec(requests: AsyncIterator[tasks_pb2.CreateTaskRequest]) -> tasks_pb2.TaskSpec:
