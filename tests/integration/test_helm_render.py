@@ -87,10 +87,11 @@ def deployment(name: str, component: str) -> Manifest:
 
 
 def pod_specs(name: str) -> Iterator[tuple[str, Manifest, Manifest]]:
-    """(description, pod metadata, pod spec) of every workload: Deployments, Jobs and bare Pods."""
+    """(description, pod metadata, pod spec) of every workload: Deployments, Jobs, CronJobs, bare Pods."""
     for obj in helm.render(name):
-        if obj["kind"] in ("Deployment", "Job"):
-            template = obj["spec"]["template"]
+        if obj["kind"] in ("Deployment", "Job", "CronJob"):
+            spec = obj["spec"]["jobTemplate"]["spec"] if obj["kind"] == "CronJob" else obj["spec"]
+            template = spec["template"]
             yield helm.describe(obj), template["metadata"], template["spec"]
         elif obj["kind"] == "Pod":
             yield helm.describe(obj), obj["metadata"], obj["spec"]
@@ -426,7 +427,11 @@ def test_migrations_run_as_a_pre_install_and_pre_upgrade_hook(name: str) -> None
     assert c["args"] == ["migrate"]
     env = {e["name"]: e for e in c["env"]}
     assert env["ESCRIBA_DATABASE_MIGRATIONS_DIR"]["value"] == "/app/migrations"
-    secret_ref = env["ESCRIBA_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    assert "ESCRIBA_DATABASE_URL" not in env  # a file, not a variable
+    name_and_key = mounted_secret(
+        job["spec"]["template"]["spec"], c, env["ESCRIBA_DATABASE_URL_FILE"]["value"]
+    )
+    secret_ref = dict(zip(("name", "key"), name_and_key, strict=True))
     # A hook runs before the release's own objects exist: what it needs must be a hook that runs
     # earlier, or exist already.
     secrets = {s["metadata"]["name"]: s for s in objects(name, "Secret")}
@@ -439,9 +444,12 @@ def test_migrations_run_as_a_pre_install_and_pre_upgrade_hook(name: str) -> None
     else:
         assert secret_ref["name"] in {"escriba-db-app", "escriba-postgres"}  # existing Secrets
     assert "serviceAccountName" not in job["spec"]["template"]["spec"]
+    release_secrets = {n for n, secret in secrets.items() if not hooks(secret)}
     for volume in job["spec"]["template"]["spec"].get("volumes", []):
         if "secret" in volume:
-            assert volume["secret"]["secretName"] not in secrets, "a hook cannot mount a release Secret"
+            assert volume["secret"]["secretName"] not in release_secrets, (
+                "a hook cannot mount a release Secret"
+            )
 
 
 def test_helm_test_pod_checks_the_gateway_health() -> None:
@@ -481,11 +489,24 @@ def test_every_escriba_variable_the_chart_sets_is_one_the_code_reads(name: str) 
         assert set(data) <= SETTINGS.keys(), config_map["metadata"]["name"]
 
 
+#: Files the settings read when they load (credentials), with stand-in contents for parsing.
+SECRET_FILE_STAND_INS = {
+    "ESCRIBA_DATABASE_URL_FILE": "postgresql://escriba:secret@db:5432/escriba",
+    "ESCRIBA_NATS_USER_FILE": "escriba",
+    "ESCRIBA_NATS_PASSWORD_FILE": "secret",
+    "ESCRIBA_NATS_TOKEN_FILE": "a-token",
+}
+
+
 @pytest.mark.parametrize("name", VALUES)
-def test_the_values_the_chart_sets_parse_as_the_code_parses_them(name: str) -> None:
+def test_the_values_the_chart_sets_parse_as_the_code_parses_them(name: str, tmp_path: Path) -> None:
+    for variable, text in SECRET_FILE_STAND_INS.items():
+        (tmp_path / variable).write_text(text)
     for where, _, spec in pod_specs(name):
         for c in spec["containers"]:
             env, _ = container_env(name, spec, c)
+            # Where the Secret is mounted is checked below; here, what the rest parses to.
+            env.update({k: str(tmp_path / k) for k in SECRET_FILE_STAND_INS if k in env})
             for cls in all_settings_classes():
                 try:
                     load(cls, env)
@@ -542,12 +563,11 @@ def test_services_get_the_bus_and_the_database_from_config_and_secrets(name: str
         spec = deployment(name, component)["spec"]["template"]["spec"]
         c = container(spec, component)
         env_items = {e["name"]: e for e in c["env"]}
-        assert "ESCRIBA_DATABASE_URL" in env_items
-        assert "secretKeyRef" in env_items["ESCRIBA_DATABASE_URL"]["valueFrom"]
+        # Credentials are files from Secrets, never environment variables (checkov CKV_K8S_35).
+        assert mounted_secret(spec, c, env_items["ESCRIBA_DATABASE_URL_FILE"]["value"])
+        assert not any("secretKeyRef" in e.get("valueFrom", {}) for e in c["env"]), component
+        assert not {"ESCRIBA_DATABASE_URL", "ESCRIBA_NATS_PASSWORD", "ESCRIBA_NATS_TOKEN"} & env_items.keys()
         assert service_env(name, component)["ESCRIBA_NATS_URL"].startswith(("nats://", "tls://"))
-        for secret_name in ("ESCRIBA_NATS_PASSWORD", "ESCRIBA_NATS_TOKEN"):
-            if secret_name in env_items:
-                assert "secretKeyRef" in env_items[secret_name]["valueFrom"]
     for config_map in objects(name, "ConfigMap"):
         text = str(config_map.get("data"))
         assert "change-me" not in text and "s3cr3t" not in text, "a credential leaked into a ConfigMap"
@@ -561,10 +581,20 @@ def test_chart_managed_secrets_hold_what_the_values_give() -> None:
         e["name"]: e
         for e in container(deployment("cpu", "gateway")["spec"]["template"]["spec"], "gateway")["env"]
     }
-    assert env["ESCRIBA_NATS_USER"]["valueFrom"]["secretKeyRef"] == {
-        "name": f"{helm.RELEASE}-nats",
-        "key": "user",
-    }
+    spec = deployment("cpu", "gateway")["spec"]["template"]["spec"]
+    gateway = container(spec, "gateway")
+    assert mounted_secret(spec, gateway, env["ESCRIBA_NATS_USER_FILE"]["value"]) == (
+        f"{helm.RELEASE}-nats",
+        "user",
+    )
+    assert mounted_secret(spec, gateway, env["ESCRIBA_NATS_PASSWORD_FILE"]["value"]) == (
+        f"{helm.RELEASE}-nats",
+        "password",
+    )
+    assert mounted_secret(spec, gateway, env["ESCRIBA_DATABASE_URL_FILE"]["value"]) == (
+        f"{helm.RELEASE}-database",
+        "url",
+    )
 
     spec = deployment("autoscaling-off", "preprocess")["spec"]["template"]["spec"]
     env = {e["name"]: e for e in container(spec, "preprocess")["env"]}
@@ -577,10 +607,10 @@ def test_existing_secrets_are_referenced_and_no_secret_is_rendered() -> None:
     assert objects("existing-secrets", "Secret") == []
     spec = deployment("existing-secrets", "gateway")["spec"]["template"]["spec"]
     env = {e["name"]: e for e in container(spec, "gateway")["env"]}
-    assert env["ESCRIBA_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
-        "name": "escriba-postgres",
-        "key": "connection-url",
-    }
+    assert mounted_secret(spec, container(spec, "gateway"), env["ESCRIBA_DATABASE_URL_FILE"]["value"]) == (
+        "escriba-postgres",
+        "connection-url",
+    )
     # NATS with account JWTs (.creds from the existing Secret) and a client certificate for mTLS.
     assert "ESCRIBA_NATS_PASSWORD" not in env
     mounts = {m["name"]: m["mountPath"] for m in container(spec, "gateway")["volumeMounts"]}
@@ -1415,13 +1445,10 @@ def test_network_policy_admits_the_http_api_from_the_gateways_peers() -> None:
     for component in SERVICE_NAMES[1:]:
         policy = one("cpu", "NetworkPolicy", f"{helm.RELEASE}-{component}")
         assert policy_rules_with_port(policy, "http") == [], component
-    # Default peers: every pod of the namespace, on the HTTP port as on gRPC.
-    rendered = helm.template(None, "--set", "networkPolicy.enabled=true")
-    (policy,) = [
-        o for o in rendered if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "escriba-gateway"
-    ]
+    # Default peers: any source (the public API), on the HTTP port as on gRPC.
+    (policy,) = [o for o in objects("default", "NetworkPolicy") if o["metadata"]["name"] == "escriba-gateway"]
     (rule,) = policy_rules_with_port(policy, "http")
-    assert {"podSelector": {}} in rule["from"]
+    assert "from" not in rule
     # Without the HTTP API the policy names no port the pod lacks.
     rendered = helm.template(helm.values_files()["autoscaling-off"], "--set", "networkPolicy.enabled=true")
     (policy,) = [

@@ -29,6 +29,10 @@ dict so a key given in `config` replaces the chart's own instead of duplicating 
   "ESCRIBA_DATABASE_POOL_MAX_SIZE" (include "escriba.envValue" $v.database.poolMaxSize)
 -}}
 {{- $_ := set $data "ESCRIBA_GRPC_HEALTH_PORT" (include "escriba.envValue" $v.grpc.healthPort) }}
+{{- /* Every service creates or updates the topology at start-up, so all of them carry the caps. */}}
+{{- range $name, $bytes := $v.nats.maxBytes }}
+{{- $_ = set $data (printf "ESCRIBA_NATS_%s_MAX_BYTES" (upper $name)) (include "escriba.envValue" $bytes) }}
+{{- end }}
 {{- /* The model catalogue: every service must read the same one (the gateway refuses other models). */}}
 {{- $_ = set $data "ESCRIBA_MODELS" (include "escriba.modelsJson" .) }}
 {{- if $v.grpcTls.enabled }}

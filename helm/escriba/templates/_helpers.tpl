@@ -206,34 +206,23 @@ webhooks.secret.value), or "" when webhooks are off. */}}
 {{- end }}
 {{- end }}
 
-{{/* Environment every service and the migration Job share: the database URL and NATS credentials
-from Secrets, and the TLS files. Call with the root context. */}}
+{{/* Environment every service and the purge Job share: where the database URL and the NATS
+credentials are mounted (files from Secrets, never values in the environment), and the TLS files.
+Call with the root context. */}}
 {{- define "escriba.secretEnv" -}}
-- name: ESCRIBA_DATABASE_URL
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "escriba.databaseSecretName" . }}
-      key: {{ include "escriba.databaseSecretKey" . }}
+- name: ESCRIBA_DATABASE_URL_FILE
+  value: /var/run/escriba/database/{{ include "escriba.databaseSecretKey" . }}
 {{- $auth := include "escriba.natsAuth" . | fromJson }}
 {{- $keys := .Values.nats.auth.secretKeys }}
 {{- if $auth.userPassword }}
-- name: ESCRIBA_NATS_USER
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "escriba.natsSecretName" . }}
-      key: {{ $keys.user }}
-- name: ESCRIBA_NATS_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "escriba.natsSecretName" . }}
-      key: {{ $keys.password }}
+- name: ESCRIBA_NATS_USER_FILE
+  value: /var/run/escriba/nats/{{ $keys.user }}
+- name: ESCRIBA_NATS_PASSWORD_FILE
+  value: /var/run/escriba/nats/{{ $keys.password }}
 {{- end }}
 {{- if $auth.token }}
-- name: ESCRIBA_NATS_TOKEN
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "escriba.natsSecretName" . }}
-      key: {{ $keys.token }}
+- name: ESCRIBA_NATS_TOKEN_FILE
+  value: /var/run/escriba/nats/{{ $keys.token }}
 {{- end }}
 {{- if $auth.creds }}
 - name: ESCRIBA_NATS_CREDS_FILE
@@ -248,12 +237,35 @@ from Secrets, and the TLS files. Call with the root context. */}}
 {{- include "escriba.tlsEnv" . }}
 {{- end }}
 
+{{/* The Secret volume with the database URL. Call with (dict "root" $ "secretName" NAME). */}}
+{{- define "escriba.databaseVolume" -}}
+- name: database
+  secret:
+    secretName: {{ .secretName }}
+    defaultMode: 0440
+    items:
+      - {key: {{ include "escriba.databaseSecretKey" .root }}, path: {{ include "escriba.databaseSecretKey" .root }}}
+{{- end }}
+
 {{/* The CA bundle for Python's default TLS contexts (nats-py with tls:// URLs, aiohttp). */}}
 {{- define "escriba.caEnv" -}}
 {{- if .Values.tls.ca.secretName }}
 - name: SSL_CERT_FILE
   value: /var/run/escriba/tls-ca/{{ .Values.tls.ca.key }}
 {{- end }}
+{{- end }}
+
+{{/* PGSSLMODE: the one given, or verify-full when a CA is given (a CA that nothing checks against
+would be decoration); with a CA, modes that skip the certificate check are refused. */}}
+{{- define "escriba.databaseSslMode" -}}
+{{- $mode := .Values.tls.databaseSslMode }}
+{{- if .Values.tls.ca.secretName }}
+{{- if has $mode (list "allow" "prefer" "require") }}
+{{- fail (printf "tls.databaseSslMode %s does not verify the server's certificate although tls.ca is given: use verify-full (the default with a CA), verify-ca, or disable" $mode) }}
+{{- end }}
+{{- $mode = $mode | default "verify-full" }}
+{{- end }}
+{{- $mode }}
 {{- end }}
 
 {{/* TLS variables read by the libraries (OpenSSL for NATS, libpq's names for asyncpg). */}}
@@ -263,9 +275,9 @@ from Secrets, and the TLS files. Call with the root context. */}}
 - name: PGSSLROOTCERT
   value: /var/run/escriba/tls-ca/{{ .Values.tls.ca.key }}
 {{- end }}
-{{- if .Values.tls.databaseSslMode }}
+{{- with include "escriba.databaseSslMode" . }}
 - name: PGSSLMODE
-  value: {{ .Values.tls.databaseSslMode | quote }}
+  value: {{ . | quote }}
 {{- end }}
 {{- if .Values.tls.databaseClientCertSecret }}
 - name: PGSSLCERT
@@ -283,7 +295,10 @@ access key only on preprocess). Call with (dict "root" $ "component" X). */}}
 {{- $auth := include "escriba.natsAuth" .root | fromJson }}
 - name: tmp
   mountPath: /tmp
-{{- if $auth.creds }}
+- name: database
+  mountPath: /var/run/escriba/database
+  readOnly: true
+{{- if include "escriba.natsHasSecret" .root }}
 - name: nats-creds
   mountPath: /var/run/escriba/nats
   readOnly: true
@@ -344,14 +359,24 @@ access key only on preprocess). Call with (dict "root" $ "component" X). */}}
 - name: tmp
   emptyDir:
     sizeLimit: {{ $v.tmpSizeLimit }}
-{{- if $auth.creds }}
+{{- include "escriba.databaseVolume" (dict "root" .root "secretName" (.databaseSecret | default (include "escriba.databaseSecretName" .root))) | nindent 0 }}
+{{- if include "escriba.natsHasSecret" .root }}
+{{- $keys := $v.nats.auth.secretKeys }}
 - name: nats-creds
   secret:
     secretName: {{ include "escriba.natsSecretName" .root }}
     defaultMode: 0440
     items:
-      - key: {{ $v.nats.auth.secretKeys.creds }}
-        path: {{ $v.nats.auth.secretKeys.creds }}
+      {{- if $auth.userPassword }}
+      - {key: {{ $keys.user }}, path: {{ $keys.user }}}
+      - {key: {{ $keys.password }}, path: {{ $keys.password }}}
+      {{- end }}
+      {{- if $auth.token }}
+      - {key: {{ $keys.token }}, path: {{ $keys.token }}}
+      {{- end }}
+      {{- if $auth.creds }}
+      - {key: {{ $keys.creds }}, path: {{ $keys.creds }}}
+      {{- end }}
 {{- end }}
 {{- if $v.nats.tls.clientCertSecret }}
 - name: nats-tls
