@@ -65,10 +65,10 @@ _HASH_CHUNK = 1 << 20
 #: decoder's buffers and one-second chunks, a spool window and the limiter's copies of it, one FLAC
 #: frame, the hash's read buffer. Measured (tests/unit/test_preprocess_memory.py checks it with
 #: psutil on 10- and 60-minute files) with room to spare.
-JOB_MEMORY_BYTES: Final = 96 * 2**20
-#: And per second of audio: the loudness meter's energy of each 100 ms hop (10 float64) and the
-#: block arrays its gates build from them at the end (about four times as many).
-JOB_MEMORY_BYTES_PER_AUDIO_S: Final = 512
+JOB_MEMORY_BYTES: Final = 64 * 2**20
+#: And per second of audio: the loudness meters' energy of each 100 ms hop (10 float64 a second, the
+#: input's and a normalization pass's) and the block arrays their gates build from them at the end.
+JOB_MEMORY_BYTES_PER_AUDIO_S: Final = 2048
 #: The process itself before any job (Python, numpy, scipy, PyAV, gRPC, NATS clients), measured
 #: as ``escriba serve preprocess`` idles, rounded up.
 PROCESS_BASE_BYTES: Final = 320 * 2**20
