@@ -155,13 +155,27 @@ def test_a_repeat_that_overruns_is_cut_off_and_what_finished_is_kept() -> None:
     async def body(repeat: int) -> None:
         await asyncio.sleep(30.0)
 
-    asyncio.run(gpu._repeated("clips_100", body, 3, budget, results))
+    asyncio.run(gpu._repeated("clips_100", body, 3, budget, results, min_repeat_s=0.0))
     assert results.data["steps"]["clips_100"] == {
         "status": "cut off",
         "at_s": pytest.approx(1.5, abs=0.5),
         "repeats": 0,
         "reason": "the time budget ran out mid-repeat",
     }
+
+
+def test_no_repeat_starts_in_less_time_than_any_takes() -> None:
+    clock = FakeClock()
+    budget = gpu.Budget(25.0, clock=clock)  # 5 s past the reserve: less than a repeat's least
+    results = gpu.PartialResults(Path("/nonexistent/b.json"), Path("/nonexistent/b.txt"), budget)
+    results.write = lambda: None  # type: ignore[method-assign]
+    ran: list[int] = []
+
+    async def body(repeat: int) -> None:
+        ran.append(repeat)
+
+    asyncio.run(gpu._repeated("clips_300", body, 3, budget, results))
+    assert ran == [] and results.data["steps"]["clips_300"]["status"] == "cut off"
 
 
 def test_the_tuned_table_takes_the_smallest_batch_near_the_fastest() -> None:

@@ -73,8 +73,9 @@ def measure(
     report: Callable[[float, int, float, float, int], None] | None = None,
 ) -> Measurements:
     """Best wall (and CPU) seconds of ``repeats`` runs for each length and batch size, through the real
-    engine. Past ``deadline`` (a ``time.monotonic()`` value) no further batch size is started, so a
-    caller with a time budget keeps what was measured."""
+    engine. Past ``deadline`` (a ``time.monotonic()`` value) no further length is started, so a
+    caller with a time budget keeps what was measured (a length some sizes missed is chosen among the
+    others)."""
     results: Measurements = {}
     for batch in batch_sizes:
         if deadline is not None and time.monotonic() >= deadline:
@@ -85,6 +86,8 @@ def measure(
         try:
             engine.transcribe(clips[0])  # warm-up: first-call allocations are not what we measure
             for length in lengths:
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
                 audio = build_speech(clips, length)
                 best = (float("inf"), float("inf"))
                 words = 0
