@@ -3,6 +3,7 @@ by raw multipart requests: real speech through the real model, tokens and TLS as
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 import json
@@ -32,7 +33,9 @@ UPLOAD_LIMIT = 2 * 1024 * 1024
 async def stack(nats_server: EmbeddedNats, postgres_dsn: str) -> AsyncIterator[LocalStack]:
     config = dataclasses.replace(
         stack_config(
-            nats_server.url, postgres_dsn, env={"ESCRIBA_GATEWAY_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT)}
+            nats_server.url,
+            postgres_dsn,
+            env={"ESCRIBA_GATEWAY_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT), "ESCRIBA_HTTP_BODY_IDLE_S": "1"},
         ),
         secure=True,
         owners=("alice", "bob"),
@@ -238,6 +241,34 @@ async def test_not_multipart_is_a_400(stack: LocalStack) -> None:
     ):
         assert response.status == 400
         assert "multipart" in openai_error(await response.read())["message"]
+
+
+async def test_a_body_that_stops_arriving_is_a_408(stack: LocalStack) -> None:
+    """A client that opens an upload and then sends nothing more is answered, not waited for."""
+    boundary = "escriba-test-boundary"
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.flac"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode() + JFK.read_bytes()[:4096]
+        await asyncio.Event().wait()
+
+    async with (
+        aiohttp.ClientSession() as session,
+        asyncio.timeout(60),
+        session.post(
+            stack.http_url + "/audio/transcriptions",
+            data=stalled(),
+            headers={
+                "Authorization": f"Bearer {token(stack)}",
+                "Content-Type": f"multipart/form-data; boundary={boundary}",
+            },
+            ssl=tls(stack),
+        ) as response,
+    ):
+        assert response.status == 408
+        assert openai_error(await response.read())["code"] == "request_timeout"
 
 
 async def test_tasks_are_the_owners_own(stack: LocalStack) -> None:

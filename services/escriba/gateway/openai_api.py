@@ -10,13 +10,14 @@ response format asked for. Errors come back in OpenAI's error JSON with the matc
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import ssl
 import tempfile
-from collections.abc import AsyncIterator, Callable
-from typing import IO, Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import IO, Any, TypeVar
 
 from aiohttp import BodyPartReader, web
 
@@ -24,7 +25,7 @@ from escriba.common.errors import EscribaError, InvalidInputError, LimitExceeded
 from escriba.common.grpc_status import status_code_for
 from escriba.common.security import SecuritySettings, bearer_token
 from escriba.common.startup import StartupError, listening
-from escriba.common.upload import DRAIN_LIMIT_BYTES, UploadTooLargeError
+from escriba.common.upload import DRAIN_LIMIT_BYTES, DRAIN_TIMEOUT_S, UploadTooLargeError
 from escriba.db.models import TaskRecord
 from escriba.db.states import TaskStatus
 from escriba.gateway.auth import Authenticator
@@ -37,6 +38,8 @@ from escriba.pipeline.tasks import TaskFlow
 from escriba.subtitles import to_srt, to_vtt
 from escriba.transcript import Segment
 from escriba.v1 import tasks_pb2
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -191,10 +194,11 @@ class OpenAIApi:
             response: web.StreamResponse = await handler(request)
             return response
         except ApiError as exc:
-            await _drain(request)
+            if exc.status != 408:  # a body that stopped arriving is not waited for again
+                await _drain(request, self._http.body_idle_s)
             return exc.response()
         except EscribaError as exc:
-            await _drain(request)
+            await _drain(request, self._http.body_idle_s)
             if exc.__class__.__name__ and status_code_for(exc).name == "INTERNAL":
                 log.exception("internal error")
             return ApiError.from_escriba(exc).response()
@@ -276,7 +280,7 @@ class OpenAIApi:
         upload: SpooledUpload | None = None
         filename = ""
         while True:
-            part = await reader.next()
+            part = await self._idle(reader.next())
             if part is None:
                 break
             if not isinstance(part, BodyPartReader):
@@ -288,7 +292,7 @@ class OpenAIApi:
                 filename = part.filename or ""
                 upload = await self._spool(part)
                 continue
-            value = (await _read_field(part, name)).strip()
+            value = (await self._idle(_read_field(part, name))).strip()
             if name in ("timestamp_granularities[]", "timestamp_granularities"):
                 fields["granularities"].append(value)
             elif name in ("model", "language", "prompt", "temperature", "response_format"):
@@ -299,13 +303,24 @@ class OpenAIApi:
             raise ApiError(400, "the request has no `file` field", code="invalid_request", param="file")
         return fields, upload, filename
 
+    async def _idle(self, step: Awaitable[T]) -> T:
+        """One read of the body, bounded: a body that stops arriving is answered 408, not waited for."""
+        idle_s = self._http.body_idle_s
+        try:
+            async with asyncio.timeout(idle_s):
+                return await step
+        except TimeoutError:
+            raise ApiError(
+                408, f"the request body sent nothing for {idle_s:g} s", code="request_timeout"
+            ) from None
+
     async def _spool(self, part: BodyPartReader) -> SpooledUpload:
         limit = self._settings.max_upload_bytes
         file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)  # noqa: SIM115
         digest = hashlib.sha256()
         size = 0
         try:
-            while chunk := await part.read_chunk(READ_CHUNK_BYTES):
+            while chunk := await self._idle(part.read_chunk(READ_CHUNK_BYTES)):
                 size += len(chunk)
                 if size > limit:
                     raise UploadTooLargeError(f"upload exceeds the limit of {limit} bytes")
@@ -389,16 +404,19 @@ async def _read_field(part: BodyPartReader, name: str) -> str:
         raise ApiError(400, f"the field {name!r} is not UTF-8", code="invalid_request", param=name) from None
 
 
-async def _drain(request: web.Request) -> None:
-    """Read what the client still sends, bounded: a client that writes its whole body before reading
-    (as HTTP clients do) then reads the error instead of a connection reset."""
+async def _drain(request: web.Request, idle_s: float) -> None:
+    """Read what the client still sends, bounded in bytes and time: a client that writes its whole body
+    before reading (as HTTP clients do) then reads the error instead of a connection reset, and one
+    that trickles or stalls is answered anyway."""
     try:
         received = 0
-        while received < DRAIN_LIMIT_BYTES:
-            chunk = await request.content.readany()
-            if not chunk:
-                return
-            received += len(chunk)
+        async with asyncio.timeout(DRAIN_TIMEOUT_S):
+            while received < DRAIN_LIMIT_BYTES:
+                async with asyncio.timeout(idle_s):
+                    chunk = await request.content.readany()
+                if not chunk:
+                    return
+                received += len(chunk)
     except Exception:
         return
 

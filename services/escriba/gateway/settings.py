@@ -84,6 +84,13 @@ class HttpSettings:
         "TCP port of the OpenAI-compatible HTTP API (0: any free port); TLS and tokens as for gRPC",
         check=between(0, 65535),
     )
+    body_idle_s: float = setting(
+        "ESCRIBA_HTTP_BODY_IDLE_S",
+        60.0,
+        "longest a request body may go without sending more, seconds; then 408 (a client that opens a"
+        " request and trickles its body holds a connection and a spool file meanwhile)",
+        check=positive,
+    )
 
     @classmethod
     def from_env(cls) -> HttpSettings:
