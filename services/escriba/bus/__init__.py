@@ -12,6 +12,7 @@ from escriba.bus.errors import (
     ObjectMissingError,
     ObjectReadError,
     TopologyError,
+    WorkerDiedError,
 )
 from escriba.bus.kv import KvCache, sanitize_key
 from escriba.bus.names import DEFAULT_PREFIX, BusNames, Stage
@@ -55,6 +56,7 @@ __all__ = [
     "StoredObject",
     "Topology",
     "TopologyError",
+    "WorkerDiedError",
     "audio_duration_from_headers",
     "connect",
     "delete_topology",

@@ -23,6 +23,13 @@ class DeliveriesExhaustedError(PermanentError):
     reason = "deliveries_exhausted"
 
 
+class WorkerDiedError(PermanentError):
+    """A job's workers died while running it, as often as the stage allows (a recording that needs
+    more memory than a pod has kills every pod it is handed to): the task fails instead."""
+
+    reason = "worker_died"
+
+
 class ObjectMissingError(PermanentError):
     """An object named by a job is not in the store (expired or never written)."""
 

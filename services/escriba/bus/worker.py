@@ -8,11 +8,18 @@ the pipeline records the task as failed with the reason) and then ``term``. A jo
 on its last delivery is reported by JetStream's max-deliveries advisory, which one worker of the group
 turns into the same ``on_give_up`` call. Stopping stops pulling, lets running jobs finish within a grace
 period, and hands the rest back with an immediate nak so another replica picks them up.
+
+A job that kills its worker (a recording that needs more memory than a pod has) would otherwise be handed
+to one pod after another until its deliveries run out. With ``max_deaths``, a delivery first counts the
+earlier ones that ended without any settlement (JetStream's delivery count, less the naks of this
+consumer: every worker of the stage hears the server's nak advisories, and its own naks count at once);
+once ``max_deaths`` of them died, the task fails with that reason and the job is not run again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import datetime
@@ -31,7 +38,7 @@ from nats.aio.subscription import Subscription
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from escriba.bus.errors import DeliveriesExhaustedError, JobTimeoutError, TopologyError
+from escriba.bus.errors import DeliveriesExhaustedError, JobTimeoutError, TopologyError, WorkerDiedError
 from escriba.bus.publish import (
     MSG_ID_HEADER,
     STAGE_HEADER,
@@ -46,6 +53,13 @@ from escriba.common.logging import task_context
 log = logging.getLogger(__name__)
 
 MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}"
+NAK_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED.{stream}.{consumer}"
+#: Jobs whose naks a worker remembers (the oldest are forgotten first): far more than are ever pending.
+_REMEMBERED_JOBS = 10_000
+#: How long a delivery that looks like one death too many waits for a late nak advisory before it
+#: fails its task: the server sends advisories apart from deliveries, so an immediate hand-back's
+#: advisory may come just after the job it handed back.
+ADVISORY_GRACE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -158,9 +172,12 @@ class JobWorker:
         on_give_up: GiveUp,
         settings: NatsSettings,
         max_in_flight: int = 1,
+        max_deaths: int = 0,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        if max_deaths < 0:
+            raise ValueError(f"max_deaths must be >= 0 (0: no bound), got {max_deaths}")
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream(timeout=settings.request_timeout_s)
         self._stream = stream
@@ -175,6 +192,11 @@ class JobWorker:
         self._sub: JetStreamContext.PullSubscription | None = None
         self._advisories: Subscription | None = None
         self._fetcher: asyncio.Task[None] | None = None
+        #: Deaths tolerated per job before its task fails (0: only the delivery bound applies).
+        self._max_deaths = max_deaths
+        #: stream sequence -> the deliveries of that job that ended in a nak (retried or handed back).
+        self._naked: collections.OrderedDict[int, set[int]] = collections.OrderedDict()
+        self._nak_advisories: Subscription | None = None
 
     # Life cycle ---------------------------------------------------------------------------------
 
@@ -198,6 +220,11 @@ class JobWorker:
             queue=f"escriba-give-up-{self._stream}-{self._consumer}",
             cb=self._on_max_deliveries,
         )
+        if self._max_deaths:
+            # Every worker hears every nak (no queue group): the next delivery may come to any of them.
+            self._nak_advisories = await self._nc.subscribe(
+                NAK_ADVISORY.format(stream=self._stream, consumer=self._consumer), cb=self._on_nak
+            )
         self._fetcher = asyncio.create_task(self._fetch_loop(), name=f"fetch {self._consumer}")
         log.info(
             "worker started",
@@ -221,7 +248,7 @@ class JobWorker:
             if late:
                 log.warning("handing back %d unfinished jobs", len(late), extra={"consumer": self._consumer})
                 await asyncio.gather(*late, return_exceptions=True)
-        for sub in (self._advisories, self._sub):
+        for sub in (self._advisories, self._nak_advisories, self._sub):
             if sub is not None:
                 with contextlib.suppress(nats.errors.Error):
                     await sub.unsubscribe()
@@ -266,7 +293,7 @@ class JobWorker:
                     continue
                 for msg in msgs:
                     if self._stopping.is_set():
-                        await self._settle(msg, "hand back", lambda m: m.nak())
+                        await self._nak(msg, "hand back")
                         continue
                     try:
                         self._launch(msg)
@@ -274,7 +301,7 @@ class JobWorker:
                         log.exception(
                             "cannot start a job; handing it back", extra={"consumer": self._consumer}
                         )
-                        await self._settle(msg, "hand back", lambda m: m.nak())
+                        await self._nak(msg, "hand back")
         finally:
             stop_wait.cancel()
 
@@ -328,6 +355,15 @@ class JobWorker:
                 tracing.mark_failed(span, error)
                 await self._give_up(msg, job, error)
                 return
+            deaths = await self._deaths_before(job)
+            if self._max_deaths and deaths >= self._max_deaths:
+                died = WorkerDiedError(
+                    f"the {job.stage or self._consumer} worker died {deaths} times on this task without"
+                    " finishing it (out of memory?); it is not handed to another worker"
+                )
+                tracing.mark_failed(span, died)
+                await self._give_up(msg, job, died)
+                return
             started = time.perf_counter()
             limit_s = self._settings.job_time_limit_s(job.audio_duration_s)
             heartbeat = asyncio.create_task(self._heartbeat(msg), name="in-progress heartbeat")
@@ -339,7 +375,7 @@ class JobWorker:
             except asyncio.CancelledError:
                 # stop() ran out of grace: another replica takes the job right away.
                 span.set_attribute("escriba.handed_back", True)
-                await self._settle(msg, "hand back", lambda m: m.nak())
+                await self._nak(msg, "hand back")
                 raise
             except Exception as exc:
                 tracing.mark_failed(span, exc)
@@ -397,7 +433,7 @@ class JobWorker:
             extra={"reason": error_reason(exc), "consumer": self._consumer},
         )
         metrics.JOB_RETRIES.labels(self._consumer, error_reason(exc)).inc()
-        await self._settle(msg, "retry", lambda m: m.nak(delay=decision.delay_s))
+        await self._nak(msg, "retry", decision.delay_s)
 
     async def _give_up(self, msg: Msg, job: Job, error: BaseException) -> None:
         log.error(
@@ -412,9 +448,45 @@ class JobWorker:
             # Not recorded, so not dropped either: redeliver, and the max-deliveries advisory retries it.
             log.exception("recording the failed job failed; it will be delivered again")
             delay = retry_delay(job.meta.delivery_count, self._settings.backoff)
-            await self._settle(msg, "retry", lambda m: m.nak(delay=delay))
+            await self._nak(msg, "retry", delay)
             return
         await self._settle(msg, "term", lambda m: m.term())
+
+    async def _nak(self, msg: Msg, what: str, delay_s: float | None = None) -> None:
+        """A retry or a hand-back: remembered at once as a delivery that did not die."""
+        if not msg.is_acked:
+            self._note_nak(msg.metadata.sequence.stream, msg.metadata.num_delivered)
+        await self._settle(msg, what, lambda m: m.nak(delay=delay_s))
+
+    def _note_nak(self, stream_seq: int, delivery: int) -> None:
+        if not self._max_deaths:
+            return
+        naked = self._naked.pop(stream_seq, set())
+        naked.add(delivery)
+        self._naked[stream_seq] = naked
+        while len(self._naked) > _REMEMBERED_JOBS:
+            self._naked.popitem(last=False)
+
+    async def _on_nak(self, advisory: Msg) -> None:
+        try:
+            body: dict[str, Any] = json.loads(advisory.data)
+            self._note_nak(int(body["stream_seq"]), int(body["deliveries"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring malformed nak advisory: %s", exc)
+
+    async def _deaths_before(self, job: Job) -> int:
+        deaths = self.deaths_before(job)
+        if self._max_deaths and deaths >= self._max_deaths:
+            await asyncio.sleep(ADVISORY_GRACE_S)
+            deaths = self.deaths_before(job)
+        return deaths
+
+    def deaths_before(self, job: Job) -> int:
+        """Earlier deliveries of ``job`` that ended with no ack, nak or term: their worker died (or
+        lost its connection) while running it."""
+        earlier = job.meta.delivery_count - 1
+        naked = self._naked.get(job.meta.stream_seq, set())
+        return max(0, earlier - sum(1 for delivery in naked if delivery <= earlier))
 
     async def _settle(self, msg: Msg, what: str, action: Callable[[Msg], Awaitable[None]]) -> None:
         """Ack, nak or term; a lost reply only means JetStream redelivers (every stage is idempotent)."""

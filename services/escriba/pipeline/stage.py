@@ -33,6 +33,8 @@ M = TypeVar("M", bound=Message)
 class StageHandler(Generic[M]):
     stage: Stage
     job_type: type[M]
+    #: Worker deaths one job may cause before its task fails (0: only the delivery bound applies).
+    max_worker_deaths: int = 0
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         """A handler's job message is the registry's: a mismatch fails at import, not on a job."""
@@ -153,6 +155,7 @@ class StageWorkerComponent:
             on_give_up=self.handler.give_up,
             settings=pipeline.nats_settings,
             max_in_flight=self.max_in_flight,
+            max_deaths=self.handler.max_worker_deaths,
         )
         await self._worker.start()
 

@@ -56,6 +56,14 @@ class PreprocessSettings:
         "files decoded and normalized at once per process (count; each uses about one core)",
         check=between(1, 64),
     )
+    max_worker_deaths: int = setting(
+        "ESCRIBA_PREPROCESS_MAX_WORKER_DEATHS",
+        2,
+        "times one job may kill its worker (no ack, nak or term: killed for memory, or lost) before its"
+        " task fails with reason worker_died instead of taking down another pod (count; 0: only"
+        " ESCRIBA_NATS_MAX_DELIVER bounds it)",
+        check=between(0, 100),
+    )
     output_encoding: str = setting(
         "ESCRIBA_PREPROCESS_OUTPUT_ENCODING",
         "flac",

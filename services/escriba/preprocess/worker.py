@@ -48,6 +48,7 @@ class PreprocessStage(StageHandler[jobs_pb2.PreprocessJob]):
         super().__init__(runtime)
         self.engine = engine
         self.fetcher = fetcher
+        self.max_worker_deaths = engine.settings.max_worker_deaths
 
     async def process(self, message: jobs_pb2.PreprocessJob, job: Job) -> None:
         async with _work_dir() as work:
