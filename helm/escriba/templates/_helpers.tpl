@@ -255,13 +255,13 @@ Call with the root context. */}}
 {{- end }}
 {{- end }}
 
-{{/* PGSSLMODE: the one given, or verify-full when a CA is given (a CA that nothing checks against
-would be decoration); with a CA, modes that skip the certificate check are refused. */}}
+{{/* PGSSLMODE: the one given, or verify-full when a CA is given (without it libpq's default, prefer,
+would not even insist on TLS); with a CA, modes that skip the host name check are refused. */}}
 {{- define "escriba.databaseSslMode" -}}
 {{- $mode := .Values.tls.databaseSslMode }}
 {{- if .Values.tls.ca.secretName }}
 {{- if has $mode (list "allow" "prefer" "require") }}
-{{- fail (printf "tls.databaseSslMode %s does not verify the server's certificate although tls.ca is given: use verify-full (the default with a CA), verify-ca, or disable" $mode) }}
+{{- fail (printf "tls.databaseSslMode %s does not verify the server's host name (prefer and allow fall back to plaintext) although tls.ca is given: use verify-full (the default with a CA), verify-ca, or disable" $mode) }}
 {{- end }}
 {{- $mode = $mode | default "verify-full" }}
 {{- end }}
