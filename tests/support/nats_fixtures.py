@@ -33,6 +33,20 @@ TEST_SETTINGS: dict[str, Any] = {
     "startup_timeout_s": 10.0,
     "reconnect_wait_s": 0.2,
     "request_timeout_s": 5.0,
+    # JetStream reserves every stream's cap against its store (75% of the free disk): tests hold several
+    # topologies at once, so each gets small caps (about 1 GiB together) instead of the 7.5 GiB defaults.
+    **{
+        f"{name}_max_bytes": mib * 1024**2
+        for name, mib in (
+            ("jobs", 64),
+            ("events", 32),
+            ("webhooks", 16),
+            ("audio", 512),
+            ("normalized", 256),
+            ("transcripts", 64),
+            ("corrections", 32),
+        )
+    },
 }
 
 

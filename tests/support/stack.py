@@ -30,6 +30,19 @@ FAST_PIPELINE = {
     "ESCRIBA_DATABASE_POOL_MIN_SIZE": "1",
     "ESCRIBA_DATABASE_POOL_MAX_SIZE": "8",
     "ESCRIBA_LOG_LEVEL": "WARNING",
+    # Small stream and bucket caps: JetStream reserves them in its store, and tests run several stacks.
+    **{
+        f"ESCRIBA_NATS_{name}_MAX_BYTES": str(mib * 1024**2)
+        for name, mib in (
+            ("JOBS", 64),
+            ("EVENTS", 32),
+            ("WEBHOOKS", 16),
+            ("AUDIO", 512),
+            ("NORMALIZED", 256),
+            ("TRANSCRIPTS", 64),
+            ("CORRECTIONS", 32),
+        )
+    },
 }
 
 
