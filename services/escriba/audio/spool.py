@@ -1,10 +1,9 @@
 """Decoded samples parked on disk between the passes that need the whole recording.
 
-Loudness normalization measures the whole file before it can apply a gain (BS.1770's gates), and
-telling duplicate channels apart needs every channel to its end: both are two passes over audio that
-may be hours long. Holding it in memory made a preprocess worker's size grow with the recording's
-(about 1 GiB an hour); a spool file costs disk instead (64 kB a second of float32, 32 kB of 16-bit)
-and is read back one window at a time.
+Loudness normalization measures the whole file before it can apply a gain (BS.1770's gates): two
+passes over audio that may be hours long. Holding it in memory made a preprocess worker's size grow
+with the recording's (about 1 GiB an hour); a spool file costs disk instead (64 kB a second of
+float32) and is read back one window at a time, with the context a windowed filter needs.
 """
 
 from __future__ import annotations

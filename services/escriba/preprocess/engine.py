@@ -19,13 +19,14 @@ meeting took its pod down). :meth:`Preprocessor.preprocess` decodes in one-secon
 the canonical audio to a file as they come, measuring loudness on the way; only a normalized copy
 needs a second pass (BS.1770's gates need the whole recording before a gain can be chosen), which
 reads the decoded samples back from a spool file in the work directory. Separate channels are
-decoded once, each spooled as 16-bit, and compared by running sums. What a job holds is therefore
+decoded once, each encoded to its own file as it comes, and compared by running sums. What a job holds is therefore
 :data:`JOB_MEMORY_BYTES` plus :data:`JOB_MEMORY_BYTES_PER_AUDIO_S` per second of audio (the
 loudness meter's hop energies), whatever the format; the chart's limits are checked against it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import logging
@@ -86,8 +87,8 @@ def process_memory_bound(max_duration_s: float, jobs: int) -> int:
 
 def spool_disk_bound(max_duration_s: float, max_input_bytes: int, *, channels: int = 1) -> int:
     """The most disk one job's work directory takes (bytes): the upload, the canonical audio (16-bit,
-    never over its raw size plus headers), and the float32 spool of a normalized copy or the 16-bit
-    spools of separate channels (the larger)."""
+    never over its raw size plus headers), and the float32 spool of a normalized copy or the files of
+    separate channels (the larger; FLAC is usually far under it, silence next to nothing)."""
     samples = math.ceil(max_duration_s * SAMPLE_RATE_HZ)
     canonical = 2 * samples + 2**20
     spools = max(4 * samples, 2 * samples * max(1, min(channels, MAX_SEPARATE_CHANNELS)))
@@ -391,33 +392,34 @@ class Preprocessor:
         (the signal as recorded: per-channel transcription never normalizes). One entry or none means
         there is nothing to separate: transcribe the mixdown.
 
-        One decode keeps the channels apart; each is spooled as 16-bit in ``out_dir`` (removed once
-        encoded) while running sums find the silent and the duplicated ones.
+        One decode keeps the channels apart and encodes each into ``out_dir`` as it goes, while
+        running sums find the silent and the duplicated ones; their files are removed at the end
+        (a silent channel's FLAC is next to nothing while it lasts).
         """
         _, chosen_encoding = self._options(None, encoding)
         count = max(1, min(channels, MAX_SEPARATE_CHANNELS))
         comparer = ChannelComparer(count)
-        spools = [SampleSpool(out_dir / f"ch{index}.s16", np.int16) for index in range(count)]
-        try:
+        paths = [out_dir / f"ch{index}.{chosen_encoding}" for index in range(count)]
+        with contextlib.ExitStack() as stack:
+            writers = [stack.enter_context(PcmWriter(path, chosen_encoding)) for path in paths]
 
-            def compare_and_spool(chunk: npt.NDArray[np.float32]) -> None:
+            def compare_and_encode(chunk: npt.NDArray[np.float32]) -> None:
                 pcm = to_int16(chunk)
                 comparer.add(from_int16(pcm))
-                for index, spool in enumerate(spools):
-                    spool.append(pcm[:, index])
+                for index, writer in enumerate(writers):
+                    writer.write_int16(np.ascontiguousarray(pcm[:, index]))
 
-            self._decode(data, filename, compare_and_spool, channels=count)
-            out = []
-            for index in comparer.distinct():
-                path = out_dir / f"ch{index}.{chosen_encoding}"
-                with PcmWriter(path, chosen_encoding) as writer:
-                    for window, _, _ in spools[index].windows():
-                        writer.write_int16(np.asarray(window, dtype=np.int16))
-                out.append(ChannelFile(index, path, sha256_file(path)))
-            return out
-        finally:
-            for spool in spools:
-                spool.close()
+            try:
+                self._decode(data, filename, compare_and_encode, channels=count)
+            except BaseException:
+                for path in paths:
+                    path.unlink(missing_ok=True)
+                raise
+        kept = comparer.distinct()
+        for index, path in enumerate(paths):
+            if index not in kept:
+                path.unlink(missing_ok=True)
+        return [ChannelFile(index, paths[index], sha256_file(paths[index])) for index in kept]
 
     def cache_key(
         self, input_sha256: str, *, target_lufs: float | None = None, encoding: str | None = None
