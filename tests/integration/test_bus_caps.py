@@ -4,10 +4,12 @@ reason, and the create leaves nothing behind."""
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import grpc
 import pytest
 import pytest_asyncio
@@ -229,6 +231,19 @@ async def test_an_upload_into_a_full_audio_store_is_unavailable_and_stores_nothi
     assert await pipeline.pool.fetchval("SELECT count(*) FROM transcription_tasks") == rows
     info = await pipeline.js.stream_info(OBJ_STREAM_TEMPLATE.format(bucket=pipeline.names.audio_bucket))
     assert (info.state.bytes or 0) < MIB
+    # The OpenAI-compatible HTTP API says the same: 503, a server error worth retrying, and why.
+    form = aiohttp.FormData()
+    form.add_field("model", "whisper-1")
+    form.add_field(
+        "file", io.BytesIO(path.read_bytes()), filename="big.wav", content_type="application/octet-stream"
+    )
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(stack.http_url + "/audio/transcriptions", data=form) as response,
+    ):
+        body = await response.json()
+    assert response.status == 503, body
+    assert body["error"]["code"] == "nats_full" and body["error"]["type"] == "server_error"
 
 
 @pytest.mark.asyncio(loop_scope="module")
