@@ -132,6 +132,9 @@ escriba.workloads (component, stage, values and, for transcription, model) and "
 {{- end }}
 {{- end }}
 {{- if eq .component "preprocess" }}
+{{- $_ := set $data "ESCRIBA_PREPROCESS_MAX_CONCURRENCY" (include "escriba.envValue" $values.maxConcurrency) }}
+{{- $_ = set $data "ESCRIBA_PREPROCESS_MAX_DURATION_S" (include "escriba.envValue" $values.maxDurationSeconds) }}
+{{- $_ = set $data "ESCRIBA_PREPROCESS_MAX_INPUT_BYTES" (include "escriba.envValue" $values.maxInputBytes) }}
 {{- $urls := .root.Values.audioUrls }}
 {{- $s3 := $urls.s3 }}
 {{- if not (kindIs "invalid" $urls.fetchTimeoutSeconds) }}

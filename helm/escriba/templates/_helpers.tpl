@@ -358,7 +358,8 @@ access key only on preprocess). Call with (dict "root" $ "component" X). */}}
 {{- $auth := include "escriba.natsAuth" .root | fromJson }}
 - name: tmp
   emptyDir:
-    sizeLimit: {{ $v.tmpSizeLimit }}
+    {{- /* Preprocess spools uploads and audio there (its memory stays flat): it has its own size. */}}
+    sizeLimit: {{ (eq .component "preprocess") | ternary ($v.preprocess.tmpSizeLimit | default $v.tmpSizeLimit) $v.tmpSizeLimit }}
 {{- include "escriba.databaseVolume" (dict "root" .root "secretName" (.databaseSecret | default (include "escriba.databaseSecretName" .root))) | nindent 0 }}
 {{- if include "escriba.natsHasSecret" .root }}
 {{- $keys := $v.nats.auth.secretKeys }}
