@@ -62,6 +62,10 @@ TARGETS: dict[str, tuple[float | None, str | None]] = {
     "list_tasks_p99_ms": (None, None),
     "list_tasks_index_speedup": (None, None),
     "transcription_peak_rss_mb_60min": (None, None),
+    # Preprocess peak RSS (the process, as the worker runs one job) at three lengths: flat, not growing.
+    "preprocess_peak_rss_mb_10min": (None, None),
+    "preprocess_peak_rss_mb_60min": (None, None),
+    "preprocess_peak_rss_mb_240min": (None, None),
     "create_task_p99_ms": (None, None),
     "object_read_vs_nats_py_ratio": (None, None),
 }
@@ -394,6 +398,26 @@ async def _rss(args: argparse.Namespace, keys: dict[str, Any], details: dict[str
         "rss_after_model_load_mb": result.model_rss_mb,
         "wall_s": result.wall_s,
         "complete": result.complete,
+    }
+    _say("peak memory of preprocessing 10, 60 and 240 minutes (speech and silence, 44.1 kHz stereo MP3)")
+    runs = {}
+    with tempfile.TemporaryDirectory(prefix="escriba-bench-preprocess-rss-") as tmp:
+        for minutes in (10, 60, 240):
+            upload = rss.preprocess_input(Path(tmp) / f"{minutes}min.mp3", minutes)
+            run = await asyncio.to_thread(rss.measure_preprocess, upload, "plain")
+            upload.unlink()
+            keys[f"preprocess_peak_rss_mb_{minutes}min"] = run.peak_rss_mb
+            runs[f"{minutes}min"] = {
+                "audio_s": run.audio_s,
+                "base_rss_mb": run.base_rss_mb,
+                "peak_rss_mb": run.peak_rss_mb,
+                "growth_mb": run.growth_mb,
+                "wall_s": run.wall_s,
+            }
+    details["preprocess_rss"] = {
+        "what": "escriba.preprocess.engine.Preprocessor.preprocess from a file to a file, as the worker"
+        " runs a job; base: the process before it, codecs warmed up",
+        **runs,
     }
 
 
