@@ -112,8 +112,15 @@ class NatsPool:
     def __init__(self, *, timeout_s: float) -> None:
         self._timeout = timeout_s
         self._connections: dict[tuple[str, Credentials], NATS] = {}
+        # Autoscalers on the same NATS evaluate concurrently: without a lock per address each would open
+        # its own connection and all but the last would leak. Per address, so a dead one blocks no other.
+        self._locks: dict[tuple[str, Credentials], asyncio.Lock] = {}
 
     async def connection(self, url: str, credentials: Credentials) -> NATS:
+        async with self._locks.setdefault((url, credentials), asyncio.Lock()):
+            return await self._connect(url, credentials)
+
+    async def _connect(self, url: str, credentials: Credentials) -> NATS:
         key = (url, credentials)
         current = self._connections.get(key)
         if current is not None and current.is_connected:

@@ -101,6 +101,7 @@ def register(
         # Only our own events (scales, conditions turning bad) and kopf's warnings go to the API:
         # kopf's per-tick "handler succeeded" messages would drown them.
         settings.posting.level = logging.WARNING
+        settings.peering.lifetime = runtime.settings.peering_lifetime_s
         await runtime.start()
 
     @kopf.on.login(registry=registry)

@@ -10,6 +10,7 @@ import kopf
 
 from escriba.common.settings import SettingsError, load
 from escriba_operator.handlers import register
+from escriba_operator.peering import kopf_options
 from escriba_operator.settings import OperatorSettings
 
 
@@ -29,15 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     registry = kopf.OperatorRegistry()
     register(registry, settings)
     liveness = f"http://{settings.bind_host}:{settings.health_port}/healthz" if settings.health_port else None
-    kopf.run(
-        registry=registry,
-        standalone=settings.standalone,
-        priority=settings.priority,
-        peering_name=None if settings.standalone else settings.peering_name,  # a name makes peering mandatory
-        liveness_endpoint=liveness,
-        clusterwide=not settings.namespaces,
-        namespaces=list(settings.namespaces),
-    )
+    kopf.run(registry=registry, liveness_endpoint=liveness, **kopf_options(settings))
     return 0
 
 

@@ -23,7 +23,15 @@ class OperatorSettings:
     priority: int = setting(
         "ESCRIBA_OPERATOR_PRIORITY",
         0,
-        "peering priority of this replica (integer); a live replica with a higher one pauses this one",
+        "peering priority of this replica; a live replica with a higher one pauses this one, and equal "
+        "ones pause each other; 0: from the start time (the replica started first acts)",
+    )
+    peering_lifetime_s: int = setting(
+        "ESCRIBA_OPERATOR_PEERING_LIFETIME_S",
+        60,
+        "seconds a replica's peering entry lives without a keep-alive; a replica that died without "
+        "leaving (SIGKILL, a lost node) stops holding the others back after this",
+        check=positive,
     )
     namespaces: tuple[str, ...] = setting(
         "ESCRIBA_OPERATOR_NAMESPACES",

@@ -87,12 +87,29 @@ async def prometheus() -> AsyncIterator[Prometheus]:
 
 
 class Emulator(kmock.KubernetesEmulator):
-    """kmock's emulator plus the API server's ``generateName`` (kopf names its Events that way)."""
+    """kmock's emulator plus the API server's ``generateName`` (kopf names its Events that way) and
+    its answer to a JSON patch whose ``test`` fails (HTTP 422, nothing changed).
+
+    ``before_scale`` runs before a ``/scale`` patch is applied: another writer scaling in between.
+    """
+
+    before_scale: Callable[[], None] | None = None
 
     async def _handle(self, request: kmock.Request) -> web.StreamResponse:
         meta = request.data.get("metadata") if isinstance(request.data, dict) else None
         if request.action == kmock.action.CREATE and isinstance(meta, dict) and not meta.get("name"):
             meta["name"] = f"{meta.get('generateName', 'object-')}{next(self._names)}"
+        if request.method == "PATCH" and request.subresource == "scale" and isinstance(request.data, list):
+            if self.before_scale is not None:
+                self.before_scale()
+            current = self.objects[DEPLOYMENTS, request.namespace, request.name or ""]["spec"]["replicas"]
+            for op in request.data:
+                if op.get("op") == "test" and op.get("path") == "/spec/replicas" and op["value"] != current:
+                    message = f"the server rejected our request: test of /spec/replicas failed ({current})"
+                    return web.json_response(
+                        {"kind": "Status", "status": "Failure", "reason": "Invalid", "message": message},
+                        status=422,
+                    )
         return await super()._handle(request)
 
     _names = itertools.count(1)
