@@ -12,9 +12,10 @@ measured too, downmixing and resampling first (``aresample=16000,aformat=mono,lo
 normalizes the same mono signal Escriba does, and its output is comparable in loudness (it also has
 half the channels to filter, so it is faster than the command).
 
-Escriba's side is the whole :meth:`Preprocessor.run`: hash, decode, downmix, resample, normalize,
-limit peaks, 16-bit FLAC, hash of the output. All outputs are read back from their bytes and
-measured with the same BS.1770 meter (``escriba.audio.loudness.integrated_loudness``).
+Escriba's side is the whole :meth:`Preprocessor.preprocess`, file to file as the worker runs it:
+hash, decode, downmix, resample, normalize (two passes over a spool file), limit peaks, 16-bit FLAC,
+hash of the output. All outputs are read back from their bytes and measured with the same BS.1770
+meter (``escriba.audio.loudness.integrated_loudness``).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ import functools
 import hashlib
 import io
 import itertools
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import av
@@ -114,7 +117,13 @@ def escriba_preprocess(data: bytes) -> bytes:
     """A normalized copy (what ``loudnorm`` makes), not the pipeline's default signal-as-recorded
     canonical audio, so both sides do the same work."""
     settings = load(PreprocessSettings, {})
-    return Preprocessor(settings).run(data, filename="bench.mp3", target_lufs=settings.target_lufs).audio
+    with tempfile.TemporaryDirectory(prefix="escriba-bench-preprocess-") as tmp:
+        # As the worker runs it: canonical audio written to a file, a spool for the normalization.
+        output = Path(tmp) / "canonical.flac"
+        Preprocessor(settings).preprocess(
+            data, output, filename="bench.mp3", target_lufs=settings.target_lufs, work_dir=Path(tmp)
+        )
+        return output.read_bytes()
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
