@@ -60,6 +60,12 @@ JOB_RETRIES = Counter(
     ["stage", "reason"],
 )
 IN_FLIGHT = Gauge("escriba_in_flight_jobs", "inputs being processed right now, by stage", ["stage"])
+JOB_SLOTS = Gauge(
+    "escriba_job_slots",
+    "jobs this worker takes from its queue at once (its in-flight limit), by stage; the autoscaler's "
+    "jobs per replica and, with escriba_in_flight_jobs, its busy-slots saturation signal",
+    ["stage"],
+)
 CACHE_REQUESTS = Counter(
     "escriba_cache_requests_total", "cache lookups by cache and result (hit/miss)", ["cache", "result"]
 )

@@ -46,12 +46,9 @@ class StageService:
         metrics.init_stage_metrics(spec.name, cache=spec.cache, measures_audio=spec.measures_audio)
 
     def worker(self, runtime: PipelineRuntime, settings: WorkerSettings) -> StageWorkerComponent:
-        return StageWorkerComponent(
-            runtime,
-            self.handler(runtime),
-            max_in_flight=settings.max_in_flight or self.default_in_flight,
-            route=self.route,
-        )
+        slots = settings.max_in_flight or self.default_in_flight
+        metrics.JOB_SLOTS.labels(STAGES[self.stage].name).set(slots)  # what the autoscaler sizes with
+        return StageWorkerComponent(runtime, self.handler(runtime), max_in_flight=slots, route=self.route)
 
 
 def stage_components(service: StageService, env: Mapping[str, str] | None = None) -> list[Component]:
