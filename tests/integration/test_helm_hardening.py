@@ -226,3 +226,17 @@ def test_the_purge_cronjob_is_on_by_default_and_can_be_turned_off() -> None:
 def test_an_archived_retention_longer_than_the_retention_is_refused() -> None:
     with pytest.raises(helm.HelmError, match="archivedRetentionDays"):
         helm.template(None, "--set", "purge.retentionDays=3,purge.archivedRetentionDays=7")
+
+
+def test_notes_say_when_tasks_are_purged_and_warn_when_nothing_will_be() -> None:
+    default = helm.notes(None)
+    assert f'30 days after they end (7 when archived) by the CronJob "{helm.RELEASE}-purge"' in default
+    assert "WARNING: purge.enabled is false" not in default
+    assert "WARNING: purge.enabled is false" in helm.notes(None, "--set", "purge.enabled=false")
+
+
+def test_notes_warn_when_scraping_is_on_but_the_policies_admit_no_scraper() -> None:
+    warning = "networkPolicy.metricsFrom is\n  empty"
+    assert warning in helm.notes(None, "--set", "metrics.serviceMonitor.enabled=true")
+    assert warning not in helm.notes(helm.values_files()["cpu"])  # metricsFrom set there
+    assert warning not in helm.notes(None)  # nothing scrapes

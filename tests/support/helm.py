@@ -88,10 +88,10 @@ def template(values: Path | None, *extra: str) -> list[Manifest]:
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
-def notes(values: Path | None) -> str:
+def notes(values: Path | None, *extra: str) -> str:
     """NOTES.txt as ``helm install --dry-run=client`` prints it (no cluster is contacted)."""
     args = ["install", RELEASE, str(CHART_DIR), "--namespace", NAMESPACE, "--dry-run=client"]
-    text = _helm([*args, *(["-f", str(values)] if values else [])])
+    text = _helm([*args, *(["-f", str(values)] if values else []), *extra])
     return text.split("NOTES:", 1)[1] if "NOTES:" in text else ""
 
 
