@@ -68,3 +68,26 @@
   verbs: [get, list, watch, patch]
 {{- end }}
 {{- end }}
+
+{{/* The addresses the operator may connect to for an autoscaler (ESCRIBA_OPERATOR_ALLOWED_ENDPOINTS):
+operator.allowedEndpoints, or the release's NATS and every model's autoscaling natsUrl and
+prometheusUrl, so a user who may write a TranscriptionAutoscaler cannot point the operator (and its
+NATS credentials) at another host. */}}
+{{- define "escriba.operatorEndpoints" -}}
+{{- $list := .Values.operator.allowedEndpoints }}
+{{- if not $list }}
+{{- $list = list (urlParse (include "escriba.natsFirstUrl" .)).host }}
+{{- $out := dict }}
+{{- $_ := include "escriba.models" (dict "root" . "out" $out) }}
+{{- range $model := $out.models }}
+{{- with $model.autoscaling.natsUrl }}
+{{- $list = append $list (urlParse .).host }}
+{{- end }}
+{{- with $model.autoscaling.prometheusUrl }}
+{{- $url := urlParse . }}
+{{- $list = append $list (printf "%s://%s" $url.scheme $url.host) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $list | uniq | join "," }}
+{{- end }}
