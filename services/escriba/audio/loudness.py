@@ -123,7 +123,8 @@ class LoudnessMeter:
         self._sos = _k_weighting(rate)
         self._state = np.zeros((self._sos.shape[0], 2), dtype=np.float64)
         self._partial = np.zeros(0, dtype=np.float64)  # K-weighted samples of the unfinished hop
-        self._energies: list[npt.NDArray[np.float64]] = []
+        self._energy = np.zeros(1024, dtype=np.float64)  # of each complete hop; grows by doubling
+        self._hops = 0
         self._head: list[npt.NDArray[np.float64]] | None = []  # the raw audio while under one block
         self.samples = 0
 
@@ -145,7 +146,13 @@ class LoudnessMeter:
         whole = weighted.size - weighted.size % self._hop
         if whole:
             hops = weighted[:whole].reshape(-1, self._hop)
-            self._energies.append(np.einsum("ij,ij->i", hops, hops))
+            end = self._hops + hops.shape[0]
+            if end > self._energy.size:
+                grown = np.zeros(max(end, 2 * self._energy.size), dtype=np.float64)
+                grown[: self._hops] = self._energy[: self._hops]
+                self._energy = grown
+            self._energy[self._hops : end] = np.einsum("ij,ij->i", hops, hops)
+            self._hops = end
         self._partial = weighted[whole:].copy()
 
     def loudness(self) -> float:
@@ -156,7 +163,7 @@ class LoudnessMeter:
             weighted = signal.sosfilt(self._sos, np.concatenate(self._head))
             loudness = float(_to_lufs(float(np.mean(weighted * weighted))))
             return loudness if loudness > ABSOLUTE_GATE_LUFS else -math.inf
-        energy = np.concatenate(self._energies)
+        energy = self._energy[: self._hops]
         blocks = (energy[:-3] + energy[1:-2] + energy[2:-1] + energy[3:]) / (_BLOCK_HOPS * self._hop)
         block_lufs = _to_lufs(blocks)
         above_absolute = block_lufs > ABSOLUTE_GATE_LUFS

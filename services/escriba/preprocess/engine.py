@@ -19,9 +19,10 @@ meeting took its pod down). :meth:`Preprocessor.preprocess` decodes in one-secon
 the canonical audio to a file as they come, measuring loudness on the way; only a normalized copy
 needs a second pass (BS.1770's gates need the whole recording before a gain can be chosen), which
 reads the decoded samples back from a spool file in the work directory. Separate channels are
-decoded once, each encoded to its own file as it comes, and compared by running sums. What a job holds is therefore
-:data:`JOB_MEMORY_BYTES` plus :data:`JOB_MEMORY_BYTES_PER_AUDIO_S` per second of audio (the
-loudness meter's hop energies), whatever the format; the chart's limits are checked against it.
+decoded once, each encoded to its own file as it comes, and compared by running sums. What a job
+holds is therefore :data:`JOB_MEMORY_BYTES` plus :data:`JOB_MEMORY_BYTES_PER_AUDIO_S` per second
+of audio (the loudness meters' hop energies), whatever the format; the chart's limits are checked
+against it.
 """
 
 from __future__ import annotations
@@ -202,14 +203,6 @@ class ChannelComparer:
             if not duplicate:
                 kept.append(index)
         return kept
-
-
-def distinct_channels(channels: list[npt.NDArray[np.float32]]) -> list[int]:
-    """:meth:`ChannelComparer.distinct` of whole channels of equal length."""
-    comparer = ChannelComparer(len(channels))
-    if channels:
-        comparer.add(np.stack(channels, axis=1))
-    return comparer.distinct()
 
 
 def sha256_file(path: Path) -> str:
