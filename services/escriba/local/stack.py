@@ -35,7 +35,7 @@ from escriba.common.security import SecuritySettings, channel_credentials, open_
 from escriba.common.settings import load
 from escriba.db.migrate import run_migrations
 from escriba.db.settings import DatabaseSettings
-from escriba.local.nats import EmbeddedNats
+from escriba.local.nats import LOCAL_MAX_FILE_STORE_BYTES, EmbeddedNats
 from escriba.local.postgres import EmbeddedPostgres, free_port
 from escriba.local.secure import LOCAL_HOSTS, LocalSecurity, create_local_security
 from escriba.models import ModelSettings
@@ -142,7 +142,8 @@ class LocalStack:
         self.nats_url = merged.get("ESCRIBA_NATS_URL", "")
         self.database_url = merged.get("ESCRIBA_DATABASE_URL", "")
         if not self.nats_url:
-            self.nats = EmbeddedNats(data_dir / "nats")
+            # Room for the stream caps however full the disk: this server is one user's.
+            self.nats = EmbeddedNats(data_dir / "nats", max_file_store_bytes=LOCAL_MAX_FILE_STORE_BYTES)
             self.nats_url = await asyncio.to_thread(self.nats.start)
             log.info("embedded nats-server started", extra={"url": self.nats_url})
         if not self.database_url:
