@@ -35,7 +35,7 @@ def uploads(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
 def test_preprocess_memory_is_flat_in_duration(uploads: dict[int, Path], mode: str) -> None:
     short = rss.measure_preprocess(uploads[10], mode)
     long = rss.measure_preprocess(uploads[60], mode)
-    assert short.audio_s == pytest.approx(600, abs=2) and long.audio_s == pytest.approx(3600, abs=2)
+    assert short.audio_s == pytest.approx(600, abs=5) and long.audio_s == pytest.approx(3600, abs=5)
     assert long.peak_rss_mb < short.peak_rss_mb + FLAT_MARGIN_MB, (short, long)
     for run in (short, long):
         assert run.growth_mb * MIB <= job_memory_bound(run.audio_s), run
