@@ -160,4 +160,4 @@ class _Context:
     ],
 )
 def test_a_peer_is_its_address_not_its_port(peer: str, address: str) -> None:
-    assert peer_address(_Context(peer)) == address  # type: ignore[arg-type]
+    assert peer_address(_Context(peer)) == address
