@@ -72,13 +72,13 @@ async def test_a_job_that_kills_its_worker_fails_after_the_bound(
 
             await eventually(started, timeout_s=60, interval_s=0.05, what=f"delivery {death} to start")
             await asyncio.sleep(0.3)  # decoding now
-            victim = stack.processes["preprocess"]
-            os.kill(victim.pid, signal.SIGKILL)
-            await eventually(
-                lambda victim=victim: stack.processes["preprocess"].pid != victim.pid,
-                timeout_s=60,
-                what="preprocess to restart",
-            )
+            victim_pid = stack.processes["preprocess"].pid
+            os.kill(victim_pid, signal.SIGKILL)
+
+            def restarted(victim_pid: int = victim_pid) -> bool:
+                return stack.processes["preprocess"].pid != victim_pid
+
+            await eventually(restarted, timeout_s=60, what="preprocess to restart")
             await stack._wait_healthy("preprocess")
 
         async def failed() -> bool:

@@ -37,7 +37,8 @@ def uneven_chunks(samples: np.ndarray, seed: int = 3) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def speech() -> np.ndarray:
-    return media.long_speech(95.0)[0]
+    samples: np.ndarray = media.long_speech(95.0)[0]
+    return samples
 
 
 def test_the_meter_in_chunks_measures_what_the_whole_array_does(speech: np.ndarray) -> None:
