@@ -66,6 +66,7 @@ def test_from_env_reads_the_process_environment(monkeypatch):
         ("MAX_INPUT_BYTES", "0", ">= 1"),
         ("MAX_INPUT_BYTES", "1GiB", "cannot parse"),
         ("MAX_CONCURRENCY", "0", "between 1 and 64"),
+        ("MAX_WORKER_DEATHS", "-1", "between 0 and 100"),
         ("OUTPUT_ENCODING", "mp3", "one of flac, wav"),
     ],
 )
@@ -90,6 +91,7 @@ def test_every_variable_is_registered_with_a_unit():
             "MAX_DURATION_S",
             "MAX_INPUT_BYTES",
             "MAX_CONCURRENCY",
+            "MAX_WORKER_DEATHS",
             "OUTPUT_ENCODING",
         )
     }
