@@ -371,10 +371,11 @@ class WhisperEngine:
 
     @property
     def encoder_context(self) -> str:
-        """``full`` (30 s windows, as faster-whisper), or ``adaptive:<margin>``: part of cache keys."""
+        """``full`` (30 s windows, as faster-whisper), or ``adaptive:<margin>:narrowband-full``: part of
+        cache keys."""
         if not self._settings.adaptive_encoder_context:
             return "full"
-        return f"adaptive:{self._settings.encoder_context_margin_s:g}"
+        return f"adaptive:{self._settings.encoder_context_margin_s:g}:narrowband-full"
 
     @property
     def device(self) -> str:

@@ -212,15 +212,15 @@ class TranscriptionSettings:
         "ESCRIBA_TRANSCRIPTION_ADAPTIVE_ENCODER_CONTEXT",
         True,
         "encode a short window's own length plus a margin instead of a full 30 s (faster short clips);"
-        " `make eval` on tests/data/speech, tiny.en: 84 errors on 820 words with it and without it;"
+        " `make eval` on tests/data/speech, tiny.en: no more errors than with the full 30 s;"
         " false: always the full 30 s (measure another model with `make eval` before relying on it)",
     )
     encoder_context_margin_s: float = setting(
         "ESCRIBA_TRANSCRIPTION_ENCODER_CONTEXT_MARGIN_S",
-        15.0,
+        5.0,
         "with the adaptive encoder context: seconds of context beyond the window's speech (rounded up to"
-        " 5 s steps); `make eval` on tests/data/speech: 15 s unchanged (82 and 84 errors, 83 and 84 with the"
-        " full 30 s), 10 s and 5 s lose words on 8 kHz phone audio",
+        " 5 s steps); narrowband (telephone) windows always get the full 30 s. `make eval` on"
+        " tests/data/speech: 82 errors with 5 s, 82-84 with 15 s, 83-84 with the full 30 s",
         check=between(1.0, MAX_SPEECH_WINDOW_S),
     )
     local_handoff_bytes: int = setting(

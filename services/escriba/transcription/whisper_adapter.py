@@ -27,6 +27,7 @@ import ctranslate2
 import numpy as np
 import numpy.typing as npt
 from faster_whisper import BatchedInferencePipeline, WhisperModel
+from faster_whisper.feature_extractor import FeatureExtractor
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens, pad_or_trim
 from faster_whisper.vad import SpeechTimestampsMap, VadOptions, collect_chunks, get_speech_timestamps
@@ -68,6 +69,8 @@ class Window:
     features: npt.NDArray[np.float32]  # (n_mels, 3000): log-mel, padded like the batched pipeline's
     offset_s: float  # start within the request's speech (silence VAD removed is not counted)
     duration_s: float
+    #: Telephone-band speech (nothing above about 4 kHz): the encoder always sees its full 30 s.
+    narrowband: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +115,33 @@ CONTEXT_STEP_FRAMES = 500
 FULL_CONTEXT_FRAMES = 3000
 
 
+#: Above this many dB of power above 4.3 kHz relative to 0.3-3.5 kHz a window is wideband. On the
+#: corpus, 8 kHz recordings measure -44 to -50 dB and every wideband one -9 to -36 dB.
+NARROWBAND_HIGH_TO_MID_DB = -40.0
+
+
+def high_to_mid_db(features: npt.NDArray[np.float32], centres_hz: npt.NDArray[np.float64]) -> float:
+    """Mean power above 4.3 kHz over mean power in 0.3-3.5 kHz, in dB, from a window's normalized
+    log-mel features (faster-whisper's ``(log10(power) + 4) / 4``, floored 80 dB under the peak)."""
+    power = np.power(10.0, 4.0 * features.astype(np.float64) - 4.0)
+    high = power[centres_hz > 4300.0].mean()
+    mid = power[(centres_hz > 300.0) & (centres_hz < 3500.0)].mean()
+    return float(10.0 * np.log10(max(high, 1e-30) / max(mid, 1e-30)))
+
+
+def mel_centres_hz(extractor: FeatureExtractor) -> npt.NDArray[np.float64]:
+    """Each mel band's centre frequency (where its filter peaks)."""
+    filters = np.asarray(extractor.mel_filters)
+    frequencies = np.linspace(0.0, extractor.sampling_rate / 2, filters.shape[1])
+    return np.asarray(frequencies[np.argmax(filters, axis=1)], dtype=np.float64)
+
+
 def encoder_frames(windows: Sequence[Window], margin_s: float | None) -> int:
     """How many of the windows' 3000 feature frames the encoder sees: all of them, or (adaptive) the
     longest window's speech plus ``margin_s``, rounded up to a step. Whisper was trained on 30 s, so a
-    short context is only used where `make eval` found the transcript unchanged (see the setting)."""
-    if margin_s is None or not windows:
+    short context is only used where `make eval` found the transcript unchanged (see the setting):
+    not for narrowband windows, which lost words with a short context."""
+    if margin_s is None or not windows or any(w.narrowband for w in windows):
         return FULL_CONTEXT_FRAMES
     needed = max(w.duration_s for w in windows) + margin_s
     steps = math.ceil(needed * _FRAMES_PER_S / CONTEXT_STEP_FRAMES)
@@ -134,6 +159,7 @@ class WhisperBatchRunner:
         up to :data:`CONTEXT_STEP_FRAMES` (``None``: every window's full 30 s, as faster-whisper)."""
         self._model = model
         self._context_margin_s = context_margin_s
+        self.adaptive_context = context_margin_s is not None
         self._lock = threading.Lock()
         self._tokenizers: dict[tuple[str, str], Tokenizer] = {}
         self._suppressed: dict[tuple[str, str], list[int]] = {}
@@ -229,7 +255,9 @@ def uncovered_tail(window: Window, output: WindowOutput, *, min_s: float = TAIL_
         return None
     first = int(last_end * _FRAMES_PER_S)
     end = min(window.features.shape[-1], math.ceil(window.duration_s * _FRAMES_PER_S))
-    return Window(pad_or_trim(window.features[:, first:end]), window.offset_s + last_end, rest)
+    return Window(
+        pad_or_trim(window.features[:, first:end]), window.offset_s + last_end, rest, window.narrowband
+    )
 
 
 def prepare_request(
@@ -269,12 +297,16 @@ def prepare_request(
     lead: list[npt.NDArray[np.float32]] = []  # the first 30 s of features, for language detection
     lead_frames = 0
     audio_chunks.reverse()
+    centres = mel_centres_hz(model.feature_extractor) if runner.adaptive_context else None
     for meta in metadata if speech_duration else ():
         features = model.feature_extractor(audio_chunks.pop())[..., :-1]
         if lead_frames < model.feature_extractor.nb_max_frames:
             lead.append(features)
             lead_frames += features.shape[-1]
-        windows.append(Window(pad_or_trim(features), float(meta["offset"]), float(meta["duration"])))
+        narrowband = centres is not None and high_to_mid_db(features, centres) < NARROWBAND_HIGH_TO_MID_DB
+        windows.append(
+            Window(pad_or_trim(features), float(meta["offset"]), float(meta["duration"]), narrowband)
+        )
     if language is None:
         if not model.model.is_multilingual:
             language, probability = "en", 1.0
