@@ -6,7 +6,7 @@ its own product's defaults, because that is what an SRE would run:
 * ``escriba``: this operator's algorithm (``escriba_operator.algorithm.decide``) with the CRD's defaults:
   backlog in audio-seconds plus a per-job overhead over a drain deadline, the throughput learned from a
   lagging 5-minute rate, the GPU and busy-slots guards on signals one scrape old, scale-up 4 pods or 100 %
-  a minute with the burst mode, scale-down after a 300 s window;
+  a minute with the burst mode, scale-down after a 300 s window, pod-deletion-cost so idle pods go first;
 * ``message_count``: KEDA's NATS JetStream scaler, ``ceil(pending / lagThreshold)`` with an integer
   ``lagThreshold`` (``pending`` = undelivered + unacknowledged messages), under the HPA's default behavior
   (scale-up 4 pods or 100 % per 15 s, scale-down 100 % per 15 s after a 300 s window).
@@ -218,11 +218,18 @@ def percentile(histogram: Iterable[tuple[int, int]], q: float) -> float:
 
 
 def simulate(
-    jobs: Sequence[Job], fleet: Fleet, controller: Controller, *, seed: int = 0, durations: bool = True
+    jobs: Sequence[Job],
+    fleet: Fleet,
+    controller: Controller,
+    *,
+    seed: int = 0,
+    durations: bool = True,
+    protect_busy: bool = False,
 ) -> Outcome:
     """Event-driven replay: arrivals, pod readiness, job completions and controller ticks.
 
-    ``durations``: show the controller each job's audio-seconds (the message-count rule needs none)."""
+    ``durations``: show the controller each job's audio-seconds (the message-count rule needs none);
+    ``protect_busy``: pods carry a deletion cost from their running jobs (the operator sets it)."""
     rng = random.Random(seed * 7919 + 1)
     day_speed = fleet.slot_speed * rng.lognormvariate(0.0, fleet.day_speed_sigma)
     events: list[tuple[float, int, str, Any]] = []
@@ -334,7 +341,7 @@ def simulate(
             desired = controller(view)
             if desired != len(pods):
                 scale_events += 1
-                restarted += _scale(pods, desired, now, fleet, push, queue, rng)
+                restarted += _scale(pods, desired, now, fleet, push, queue, rng, protect_busy=protect_busy)
                 queued_s = sum(j.audio_s for j in queue)
                 running_s = sum(j.audio_s for p in pods for j, _ in p.running.values())
                 busy = sum(len(p.running) for p in pods)
@@ -360,17 +367,24 @@ def _scale(
     push: Callable[[float, str, Any], None],
     queue: deque[Job],
     rng: random.Random,
+    *,
+    protect_busy: bool = False,
 ) -> int:
-    """Add starting pods, or remove pods as a ReplicaSet does: not ready first, then the newest, busy or
-    idle. A removed worker hands its jobs back (they go to the front of the queue, their work lost).
-    Returns the number of jobs handed back."""
+    """Add starting pods, or remove pods as a ReplicaSet does: not ready first, then (``protect_busy``:
+    the lowest pod-deletion-cost, i.e. the fewest running jobs) the newest, busy or idle. A removed worker
+    hands its jobs back (they go to the front of the queue, their work lost). Returns the number of jobs
+    handed back."""
     if desired > len(pods):
         for _ in range(desired - len(pods)):
             pod = _Pod(created=now)
             pods.append(pod)
             push(now + rng.uniform(*fleet.startup_s), "ready", pod)
         return 0
-    victims = sorted(pods, key=lambda p: (p.ready, -p.created))[: len(pods) - desired]
+
+    def rank(p: _Pod) -> tuple[bool, int, float]:
+        return p.ready, len(p.running) if protect_busy else 0, -p.created
+
+    victims = sorted(pods, key=rank)[: len(pods) - desired]
     handed_back = 0
     for pod in victims:
         for job, _ in sorted(pod.running.values(), key=lambda r: r[0].arrival, reverse=True):
@@ -475,7 +489,8 @@ def run_one(task: tuple[str, float, int]) -> tuple[str, float, int, Outcome]:
         controller = escriba_controller(escriba_policy(knob, fleet))
     else:
         controller = message_count_controller(int(knob), fleet)
-    return name, knob, seed, simulate(jobs, fleet, controller, seed=seed, durations=name == "escriba")
+    ours = name == "escriba"
+    return name, knob, seed, simulate(jobs, fleet, controller, seed=seed, durations=ours, protect_busy=ours)
 
 
 def cost_at_slo(points: Sequence[tuple[float, float]]) -> float | None:

@@ -14,6 +14,7 @@ import base64
 import binascii
 import logging
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,10 @@ from escriba_operator.spec import GROUP, PLURAL, VERSION, AutoscalerSpec, Invali
 from escriba_operator.status import Outcome, Problem, timestamp
 
 log = logging.getLogger(__name__)
+
+#: The ReplicaSet removes pods with the lowest cost first (Kubernetes 1.22+).
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+DELETION_COST_PER_JOB = 100
 
 
 @dataclass
@@ -141,6 +146,8 @@ class Controller:
                 else {"op": "add", "path": "/spec/replicas", "value": current}
             )
             change = {"op": "replace", "path": "/spec/replicas", "value": decision.desired}
+            if decision.desired < current:
+                await self._protect_busy_pods(who, spec, deployment)
             try:
                 await self._kube.json_patch(target_path + "/scale", [precondition, change])
             except KubeError as exc:
@@ -181,6 +188,38 @@ class Controller:
             last_scale_time=memory.last_scale_time,
         )
         return Evaluation(outcome, scaled=scaled, reasons=(decision.limited_by.value,))
+
+    async def _protect_busy_pods(
+        self, who: Identity, spec: AutoscalerSpec, deployment: Mapping[str, Any]
+    ) -> None:
+        """Give each pod of the target a deletion cost from the jobs it runs, so the ReplicaSet removes
+        idle pods first: by default it removes the newest, busy or not, and a removed worker hands its
+        jobs back, so a 3-hour file would start over. Best effort: a failure leaves Kubernetes' order."""
+        source = spec.busy_by_pod
+        selector = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        if source is None or not selector:
+            return
+        labels = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        try:
+            busy = await self._prometheus.query_by(source.url, source.query, "pod")
+            pods = await self._kube.list(
+                f"/api/v1/namespaces/{who.namespace}/pods?labelSelector={urllib.parse.quote(labels)}"
+            )
+            for pod in pods:
+                meta = pod.get("metadata") or {}
+                name = meta.get("name")
+                if not isinstance(name, str) or meta.get("deletionTimestamp"):
+                    continue
+                cost = str(round(busy.get(name, 0.0)) * DELETION_COST_PER_JOB)
+                if (meta.get("annotations") or {}).get(DELETION_COST) != cost:
+                    await self._kube.merge_patch(
+                        f"/api/v1/namespaces/{who.namespace}/pods/{name}",
+                        {"metadata": {"annotations": {DELETION_COST: cost}}},
+                    )
+        except SignalError as exc:
+            self._problem(who, "busy_by_pod", exc)
+        except KubeError as exc:
+            log.warning("%s/%s: cannot set pod deletion costs: %s", who.namespace, who.name, exc.message)
 
     def _denied(self, spec: AutoscalerSpec) -> Problem | None:
         for url in spec.endpoints():

@@ -42,6 +42,13 @@ class PrometheusReader:
 
     async def query(self, url: str, query: str) -> float:
         """The query's value: a scalar, or the mean of a vector's samples (e.g. one per GPU)."""
+        return parse_result(await self._get(url, query), query)
+
+    async def query_by(self, url: str, query: str, label: str) -> dict[str, float]:
+        """A vector's samples by the value of one label (e.g. busy jobs per pod)."""
+        return parse_by_label(await self._get(url, query), query, label)
+
+    async def _get(self, url: str, query: str) -> Any:
         endpoint = url.rstrip("/") + "/api/v1/query"
         try:
             async with self._session.get(endpoint, params={"query": query}, timeout=self._timeout) as rsp:
@@ -51,7 +58,26 @@ class PrometheusReader:
                 body = await rsp.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise SignalError(f"{endpoint}: {exc or type(exc).__name__}", reason="QueryFailed") from exc
-        return parse_result(body, query)
+        return body
+
+
+def parse_by_label(body: Any, query: str, label: str) -> dict[str, float]:
+    """A decoded vector answer as ``{label value: sample}`` (samples without the label are left out)."""
+    if not isinstance(body, dict) or body.get("status") != "success":
+        raise SignalError(f"query {query!r} failed", reason="QueryFailed")
+    data = body.get("data") or {}
+    if data.get("resultType") != "vector" or not isinstance(data.get("result"), list):
+        raise SignalError(f"query {query!r} did not give a vector", reason="QueryFailed")
+    out: dict[str, float] = {}
+    try:
+        for sample in data["result"]:
+            key = (sample.get("metric") or {}).get(label)
+            value = float(sample["value"][1])
+            if isinstance(key, str) and math.isfinite(value):
+                out[key] = value
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise SignalError(f"query {query!r}: malformed result", reason="QueryFailed") from exc
+    return out
 
 
 def parse_result(body: Any, query: str) -> float:

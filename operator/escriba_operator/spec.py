@@ -49,6 +49,7 @@ DEFAULT_SLOTS_QUERY = 'max(escriba_job_slots{stage="transcription"})'
 DEFAULT_BUSY_SLOTS_QUERY = (
     '100 * sum(escriba_in_flight_jobs{stage="transcription"}) / sum(escriba_job_slots{stage="transcription"})'
 )
+DEFAULT_BUSY_BY_POD_QUERY = 'sum by (pod) (escriba_in_flight_jobs{stage="transcription"})'
 #: A Kubernetes object name (DNS-1123 subdomain): names end up in API paths, so nothing else passes.
 _OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 
@@ -78,6 +79,7 @@ DEFAULTS: dict[str, Any] = {
     "slots": {
         "capacityQuery": DEFAULT_SLOTS_QUERY,
         "busyQuery": DEFAULT_BUSY_SLOTS_QUERY,
+        "busyByPodQuery": DEFAULT_BUSY_BY_POD_QUERY,
         "targetBusyPercent": 90,
         "staleAfterSeconds": 60,
     },
@@ -149,10 +151,12 @@ class AutoscalerSpec:
     throughput: QuerySource | None
     busy_slots: QuerySource | None = None
     job_slots: QuerySource | None = None
+    #: Busy jobs per pod (label ``pod``): before a scale-down, busy pods get a higher deletion cost.
+    busy_by_pod: QuerySource | None = None
 
     def endpoints(self) -> list[str]:
         """Every address the operator would connect to for this autoscaler."""
-        sources = (self.gpu, self.throughput, self.busy_slots, self.job_slots)
+        sources = (self.gpu, self.throughput, self.busy_slots, self.job_slots, self.busy_by_pod)
         return [self.queue.nats_url, *(s.url for s in sources if s is not None)]
 
 
@@ -241,6 +245,7 @@ def parse(raw: Mapping[str, Any]) -> AutoscalerSpec:
     slots_guard: SlotsGuard | None = None
     busy_source: QuerySource | None = None
     slots_source: QuerySource | None = None
+    by_pod_source: QuerySource | None = None
     if slots_spec is not None:
         slots = _obj(spec, "slots", required=True)
         target_busy = _num(slots, "targetBusyPercent", "slots", positive=True)
@@ -253,6 +258,7 @@ def parse(raw: Mapping[str, Any]) -> AutoscalerSpec:
         slots_url = _url(slots, "prometheusUrl", "slots")
         busy_source = QuerySource(url=slots_url, query=_str(slots, "busyQuery", "slots"))
         slots_source = QuerySource(url=slots_url, query=_str(slots, "capacityQuery", "slots"))
+        by_pod_source = QuerySource(url=slots_url, query=_str(slots, "busyByPodQuery", "slots"))
     rate_url = _url(rate, "prometheusUrl", "throughput") if rate.get("prometheusUrl") is not None else None
     if rate_url is None and gpu_source is not None:
         rate_url = gpu_source.url
@@ -284,6 +290,7 @@ def parse(raw: Mapping[str, Any]) -> AutoscalerSpec:
         throughput=rate_source,
         busy_slots=busy_source,
         job_slots=slots_source,
+        busy_by_pod=by_pod_source,
     )
 
 

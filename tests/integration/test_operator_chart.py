@@ -76,5 +76,6 @@ def test_each_models_slots_queries_read_its_own_pods() -> None:
     for tas in _kind(list(helm.render("gpu")), "TranscriptionAutoscaler"):
         mine = tas["spec"]["scaleTargetRef"]["name"]
         slots = tas["spec"]["slots"]
-        for query in (slots["capacityQuery"], slots["busyQuery"], tas["spec"]["throughput"]["query"]):
+        queries = (slots["capacityQuery"], slots["busyQuery"], slots["busyByPodQuery"])
+        for query in (*queries, tas["spec"]["throughput"]["query"]):
             assert f'pod=~"{mine}-' in query, query

@@ -51,12 +51,22 @@ class Prometheus:
     """Answers ``/api/v1/query`` from ``series``: a list of sample values per query (``None``: HTTP 500)."""
 
     series: dict[str, list[float] | None] = field(default_factory=dict)
+    #: Queries answered with labelled samples (e.g. one per pod).
+    labelled: dict[str, list[tuple[dict[str, str], float]]] = field(default_factory=dict)
     queries: list[str] = field(default_factory=list)
     url: str = ""
 
     async def handle(self, request: web.Request) -> web.Response:
         query = request.query.get("query", "")
         self.queries.append(query)
+        if query in self.labelled:
+            samples = [
+                {"metric": labels, "value": [1_700_000_000.0, str(value)]}
+                for labels, value in self.labelled[query]
+            ]
+            return web.json_response(
+                {"status": "success", "data": {"resultType": "vector", "result": samples}}
+            )
         values = self.series.get(query, [])
         if values is None:
             return web.json_response({"status": "error", "error": "storage unavailable"}, status=500)
@@ -132,6 +142,7 @@ async def cluster() -> AsyncIterator[kmock.KubernetesEmulator]:
         emulator.resources["v1/namespaces"] = _resource("Namespace", namespaced=False)
         emulator.resources[EVENTS] = _resource("Event")
         emulator.resources["v1/secrets"] = _resource("Secret")
+        emulator.resources["v1/pods"] = _resource("Pod")
         emulator.resources[DEPLOYMENTS] = _resource("Deployment", subresources=("scale", "status"))
         emulator.resources["autoscaling/v2/horizontalpodautoscalers"] = _resource("HorizontalPodAutoscaler")
         emulator.resources[PEERINGS] = _resource("ClusterKopfPeering", namespaced=False)

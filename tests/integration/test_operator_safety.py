@@ -24,6 +24,7 @@ import aiohttp
 import kmock
 import pytest
 
+from escriba_operator.spec import DEFAULT_BUSY_BY_POD_QUERY, DEFAULT_BUSY_SLOTS_QUERY, DEFAULT_SLOTS_QUERY
 from tests.integration import test_operator_backlog as nats_fixtures
 from tests.integration import test_operator_controller as harness
 from tests.integration.test_operator_backlog import JobQueue, free_port
@@ -184,6 +185,58 @@ async def test_the_learned_throughput_survives_a_restart(
     assert status["signals"]["throughput"]["source"] == "Measured"
     assert status["desiredReplicas"] == 4  # 6000 audio-s over 60 s at 25 (at 10 it would be 10)
     assert scale_patches(cluster) == []
+
+
+@pytest.mark.timeout(90)
+async def test_before_a_scale_down_busy_pods_cost_more_to_delete_than_idle_ones(
+    cluster: kmock.KubernetesEmulator, queue: JobQueue, nats_url: str, prometheus: Prometheus
+) -> None:
+    """The ReplicaSet removes the newest pods by default, busy or not (a removed worker hands its
+    3-hour job back to start over); with deletion costs from each pod's running jobs, idle ones go first."""
+    await queue.create()
+    labels = {"app": "transcription"}
+    add_deployment(cluster, replicas=3)
+    cluster.objects[DEPLOYMENTS, NS, TARGET].patch({"spec": {"selector": {"matchLabels": labels}}})
+    for name in ("busy", "idle", "unscraped"):
+        cluster.objects["v1/pods", NS, f"{TARGET}-{name}"] = {
+            "metadata": {"name": f"{TARGET}-{name}", "namespace": NS, "labels": labels}
+        }
+    prometheus.series = {
+        "gpu": [20.0],
+        "throughput": [10.0],
+        DEFAULT_SLOTS_QUERY: [4.0],
+        DEFAULT_BUSY_SLOTS_QUERY: [8.0],
+    }
+    prometheus.labelled = {
+        DEFAULT_BUSY_BY_POD_QUERY: [({"pod": f"{TARGET}-busy"}, 1.0), ({"pod": f"{TARGET}-idle"}, 0.0)]
+    }
+    spec = autoscaler_spec(
+        nats_url,
+        prometheus,
+        slots={"prometheusUrl": prometheus.url},
+        behavior={"scaleDown": {"stabilizationWindowSeconds": 0}},
+    )
+    add_autoscaler(cluster, spec)
+
+    async with operator(cluster):
+        await eventually(lambda: scale_patches(cluster), "the scale-down")
+
+    costs = {
+        name: dict(
+            cluster.objects["v1/pods", NS, f"{TARGET}-{name}"]["metadata"].get("annotations") or {}
+        ).get("controller.kubernetes.io/pod-deletion-cost")
+        for name in ("busy", "idle", "unscraped")
+    }
+    assert costs == {"busy": "100", "idle": "0", "unscraped": "0"}
+    requests = [
+        r
+        for r in cluster
+        if r.method == "PATCH" and r.resource in (kmock.resource("v1/pods"), kmock.resource(DEPLOYMENTS))
+    ]
+    first_scale = next(i for i, r in enumerate(requests) if r.subresource == "scale")
+    assert {r.name for r in requests[:first_scale]} == {
+        f"{TARGET}-{n}" for n in ("busy", "idle", "unscraped")
+    }
 
 
 @dataclass

@@ -24,7 +24,6 @@ from escriba_operator.algorithm import (
     decide,
 )
 from escriba_operator.behavior import Limit
-from escriba_operator.throughput import Estimate
 from escriba_operator.policy import (
     BacklogTarget,
     Behavior,
@@ -39,6 +38,7 @@ from escriba_operator.policy import (
     SlotsGuard,
     ThroughputModel,
 )
+from escriba_operator.throughput import Estimate
 
 #: One replica drains 600 audio-seconds within the deadline (10 audio-s/s for 60 s).
 BASE = Policy(

@@ -62,6 +62,15 @@ def test_kubernetes_removes_pods_not_ready_first_then_the_newest_busy_or_not() -
     assert pods == [old]
     assert handed_back == 1 and queue[0] is new_job  # its 3-hour job starts over, first in line
 
+    # With deletion costs from the running jobs (what the operator sets), the idle pod goes instead.
+    busy = sim._Pod(created=100.0, ready=True, running={3: (new_job, 100.0)})
+    idle = sim._Pod(created=0.0, ready=True)
+    pods = [idle, busy]
+    assert (
+        sim._scale(pods, 1, 200.0, fleet, lambda *_: None, deque(), random.Random(1), protect_busy=True) == 0
+    )
+    assert pods == [busy]
+
 
 def test_the_message_count_rule_counts_pending_and_unacknowledged_messages() -> None:
     control = sim.message_count_controller(3, sim.Fleet())

@@ -11,7 +11,7 @@ from escriba.common.errors import InvalidInputError
 from escriba.common.settings import SettingsError, load
 from escriba_operator.policy import FallbackMode, PolicyType, SelectPolicy
 from escriba_operator.settings import OperatorSettings
-from escriba_operator.signals import SignalError, SignalMissingError, parse_result
+from escriba_operator.signals import SignalError, SignalMissingError, parse_by_label, parse_result
 from escriba_operator.spec import (
     DEFAULT_GPU_QUERY,
     DEFAULT_SLOTS_QUERY,
@@ -96,9 +96,36 @@ def test_the_slots_section_reads_the_workers_job_slots_and_turns_their_guard_on(
     assert parsed.job_slots is not None and parsed.job_slots.query == DEFAULT_SLOTS_QUERY
     assert parsed.busy_slots is not None and parsed.busy_slots.url == "http://prometheus:9090"
     assert parsed.throughput is not None and parsed.throughput.url == "http://prometheus:9090"
-    assert parsed.endpoints() == ["nats://nats:4222", *["http://prometheus:9090"] * 3]
+    assert parsed.endpoints() == ["nats://nats:4222", *["http://prometheus:9090"] * 4]
     assert parse(MINIMAL).policy.behavior.burst_ratio == 2
     assert parse(MINIMAL).policy.backlog.job_overhead_s == 1
+
+
+def test_a_labelled_vector_reads_by_label_and_skips_samples_without_it() -> None:
+    body = {
+        "status": "success",
+        "data": {
+            "resultType": "vector",
+            "result": [
+                {"metric": {"pod": "a"}, "value": [1.0, "2"]},
+                {"metric": {"pod": "b"}, "value": [1.0, "NaN"]},
+                {"metric": {}, "value": [1.0, "5"]},
+            ],
+        },
+    }
+    assert parse_by_label(body, "q", "pod") == {"a": 2.0}
+
+
+def test_an_error_answer_is_reported_by_its_type_never_its_text() -> None:
+    answer = {"status": "error", "errorType": "bad_data", "error": "root:x:0:0 from the endpoint"}
+    with pytest.raises(SignalError) as raised:
+        parse_result(answer, "q")
+    assert "bad_data" in raised.value.message and "root:x" not in raised.value.message
+    with pytest.raises(SignalError) as odd:
+        parse_result({"status": "error", "errorType": "<script>"}, "q")
+    assert "<script>" not in odd.value.message
+    with pytest.raises(SignalError):
+        parse_by_label({"status": "error", "error": "secret text"}, "q", "pod")
 
 
 def test_a_fixed_target_per_replica_instead_of_a_deadline() -> None:

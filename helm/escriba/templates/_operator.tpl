@@ -31,6 +31,10 @@
 - apiGroups: [apps]
   resources: [deployments/scale]
   verbs: [get, patch, update]
+# Before a scale-down: each pod's deletion cost from the jobs it runs, so idle pods go first.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, patch]
 # A competing HorizontalPodAutoscaler on the same Deployment stops it from scaling.
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
