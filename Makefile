@@ -91,7 +91,7 @@ test-faults: $(STAMP) ## Fault suite (killed/stopped services, NATS and PostgreS
 	$(PY) -m tests.faults $(PYTEST_ARGS)
 
 .PHONY: bench-autoscaler
-bench-autoscaler: $(STAMP) ## Replay a bursty day through the operator's algorithm and the message-count rule (bench/results/autoscaler.json)
+bench-autoscaler: $(STAMP) ## Replay 24 days through the operator and KEDA's message-count rule, tuned on 8, reported on 16 (bench/results/autoscaler.json)
 	$(PY) -m bench.autoscaler_sim --out bench/results/autoscaler.json
 
 BENCH_ARGS ?=
