@@ -117,3 +117,48 @@ def test_the_status_body_carries_each_signal_and_the_decision() -> None:
 def test_timestamps_are_rfc3339_utc() -> None:
     assert status.timestamp(0.0) == "1970-01-01T00:00:00Z"
     assert status.timestamp(1_700_000_000.9) == "2023-11-14T22:13:20Z"
+
+
+def test_the_learned_throughput_round_trips_through_the_status() -> None:
+    learned = decide(
+        POLICY,
+        Observation(
+            now=1_700_000_000.0,
+            current_replicas=1,
+            ready_replicas=1,
+            backlog=Backlog(1, 0, 60.0, observed_at=1_700_000_000.0),
+            throughput=Sample(27.5, 1_700_000_000.0),
+        ),
+        State(),
+    )
+    written = status.body(Outcome(learned, ready_replicas=1), [], generation=1)
+    restored = status.restored_throughput(written)
+    assert restored is not None and restored.value == 27.5 and restored.measured_at == 1_700_000_000.0
+    assert status.restored_throughput(status.body(Outcome(decision()), [], generation=1)) is None  # Initial
+    for broken in (
+        {},
+        {
+            "signals": {
+                "throughput": {"source": "Measured", "value": "fast", "measuredAt": "2026-01-01T00:00:00Z"}
+            }
+        },
+        {
+            "signals": {
+                "throughput": {"source": "Measured", "value": -1, "measuredAt": "2026-01-01T00:00:00Z"}
+            }
+        },
+        {"signals": {"throughput": {"source": "Measured", "value": 5, "measuredAt": "yesterday"}}},
+    ):
+        assert status.restored_throughput(broken) is None
+
+
+def test_the_slots_signal_is_reported_with_the_jobs_per_replica_it_gave() -> None:
+    outcome = Outcome(
+        decision(), ready_replicas=2, slots_configured=True, slots_problem=Problem("NoData", "none")
+    )
+    written = status.body(outcome, [], generation=1)
+    assert (
+        written["signals"]["slots"]["state"] == "Disabled"
+        and written["signals"]["slots"]["jobsPerReplica"] == 1
+    )
+    assert by_type(status.conditions(outcome))["JobSlotsAvailable"] == ("False", "NoData")
