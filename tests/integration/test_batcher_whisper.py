@@ -45,15 +45,28 @@ class CountingModel:
         return getattr(self._inner, name)
 
 
-@pytest.fixture(scope="module")
-def engine() -> Iterator[WhisperEngine]:
+def _held_engine(**env: str) -> Iterator[WhisperEngine]:
     # A long batch wait: a test holds the loop with an announced request until all of its requests
     # are queued, then lets it go; a request alone never waits whatever this is.
-    settings = load(TranscriptionSettings, {**BASE_ENV, "ESCRIBA_TRANSCRIPTION_BATCH_MAX_WAIT_MS": "10000"})
+    settings = load(
+        TranscriptionSettings, {**BASE_ENV, "ESCRIBA_TRANSCRIPTION_BATCH_MAX_WAIT_MS": "10000", **env}
+    )
     whisper = WhisperEngine(settings)
     whisper.load()
     yield whisper
     whisper.close()
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[WhisperEngine]:
+    """Every window encoded with the full 30 s, so windows of any length can share a call."""
+    yield from _held_engine(ESCRIBA_TRANSCRIPTION_ADAPTIVE_ENCODER_CONTEXT="false")
+
+
+@pytest.fixture(scope="module")
+def adaptive() -> Iterator[WhisperEngine]:
+    """The default: a short window's context is its speech plus a margin, in steps."""
+    yield from _held_engine()
 
 
 @pytest.fixture
@@ -179,6 +192,55 @@ async def test_a_long_request_and_a_short_one_each_get_their_windows_in_order(
     assert starts == sorted(starts) and long_result.segments[-1].end_s > 70.0
     assert wer(STEREO_RIGHT, short_result.text) <= 0.25, short_result.text
     assert "country" not in normalize(short_result.text)
+
+
+class EncodeShapes:
+    """Wraps the loaded CTranslate2 Whisper model and records the shape of every encode call."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.shapes: list[tuple[int, ...]] = []
+
+    def encode(self, features: Any, *args: Any, **kwargs: Any) -> Any:
+        self.shapes.append(tuple(np.asarray(features).shape))
+        return self._inner.encode(features, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+async def test_with_adaptive_context_a_call_holds_windows_of_one_context_size(
+    adaptive: WhisperEngine, clips: dict[str, Samples]
+) -> None:
+    """A short clip shares calls only with windows of its own context size: none is encoded longer
+    (slower, and read differently) because of what it was batched with, so it reads as it does alone.
+    jfk.flac is telephone-band (an old broadcast), so it keeps the full 30 s."""
+    model = adaptive.model
+    spy = EncodeShapes(model.model)
+    model.model = spy
+    try:
+        jfk, left, right = await run_held(
+            adaptive,
+            3,
+            [
+                adaptive.transcribe_async(clips["jfk"]),
+                adaptive.transcribe_async(clips["left"]),
+                adaptive.transcribe_async(clips["right"]),
+            ],
+        )
+        shared_shapes = sorted(spy.shapes)
+        spy.shapes.clear()
+        alone = [adaptive.transcribe(clips[name]) for name in ("jfk", "left", "right")]
+    finally:
+        model.model = spy._inner
+    # The two 5 s clips in one call at 10 s of context, jfk alone at 30 s: not one call at 30 s.
+    assert shared_shapes == [(1, 80, 3000), (2, 80, 1000)]
+    assert sorted(spy.shapes) == [(1, 80, 1000), (1, 80, 1000), (1, 80, 3000)]
+    assert wer(JFK_REFERENCE, jfk.text) <= 0.10, jfk.text
+    assert wer(STEREO_LEFT, left.text) <= 0.15, left.text
+    assert wer(STEREO_RIGHT, right.text) <= 0.25, right.text
+    for shared, single in zip((jfk, left, right), alone, strict=True):
+        assert_same_transcript(shared, single)
 
 
 async def test_requests_with_different_prompts_do_not_share_a_call(

@@ -66,6 +66,7 @@ from escriba.transcription.whisper_adapter import (
     assemble_segments,
     decoded_until_s,
     draft_segments,
+    encoder_frames,
     prepare_request,
     uncovered_tail,
 )
@@ -240,6 +241,11 @@ class _RequestBatches:
     def __call__(self, temperature: float, windows: Sequence[Window]) -> Sequence[WindowOutput]:
         key = self._key.at(temperature)
         batcher = self._engine.batcher
+        if batcher is not None and self._runner.adaptive_context:
+            # Shared batches of one context size: no window is encoded with a longer context (and
+            # costs more, and reads differently) because of the requests it happens to share a call with.
+            frames = encoder_frames(windows, self._runner.context_margin_s)
+            key = dataclasses.replace(key, context_frames=frames)
         progress, self._progress = self._progress, None
         if batcher is not None:
             slot, self._slot = self._slot, None

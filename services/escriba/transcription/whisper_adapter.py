@@ -57,6 +57,9 @@ class DecodeKey:
     beam_size: int
     temperature: float
     task: str = "transcribe"
+    #: With the adaptive encoder context: the request's context size (frames), so a batch holds
+    #: windows of one size and none pays for a longer one's context. 0: not grouped by size.
+    context_frames: int = 0
 
     def at(self, temperature: float) -> DecodeKey:
         return replace(self, temperature=float(temperature))
@@ -160,6 +163,7 @@ class WhisperBatchRunner:
         self._model = model
         self._context_margin_s = context_margin_s
         self.adaptive_context = context_margin_s is not None
+        self.context_margin_s = context_margin_s
         self._lock = threading.Lock()
         self._tokenizers: dict[tuple[str, str], Tokenizer] = {}
         self._suppressed: dict[tuple[str, str], list[int]] = {}
