@@ -67,14 +67,16 @@ class AudioFetcher:
         """Download ``url`` into the file ``dest`` (created or replaced)."""
         parts = urllib.parse.urlsplit(url)
         filename = parts.path.rstrip("/").rsplit("/", 1)[-1]
-        sink = _HashingFile(await asyncio.to_thread(dest.open, "wb"))
+        # Opened and closed in the loop's thread (both quick): an await in ``finally`` could be cut short
+        # by a cancelled job and leave the file open.
+        sink = _HashingFile(dest.open("wb"))
         try:
             if parts.scheme == "s3":
                 await asyncio.to_thread(self._s3_get, parts.netloc, parts.path.lstrip("/"), max_bytes, sink)
             else:
                 await self._http_get(url, max_bytes, sink)
         finally:
-            await asyncio.to_thread(sink.file.close)
+            sink.file.close()
         return Fetched(dest, sink.digest.hexdigest(), urllib.parse.unquote(filename))
 
     # http(s) ----------------------------------------------------------------------------------------

@@ -79,14 +79,16 @@ async def _receive_to_file(
 ) -> preprocess_pb2.PreprocessConfig:
     """The config (first, optional) and the audio chunks, written to ``path`` as they arrive; as
     :func:`escriba.common.upload.receive_upload` does in memory, a refused upload is drained first."""
-    sink: IO[bytes] = await asyncio.to_thread(path.open, "wb")
+    # Opened and closed in the event loop's thread (both are quick): an await in ``finally`` can be cut
+    # short by a cancelled call, which left the file open until the garbage collector found it.
+    sink: IO[bytes] = path.open("wb")
     try:
         return await _collect(requests, sink, max_bytes)
     except (UploadTooLargeError, MalformedUploadError):
         await drain(requests)
         raise
     finally:
-        await asyncio.to_thread(sink.close)
+        sink.close()
 
 
 async def _collect(
