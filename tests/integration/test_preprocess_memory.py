@@ -4,8 +4,8 @@ It held about 1 GiB per hour of audio (the decoded samples, their copies, the en
 4-hour meeting or a small file of long silence took its pod down. Each case preprocesses a 6- and a
 30-minute upload (real speech, 44.1 kHz stereo with different channels, and as long again of silence)
 in a child process that psutil samples, and checks that the half hour costs no more than the six
-minutes plus a small margin (the bench measures 10, 60 and 240 minutes), and that both stay within the bound the chart's limits are computed from
-(:func:`escriba.preprocess.engine.job_memory_bound`).
+minutes plus a small margin (the bench measures 10, 60 and 240 minutes), and that both stay within
+the bound the chart's limits are computed from (:func:`escriba.preprocess.engine.job_memory_bound`).
 """
 
 from __future__ import annotations
