@@ -33,7 +33,7 @@ import itertools
 import logging
 import math
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -341,26 +341,48 @@ class Preprocessor:
     def _normalize(
         self, spool: SampleSpool, input_lufs: float, target: float, output: Path, encoding: str
     ) -> Levels:
-        """Gain, limit and encode the spooled samples, one window at a time: each pass of the gain
-        search rewrites ``output``, so the last one run is what stays."""
+        """Gain, limit and encode the spooled samples, one window at a time.
+
+        The first pass of the gain search also writes ``output`` (usually the only pass: without
+        limiting it is exact); later passes only measure, and the chosen gain is written once more at
+        the end if it is not the first. Writing on every pass cost a FLAC encode per pass, twice the
+        whole-array code's time on audio the limiter touches.
+        """
         ceiling = peak_ceiling(self.settings.peak_ceiling_dbfs)
         context = limiter_context(SAMPLE_RATE_HZ)
+        written: list[float | None] = []
+
+        def limited_windows(gain_db: float | None) -> Iterator[tuple[npt.NDArray[np.float32], float]]:
+            for window, lead, length in spool.windows(context):
+                scaled = apply_gain(np.asarray(window, dtype=np.float32), gain_db)
+                yield limit_window(scaled, ceiling, SAMPLE_RATE_HZ, lead=lead, length=length)
+
+        def write(gain_db: float | None) -> None:
+            with PcmWriter(output, encoding) as writer:
+                for limited, _ in limited_windows(gain_db):
+                    writer.write(limited)
 
         def run_pass(gain_db: float | None) -> tuple[float, float]:
             meter = LoudnessMeter(SAMPLE_RATE_HZ)
             deepest = 0.0
-            with PcmWriter(output, encoding) as writer:
-                for window, lead, length in spool.windows(context):
-                    scaled = apply_gain(np.asarray(window, dtype=np.float32), gain_db)
-                    limited, reduction = limit_window(
-                        scaled, ceiling, SAMPLE_RATE_HZ, lead=lead, length=length
-                    )
+            if written:
+                for limited, reduction in limited_windows(gain_db):
                     deepest = max(deepest, reduction)
                     meter.add(limited)
-                    writer.write(limited)
+            else:
+                written.append(gain_db)
+                with PcmWriter(output, encoding) as writer:
+                    for limited, reduction in limited_windows(gain_db):
+                        deepest = max(deepest, reduction)
+                        meter.add(limited)
+                        writer.write(limited)
             return meter.loudness(), deepest
 
-        return search_gain(input_lufs, target_lufs=target, run_pass=run_pass)
+        levels = search_gain(input_lufs, target_lufs=target, run_pass=run_pass)
+        chosen = levels.gain_db if math.isfinite(input_lufs) else None
+        if written != [chosen]:
+            write(chosen)
+        return levels
 
     def split_channels(
         self, data: bytes | Path, *, channels: int, filename: str = "", encoding: str | None = None
