@@ -14,7 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from escriba.common.grpc_server import RunningServer, ServerSettings, make_ready, start_server
+from escriba.common.grpc_server import RunningServer, ServerSettings, make_ready, server_options, start_server
 from escriba.common.security import SecuritySettings
 from escriba.common.settings import load
 from escriba.common.stream_guard import peer_address
@@ -161,3 +161,9 @@ class _Context:
 )
 def test_a_peer_is_its_address_not_its_port(peer: str, address: str) -> None:
     assert peer_address(_Context(peer)) == address
+
+
+def test_streams_per_connection_are_bounded_only_when_asked() -> None:
+    assert "grpc.max_concurrent_streams" not in dict(server_options(TEST_SERVER_SETTINGS))
+    bounded = dataclasses.replace(TEST_SERVER_SETTINGS, max_streams_per_connection=50)
+    assert dict(server_options(bounded))["grpc.max_concurrent_streams"] == 50

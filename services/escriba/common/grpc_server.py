@@ -65,9 +65,11 @@ class ServerSettings:
     )
     max_streams_per_connection: int = setting(
         "ESCRIBA_GRPC_MAX_STREAMS_PER_CONNECTION",
-        100,
-        "concurrent HTTP/2 streams one connection may open (more wait at the client)",
-        check=positive,
+        0,
+        "concurrent HTTP/2 streams one connection may open (0: gRPC's default, no bound; calls per client"
+        " address are bounded by ESCRIBA_GRPC_MAX_RPCS_PER_PEER either way). A bound below what one"
+        " client multiplexes makes it queue; streams opened before it learns the bound are refused",
+        check=at_least(0),
     )
     stream_idle_s: float = setting(
         "ESCRIBA_GRPC_STREAM_IDLE_S",
@@ -121,15 +123,17 @@ class Component(Protocol):
 
 
 def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
-    return [
+    options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),
         ("grpc.keepalive_time_ms", 60_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 30_000),
-        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
     ]
+    if settings.max_streams_per_connection:
+        options.append(("grpc.max_concurrent_streams", settings.max_streams_per_connection))
+    return options
 
 
 @dataclass
