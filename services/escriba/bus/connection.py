@@ -75,17 +75,26 @@ async def connect(settings: NatsSettings, *, url: str | None = None, name: str =
     if settings.token:
         options["token"] = settings.token
     where = ", ".join(_redact(s) for s in servers)
+    # Waited for, not awaited: nats-py's connect can swallow a cancellation (a TLS handshake the server
+    # drops), so a timeout around the await itself did not always end it. On time-out it is cancelled
+    # and left to finish on its own; its outcome is read so that nothing reports it as unretrieved.
+    connecting = asyncio.ensure_future(nats.connect(**options))
+    connecting.add_done_callback(lambda t: t.cancelled() or t.exception())
     try:
-        async with asyncio.timeout(settings.startup_timeout_s):
-            client: Client = await nats.connect(**options)
-    except TimeoutError as exc:
-        # nats-py keeps retrying a refused login too: say why, or an auth problem reads as an outage.
-        why = f" (last error: {last_error[0]})" if last_error else ""
-        raise BusUnavailableError(
-            f"NATS at {where} (ESCRIBA_NATS_URL) not reachable within {settings.startup_timeout_s:g}s{why}"
-        ) from exc
+        done, _ = await asyncio.wait({connecting}, timeout=settings.startup_timeout_s)
+        if not done:
+            # nats-py keeps retrying a refused login too: say why, or an auth problem reads as an outage.
+            why = f" (last error: {last_error[0]})" if last_error else ""
+            raise BusUnavailableError(
+                f"NATS at {where} (ESCRIBA_NATS_URL) not reachable within"
+                f" {settings.startup_timeout_s:g}s{why}"
+            )
+        client: Client = connecting.result()
     except (OSError, nats.errors.Error) as exc:
         raise BusUnavailableError(f"cannot connect to NATS at {where}: {exc}") from exc
+    finally:
+        if not connecting.done():  # timed out, or the caller was cancelled meanwhile
+            connecting.cancel()
     opened.append(client)
     log.info("nats connected", extra={"nats_client": name, "nats_server": _redact(client.connected_url)})
     return client
