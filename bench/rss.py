@@ -67,19 +67,7 @@ def measure(
             env=env,
             cwd=Path(__file__).resolve().parents[1],
         )
-        peak = 0
-        process = psutil.Process(child.pid)
-        complete = True
-        while child.poll() is None:
-            try:
-                peak = max(peak, process.memory_info().rss)
-            except psutil.NoSuchProcess:
-                break
-            if time.perf_counter() - started > timeout_s:
-                child.kill()
-                complete = False
-                break
-            time.sleep(0.25)
+        peak, complete = _sample_peak(child, started, timeout_s, interval_s=0.25)
         out, _ = child.communicate()
         wall_s = time.perf_counter() - started
     if not complete or child.returncode != 0:
@@ -146,6 +134,24 @@ def preprocess_input(path: Path, minutes: int) -> Path:
     return path
 
 
+def _sample_peak(
+    child: subprocess.Popen[bytes], started: float, timeout_s: float, *, interval_s: float
+) -> tuple[int, bool]:
+    """Peak RSS (bytes) of ``child`` sampled until it exits; ``False`` when it was killed at ``timeout_s``."""
+    process = psutil.Process(child.pid)
+    peak = 0
+    while child.poll() is None:
+        try:
+            peak = max(peak, process.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        if time.perf_counter() - started > timeout_s:
+            child.kill()
+            return peak, False
+        time.sleep(interval_s)
+    return peak, True
+
+
 def measure_preprocess(path: Path, mode: str, *, timeout_s: float = 900.0) -> PreprocessRss:
     """Preprocess ``path`` in a child process and report its memory before and during the job."""
     if mode not in PREPROCESS_MODES:
@@ -156,19 +162,10 @@ def measure_preprocess(path: Path, mode: str, *, timeout_s: float = 900.0) -> Pr
         stdout=subprocess.PIPE,
         cwd=Path(__file__).resolve().parents[1],
     )
-    process = psutil.Process(child.pid)
-    peak = 0
-    while child.poll() is None:
-        try:
-            peak = max(peak, process.memory_info().rss)
-        except psutil.NoSuchProcess:
-            break
-        if time.perf_counter() - started > timeout_s:
-            child.kill()
-            child.communicate()
-            raise TimeoutError(f"preprocessing {path.name} ({mode}) took over {timeout_s:g} s")
-        time.sleep(0.02)
+    peak, complete = _sample_peak(child, started, timeout_s, interval_s=0.02)
     out, _ = child.communicate()
+    if not complete:
+        raise TimeoutError(f"preprocessing {path.name} ({mode}) took over {timeout_s:g} s")
     if child.returncode != 0:
         raise RuntimeError(f"the preprocess child failed with exit status {child.returncode}")
     report = json.loads(out.decode().strip().splitlines()[-1])
