@@ -137,6 +137,7 @@ async def _transcription(args: argparse.Namespace, keys: dict[str, Any], details
                 "compute_type": engine.compute_type,
                 "model": engine.model_name,
                 "cpu_threads": engine.cpu_threads,
+                "num_workers": engine.num_workers,
                 "request_slots": engine.request_slots,
                 "cross_task_batching": engine.batcher is not None,
                 "encoder_context": engine.encoder_context,

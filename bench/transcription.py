@@ -101,7 +101,10 @@ def profile_of(timed: TimedModel, wall_s: float) -> dict[str, float]:
 
 
 class PlainWhisper:
-    """faster-whisper as a user would run it, configured like the pipeline's engine."""
+    """faster-whisper as a user would run it, configured like the pipeline's engine: the same model,
+    device, precision, decoding options and batch table, on every CPU the process may use in one
+    model worker (faster-whisper's default; a loop over files makes one call at a time anyway). The
+    engine's worker split (``ESCRIBA_TRANSCRIPTION_NUM_WORKERS``) is the engine's own, not copied."""
 
     def __init__(self, settings: TranscriptionSettings) -> None:
         source = resolve_model_source(settings.model)
@@ -110,8 +113,8 @@ class PlainWhisper:
             source.path_or_name,
             device=self.device,
             compute_type=resolve_compute_type(settings.compute_type, self.device),
-            cpu_threads=resolve_cpu_threads(settings.cpu_threads),
-            num_workers=settings.num_workers,
+            cpu_threads=resolve_cpu_threads(settings.cpus),
+            num_workers=1,
             download_root=settings.download_root or None,
             local_files_only=settings.local_files_only,
         )

@@ -29,7 +29,7 @@ def engine() -> Iterator[WhisperEngine]:
         TranscriptionSettings,
         {
             "ESCRIBA_TRANSCRIPTION_DEVICE": "cpu",
-            "ESCRIBA_TRANSCRIPTION_CPU_THREADS": "2",
+            "ESCRIBA_TRANSCRIPTION_CPUS": "2",
             # Three requests really run at once in the concurrency test, sharing one model.
             "ESCRIBA_TRANSCRIPTION_MAX_CONCURRENCY": "3",
         },
@@ -60,7 +60,8 @@ def test_loaded_once_with_resolved_settings(engine: WhisperEngine) -> None:
     assert engine.model_name == "tiny.en"
     assert engine.device == "cpu"
     assert engine.compute_type.startswith("int8")
-    assert engine.cpu_threads == 2
+    # Two CPUs: two single-threaded model workers (calls side by side), never more threads than CPUs.
+    assert (engine.num_workers, engine.cpu_threads) == (2, 1)
     assert engine.load_seconds is not None and engine.load_seconds > 0
     assert list(engine.supported_languages) == ["en"]
     first = engine.load_seconds
@@ -119,9 +120,9 @@ def test_one_segment_per_window_without_segment_timestamps(engine: WhisperEngine
 
 def test_hotword_brings_out_the_product_name(engine: WhisperEngine, hotwords_sample: Samples) -> None:
     plain = engine.transcribe(hotwords_sample)
-    # tiny.en hears "comfy eye" on its own, so the hotword is what makes the difference.
+    # tiny.en hears "comfy eye" or "comp view i" on its own (which, moves with the CPU threads per
+    # worker), so the hotword is what makes the difference.
     assert "ComfyUI" not in plain.text
-    assert "comfy" in plain.text.lower()
     hinted = engine.transcribe(hotwords_sample, engine.default_options.with_changes(hotwords="ComfyUI"))
     assert "ComfyUI" in hinted.text
 

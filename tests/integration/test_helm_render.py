@@ -300,8 +300,11 @@ def test_cpu_values_request_no_gpu_and_run_on_cpu() -> None:
     assert "nodeSelector" not in spec and "tolerations" not in spec
     env = service_env("cpu", "transcription")
     assert env["ESCRIBA_TRANSCRIPTION_DEVICE"] == "cpu"
-    threads = next(e for e in c["env"] if e["name"] == "ESCRIBA_TRANSCRIPTION_CPU_THREADS")
-    assert threads["valueFrom"]["resourceFieldRef"]["resource"] == "requests.cpu"
+    cpus = next(e for e in c["env"] if e["name"] == "ESCRIBA_TRANSCRIPTION_CPUS")
+    assert cpus["valueFrom"]["resourceFieldRef"]["resource"] == "requests.cpu"
+    # Workers and threads per worker are left to the engine, which divides those CPUs among them.
+    names = {e["name"] for e in c["env"]}
+    assert not {"ESCRIBA_TRANSCRIPTION_CPU_THREADS", "ESCRIBA_TRANSCRIPTION_NUM_WORKERS"} & names
 
 
 def test_model_sources_mount_what_the_catalogue_entry_names() -> None:

@@ -27,7 +27,7 @@ from tests.support.text import JFK_REFERENCE, wer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
-BASE_ENV = {"ESCRIBA_TRANSCRIPTION_DEVICE": "cpu", "ESCRIBA_TRANSCRIPTION_CPU_THREADS": "2"}
+BASE_ENV = {"ESCRIBA_TRANSCRIPTION_DEVICE": "cpu", "ESCRIBA_TRANSCRIPTION_CPUS": "2"}
 
 
 def _engine(**env: str) -> Iterator[WhisperEngine]:

@@ -272,3 +272,92 @@ def test_empty_requests_and_bad_settings() -> None:
         batcher.close()
     with pytest.raises(ValueError, match="max_wait_s"):
         CrossTaskBatcher(Recorder(), batch_size=lambda _s: 1, max_wait_s=-1.0)
+    with pytest.raises(ValueError, match="loops"):
+        CrossTaskBatcher(Recorder(), batch_size=lambda _s: 1, max_wait_s=0.0, loops=0)
+
+
+# Several loops: one per model worker that runs a call in parallel --------------------------------------
+
+
+class SideBySide:
+    """A batch function that returns only once ``parties`` calls are in it at the same time: a loop
+    that ran calls one after another would fail it (the barrier breaks after the timeout)."""
+
+    def __init__(self, parties: int) -> None:
+        self.barrier = threading.Barrier(parties, timeout=10)
+        self.calls: list[list[tuple[str, int]]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, key: str, work: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+        with self._lock:
+            self.calls.append(list(work))
+        self.barrier.wait()
+        return [(tag, n * n) for tag, n in work]
+
+
+def make_loops(run: Callable[..., list[tuple[str, int]]], loops: int, wait_s: float = FOREVER_S) -> Batcher:
+    batcher: Batcher = CrossTaskBatcher(
+        run, batch_size=lambda _s: 8, max_wait_s=wait_s, name="test-batcher", loops=loops
+    )
+    batcher.start()
+    return batcher
+
+
+def test_a_long_request_alone_is_spread_over_the_idle_loops() -> None:
+    run = SideBySide(2)
+    batcher = make_loops(run, loops=2)
+    try:
+        done = batcher.run("k", items("long", 1, 2, 3, 4), weight=120.0)
+    finally:
+        batcher.close()
+    # Batches of 8 fit all four, but with two loops idle each takes half, and both calls run at once.
+    assert sorted(len(call) for call in run.calls) == [2, 2]
+    assert done.results == [("long", 1), ("long", 4), ("long", 9), ("long", 16)]
+
+
+def test_progress_is_only_ever_the_finished_prefix() -> None:
+    """The second half of a request finishes first (the first half's call waits for it): progress
+    never reports a result that is not there yet, and never goes backwards."""
+    second_done = threading.Event()
+
+    def run(key: str, work: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+        if any(n == 1 for _, n in work):
+            assert second_done.wait(10)
+        results = [(tag, n * n) for tag, n in work]
+        if not any(n == 1 for _, n in work):
+            second_done.set()
+        return results
+
+    reports: list[list[tuple[str, int] | None]] = []
+    batcher = make_loops(run, loops=2)
+    try:
+        done = batcher.run(
+            "k", items("a", 1, 2, 3, 4), weight=20.0, on_progress=lambda so_far: reports.append(list(so_far))
+        )
+    finally:
+        batcher.close()
+    assert done.results == [("a", 1), ("a", 4), ("a", 9), ("a", 16)]
+    assert reports and reports[-1] == done.results
+    assert all(None not in report for report in reports)
+    assert [len(r) for r in reports] == sorted({len(r) for r in reports})  # strictly growing
+    assert all(report == done.results[: len(report)] for report in reports)
+
+
+def test_a_loop_that_waited_for_items_another_took_goes_back_to_waiting() -> None:
+    """Both loops wait out the grace for an announced request; the first to wake takes the only item.
+    The other must find the queue gone and wait again, not take from it (or crash its thread)."""
+    side_by_side = SideBySide(2)
+
+    def run(key: str, work: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+        if key == "pair":
+            return side_by_side(key, work)
+        return [(tag, n * n) for tag, n in work]
+
+    batcher = make_loops(run, loops=2, wait_s=0.05)
+    try:
+        with batcher.preparing():
+            assert batcher.run("k", items("a", 3), weight=1.0).results == [("a", 9)]
+        # Both loops still serve: two calls must be in flight at once to pass the barrier.
+        assert batcher.run("pair", items("b", 1, 2), weight=1.0).results == [("b", 1), ("b", 4)]
+    finally:
+        batcher.close()

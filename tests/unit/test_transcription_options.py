@@ -11,7 +11,12 @@ import pytest
 
 from escriba.common.errors import InvalidInputError, LimitExceededError, NotReadyError
 from escriba.common.settings import load
-from escriba.transcription.devices import resolve_compute_type, resolve_cpu_threads, resolve_device
+from escriba.transcription.devices import (
+    resolve_compute_type,
+    resolve_cpu_threads,
+    resolve_device,
+    resolve_workers,
+)
 from escriba.transcription.engine import WhisperEngine
 from escriba.transcription.errors import (
     AudioTooLongError,
@@ -198,3 +203,30 @@ def test_batch_size_follows_the_cpu_table() -> None:
         assert engine.batch_size_for(300.0) == 3
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize(
+    ("device", "cpus", "workers", "threads", "expected"),
+    [
+        ("cpu", 2, 0, 0, (2, 1)),  # one single-threaded worker per CPU
+        ("cpu", 16, 0, 0, (8, 2)),  # at most 8 auto workers, the rest as threads
+        ("cpu", 3, 0, 0, (3, 1)),
+        ("cpu", 2, 1, 0, (1, 2)),  # one worker asked for: it gets every CPU
+        ("cpu", 4, 3, 0, (3, 1)),  # never more threads than CPUs in all
+        ("cpu", 2, 2, 4, (2, 4)),  # explicit threads per worker win
+        ("cuda", 4, 0, 0, (1, 4)),  # one worker feeds a GPU, batches fill it
+        ("cuda", 4, 2, 0, (2, 2)),
+    ],
+)
+def test_model_workers_and_threads_share_the_cpus(
+    device: str, cpus: int, workers: int, threads: int, expected: tuple[int, int]
+) -> None:
+    assert resolve_workers(device, cpus=cpus, num_workers=workers, cpu_threads=threads) == expected
+
+
+def test_model_workers_follow_the_container_cpu_limit(tmp_path: Any) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("100000 100000\n")  # one CPU
+    assert resolve_workers("cpu", cpu_max=cpu_max) == (1, 1)
+    with pytest.raises(ValueError, match=">= 0"):
+        resolve_workers("cpu", num_workers=-1)

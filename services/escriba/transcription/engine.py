@@ -1,9 +1,10 @@
 """faster-whisper behind a small, thread-safe interface.
 
 One :class:`WhisperEngine` per process holds the one loaded model. Requests share it: CTranslate2 runs
-``num_workers`` inference calls in parallel and queues the rest, so concurrent requests never load a
-second copy. Inference is blocking and CPU/GPU-bound; the async entry point runs it on a bounded thread
-pool so the event loop keeps serving health checks and other calls meanwhile.
+``num_workers`` inference calls in parallel (on a CPU, by default, one single-threaded worker per
+core: see :func:`~escriba.transcription.devices.resolve_workers`) and queues the rest, so concurrent
+requests never load a second copy. Inference is blocking and CPU/GPU-bound; the async entry point runs
+it on a bounded thread pool so the event loop keeps serving health checks and other calls meanwhile.
 
 The two batched paths decode windows without timestamp tokens (nothing after a window's last
 timestamp is lost), cut segments from the word alignment, decode again the speech after a window's
@@ -42,7 +43,7 @@ from faster_whisper.vad import VadOptions, get_vad_model
 
 from escriba.transcript import Progress, Segment, Transcript, Word
 from escriba.transcription.batching import choose_batch_size, table_for_device
-from escriba.transcription.devices import resolve_compute_type, resolve_cpu_threads, resolve_device
+from escriba.transcription.devices import resolve_compute_type, resolve_device, resolve_workers
 from escriba.transcription.errors import (
     AudioTooLongError,
     EngineNotReadyError,
@@ -286,13 +287,20 @@ class WhisperEngine:
         self._batcher: CrossTaskBatcher[DecodeKey, Window, WindowOutput] | None = None
         self._runner: WhisperBatchRunner | None = None
         self._request_slots = settings.max_concurrency
+        self._workers, self._worker_threads = resolve_workers(
+            resolve_device(settings.device),
+            cpus=settings.cpus,
+            num_workers=settings.num_workers,
+            cpu_threads=settings.cpu_threads,
+        )
         if settings.cross_task_batching:
             table = table_for_device(
                 resolve_device(settings.device), cpu=settings.batch_sizes_cpu, cuda=settings.batch_sizes_cuda
             )
             # A request blocks its thread while its windows wait in the batcher: with fewer threads than
-            # a batch holds, batches of short requests could never fill.
-            self._request_slots = max(settings.max_concurrency, max(size for _, size in table))
+            # the workers' batches hold, batches of short requests could never fill.
+            largest = max(size for _, size in table)
+            self._request_slots = max(settings.max_concurrency, largest * self._workers)
         self._executor = ThreadPoolExecutor(
             max_workers=self._request_slots, thread_name_prefix="whisper-inference"
         )
@@ -307,7 +315,7 @@ class WhisperEngine:
             source = resolve_model_source(self._settings.model)
             device = resolve_device(self._settings.device)
             compute_type = resolve_compute_type(self._settings.compute_type, device)
-            cpu_threads = resolve_cpu_threads(self._settings.cpu_threads)
+            cpu_threads, workers = self._worker_threads, self._workers
             started = time.perf_counter()
             try:
                 model = WhisperModel(
@@ -315,7 +323,7 @@ class WhisperEngine:
                     device=device,
                     compute_type=compute_type,
                     cpu_threads=cpu_threads,
-                    num_workers=self._settings.num_workers,
+                    num_workers=workers,
                     download_root=self._settings.download_root or None,
                     local_files_only=self._settings.local_files_only,
                 )
@@ -342,6 +350,7 @@ class WhisperEngine:
                     batch_size=self.batch_size_for,
                     max_wait_s=self._settings.batch_max_wait_ms / 1000.0,
                     name="whisper-batcher",
+                    loops=workers,
                 )
                 self._batcher.start()
             self._model = model
@@ -352,7 +361,7 @@ class WhisperEngine:
                     "device": device,
                     "compute_type": model.model.compute_type,
                     "cpu_threads": cpu_threads,
-                    "num_workers": self._settings.num_workers,
+                    "num_workers": workers,
                     "load_s": round(self._load_seconds, 3),
                 },
             )
@@ -395,7 +404,13 @@ class WhisperEngine:
 
     @property
     def cpu_threads(self) -> int:
+        """Threads per model worker (once loaded)."""
         return self._cpu_threads
+
+    @property
+    def num_workers(self) -> int:
+        """Model calls that run in parallel."""
+        return self._workers
 
     @property
     def load_seconds(self) -> float | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict, deque
@@ -48,6 +49,10 @@ class _Request(Generic[I, R]):
     results: list[R | None]
     next_item: int = 0
     remaining: int = 0
+    #: Items with a result, by position (with several loops a later batch can finish first).
+    finished: list[bool] = field(default_factory=list)
+    #: How many first results the progress listener has been told of.
+    told: int = 0
     error: BaseException | None = None
     largest_batch: int = 0
     done: threading.Event = field(default_factory=threading.Event)
@@ -104,6 +109,11 @@ class CrossTaskBatcher(Generic[K, I, R]):
     batch to fill, and only while a request announced with :meth:`preparing` may still add to it: a
     request alone never waits. Within a key the batch is filled round-robin across requests, so a short
     request never queues behind all the windows of a long one.
+
+    ``loops`` threads take batches (one per model worker that can run a call in parallel: on a CPU,
+    two single-threaded calls at once beat one call on two threads, whose small matrix products in
+    beam search leave the second core idle). While other loops are idle, a loop takes only its share
+    of the waiting items, so a long request alone is spread over every worker instead of filling one.
     """
 
     def __init__(
@@ -113,18 +123,24 @@ class CrossTaskBatcher(Generic[K, I, R]):
         batch_size: Callable[[float], int],
         max_wait_s: float,
         name: str = "batcher",
+        loops: int = 1,
     ) -> None:
         if max_wait_s < 0:
             raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
+        if loops < 1:
+            raise ValueError(f"loops must be >= 1, got {loops}")
+        self._loops = loops
+        self._running = 0
         self._run = run
         self._batch_size = batch_size
         self._max_wait_s = max_wait_s
         self._name = name
         self._cond = threading.Condition()
+        self._progress_lock = threading.Lock()
         self._queues: OrderedDict[K, deque[_Request[I, R]]] = OrderedDict()
         self._preparing = 0
         self._closed = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._batches = 0
         self._items = 0
         self._largest = 0
@@ -136,18 +152,23 @@ class CrossTaskBatcher(Generic[K, I, R]):
         with self._cond:
             if self._closed:
                 raise BatcherClosedError(f"{self._name} is closed")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
-                self._thread.start()
+            if not self._threads:
+                self._threads = [
+                    threading.Thread(target=self._loop, name=f"{self._name}-{index}", daemon=True)
+                    for index in range(self._loops)
+                ]
+                for thread in self._threads:
+                    thread.start()
 
     def close(self) -> None:
         """Stop after the work already queued; later submissions raise :class:`BatcherClosedError`."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
+            threads = list(self._threads)
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join()
 
     @property
     def queued(self) -> int:
@@ -186,7 +207,7 @@ class CrossTaskBatcher(Generic[K, I, R]):
     ) -> BatchedResults[R]:
         """Queue ``items`` under ``key`` and block until every one has its result (in order). The
         first failure of a batch holding one of them is raised here. ``on_progress`` is given the
-        results so far after each batch (items are taken in order, so those are the first ones)."""
+        results so far after each batch: the first ones, up to the first still without one."""
         return self._run_items(key, items, weight, None, on_progress)
 
     def _release(self, slot: Slot[K, I, R]) -> None:
@@ -209,6 +230,7 @@ class CrossTaskBatcher(Generic[K, I, R]):
             arrived=time.monotonic(),
             results=[None] * len(items),
             remaining=len(items),
+            finished=[False] * len(items),
             on_progress=on_progress,
         )
         with self._cond:
@@ -216,7 +238,7 @@ class CrossTaskBatcher(Generic[K, I, R]):
                 self._release(slot)
             if not items:
                 return BatchedResults([], 0)
-            if self._closed or self._thread is None:
+            if self._closed or not self._threads:
                 raise BatcherClosedError(f"{self._name} is not running")
             self._queues.setdefault(key, deque()).append(request)
             self._cond.notify_all()
@@ -233,6 +255,7 @@ class CrossTaskBatcher(Generic[K, I, R]):
                 picked = self._next_batch()
                 if picked is None:
                     return
+                self._running += 1
             key, cap, taken = picked
             items = [request.items[index] for request, index in taken]
             try:
@@ -244,44 +267,54 @@ class CrossTaskBatcher(Generic[K, I, R]):
                 self._finish(taken, None, cap, exc)
             else:
                 self._finish(taken, results, cap, None)
-            self._idle_since = time.monotonic()
+            with self._cond:
+                self._running -= 1
+                self._idle_since = time.monotonic()
 
     def _next_batch(self) -> tuple[K, int, list[tuple[_Request[I, R], int]]] | None:
         """Under the lock: wait for work, then take one batch (``None`` once closed and drained)."""
-        while not self._queues:
-            if self._closed:
-                return None
-            self._cond.wait()
-        key = next(iter(self._queues))
-        queue = self._queues[key]
-        # Requests still preparing get up to max_wait to join, counted from when the oldest item came or
-        # the model went idle, whichever is later: after a long model call, the ones that prepared
-        # during it are already queued, and those just behind them get the same short grace.
-        deadline = max(queue[0].arrived, self._idle_since) + self._max_wait_s
-        cap = self._cap(queue)
-        while self._preparing > 0 and not self._closed and self._waiting(queue) < cap:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            self._cond.wait(left)
+        while True:
+            while not self._queues:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            key = next(iter(self._queues))
+            queue = self._queues[key]
+            # Requests still preparing get up to max_wait to join, counted from when the oldest item
+            # came or the model went idle, whichever is later: after a long model call, the ones that
+            # prepared during it are already queued, and those just behind them get the same short grace.
+            deadline = max(queue[0].arrived, self._idle_since) + self._max_wait_s
             cap = self._cap(queue)
-        taken: list[tuple[_Request[I, R], int]] = []
-        while len(taken) < cap and queue:
-            for request in list(queue):
-                if len(taken) == cap:
+            while self._preparing > 0 and not self._closed and self._waiting(queue) < cap:
+                left = deadline - time.monotonic()
+                if left <= 0:
                     break
-                taken.append((request, request.next_item))
-                request.next_item += 1
-                if request.next_item == len(request.items):
-                    queue.remove(request)
-        # The next batch starts from another key if one waits, so no key starves another.
-        del self._queues[key]
-        if queue:
-            self._queues[key] = queue
-        self._batches += 1
-        self._items += len(taken)
-        self._largest = max(self._largest, len(taken))
-        return key, cap, taken
+                self._cond.wait(left)
+                cap = self._cap(queue)
+            if self._queues.get(key) is not queue or not queue:
+                continue  # another loop took these items (or they failed) while this one waited
+            # Other loops idle: this one takes its share and they take the rest, rather than waiting
+            # for this call with nothing to do.
+            # The batch size reported stays the table's (``cap``); only what this call takes shrinks.
+            idle = self._loops - self._running
+            limit = cap if idle <= 1 else min(cap, max(1, math.ceil(self._waiting(queue) / idle)))
+            taken: list[tuple[_Request[I, R], int]] = []
+            while len(taken) < limit and queue:
+                for request in list(queue):
+                    if len(taken) == limit:
+                        break
+                    taken.append((request, request.next_item))
+                    request.next_item += 1
+                    if request.next_item == len(request.items):
+                        queue.remove(request)
+            # The next batch starts from another key if one waits, so no key starves another.
+            del self._queues[key]
+            if queue:
+                self._queues[key] = queue
+            self._batches += 1
+            self._items += len(taken)
+            self._largest = max(self._largest, len(taken))
+            return key, cap, taken
 
     def _cap(self, queue: deque[_Request[I, R]]) -> int:
         return max(1, int(self._batch_size(sum(r.weight for r in queue))))
@@ -297,7 +330,7 @@ class CrossTaskBatcher(Generic[K, I, R]):
         cap: int,
         error: BaseException | None,
     ) -> None:
-        told: dict[int, tuple[Callable[[Sequence[R]], None], list[R]]] = {}
+        told: dict[int, tuple[_Request[I, R], int]] = {}
         with self._cond:
             for position, (request, index) in enumerate(taken):
                 request.largest_batch = max(request.largest_batch, cap)
@@ -305,18 +338,28 @@ class CrossTaskBatcher(Generic[K, I, R]):
                     request.error = request.error or error
                 elif results is not None:
                     request.results[index] = results[position]
+                    request.finished[index] = True
                 request.remaining -= 1
                 if request.on_progress is not None and request.error is None:
-                    done = len(request.items) - request.remaining
-                    told[id(request)] = (request.on_progress, cast(list[R], request.results[:done]))
+                    told[id(request)] = (request, self._finished_prefix(request))
                 if request.remaining == 0 or request.error is not None:
                     self._drop(request)
                     request.done.set()
-        for callback, so_far in told.values():
-            try:
-                callback(so_far)
-            except Exception:  # a progress listener must never stop the batching loop
-                log.exception("progress callback failed")
+        # One listener call at a time, each told more than the last (two loops finishing at once
+        # must not report a request's progress going backwards).
+        with self._progress_lock:
+            for request, done in told.values():
+                if done <= request.told or request.on_progress is None:
+                    continue
+                request.told = done
+                try:
+                    request.on_progress(cast(list[R], request.results[:done]))
+                except Exception:  # a progress listener must never stop the batching loop
+                    log.exception("progress callback failed")
+
+    @staticmethod
+    def _finished_prefix(request: _Request[I, R]) -> int:
+        return next((i for i, done in enumerate(request.finished) if not done), len(request.finished))
 
     def _drop(self, request: _Request[I, R]) -> None:
         """Take a finished or failed request's untaken items out of the queue."""

@@ -55,18 +55,26 @@ class TranscriptionSettings:
         "CTranslate2 precision; auto: int8_float16 on CUDA, int8 on CPU",
         choices=COMPUTE_TYPES,
     )
+    cpus: int = setting(
+        "ESCRIBA_TRANSCRIPTION_CPUS",
+        0,
+        "CPUs the model may use in all (count), shared out among the model workers; 0: every CPU the "
+        "process may use (its affinity, capped by a container CPU limit). The chart sets the CPU request",
+        check=between(0, 1024),
+    )
     cpu_threads: int = setting(
         "ESCRIBA_TRANSCRIPTION_CPU_THREADS",
         0,
-        "CPU threads per model worker (count); 0: every CPU the process may use",
+        "CPU threads per model worker (count); 0: ESCRIBA_TRANSCRIPTION_CPUS divided among the workers",
         check=between(0, 1024),
     )
     num_workers: int = setting(
         "ESCRIBA_TRANSCRIPTION_NUM_WORKERS",
-        1,
-        "model workers (count): how many inference calls CTranslate2 runs in parallel; each holds "
-        "its own working memory",
-        check=between(1, 64),
+        0,
+        "model workers (count): how many model calls run in parallel, each holding its own working "
+        "memory (the weights are shared); 0: on CPU one per CPU up to 8 (single-threaded calls side by "
+        "side outrun one call on every core), on CUDA 1",
+        check=between(0, 64),
     )
     max_concurrency: int = setting(
         "ESCRIBA_TRANSCRIPTION_MAX_CONCURRENCY",
