@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from typing import Any
 
 import pytest
 
@@ -13,11 +14,35 @@ from tests.support import chart_scan, helm
 pytestmark = pytest.mark.timeout(900)
 
 
+REGRESSED = "regressed"
+
+
+def regressed_rendering() -> list[dict[str, Any]]:
+    """The default rendering with network policies off and a secret in the environment."""
+    objects = helm.template(
+        None, "--set", "networkPolicy.enabled=false", "--set", "gateway.extraEnv[0].name=X"
+    )
+    gateway = next(
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-gateway")
+    )
+    gateway["spec"]["template"]["spec"]["containers"][0]["env"].append(
+        {"name": "ESCRIBA_DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "db", "key": "url"}}}
+    )
+    return objects
+
+
 @pytest.fixture(scope="module")
-def findings() -> dict[str, list[chart_scan.Finding]]:
+def scanned() -> dict[str, list[chart_scan.Finding]]:
+    """Every rendering and the regressed one, scanned side by side (a checkov run is mostly its start-up)."""
     helm.helm_path()
     chart_scan.checkov_path()
-    return chart_scan.scan_all()
+    renderings = {name: helm.template(values) for name, values in helm.values_files().items()}
+    return chart_scan.scan_many({**renderings, REGRESSED: regressed_rendering()})
+
+
+@pytest.fixture(scope="module")
+def findings(scanned: dict[str, list[chart_scan.Finding]]) -> dict[str, list[chart_scan.Finding]]:
+    return {name: found for name, found in scanned.items() if name != REGRESSED}
 
 
 def test_every_rendering_fails_only_the_listed_checks(findings: dict[str, list[chart_scan.Finding]]) -> None:
@@ -39,20 +64,9 @@ def test_an_unlisted_failure_and_a_stale_entry_both_fail(
     assert outcome.unexplained == [] and outcome.unused == [("CKV_K8S_20", "Deployment/*")]
 
 
-def test_the_scan_catches_what_the_safe_defaults_fixed() -> None:
+def test_the_scan_catches_what_the_safe_defaults_fixed(scanned: dict[str, list[chart_scan.Finding]]) -> None:
     """Policies off and a secret in the environment are findings no README row excuses."""
-    objects = helm.template(
-        None, "--set", "networkPolicy.enabled=false", "--set", "gateway.extraEnv[0].name=X"
-    )
-    gateway = next(
-        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-gateway")
-    )
-    gateway["spec"]["template"]["spec"]["containers"][0]["env"].append(
-        {"name": "ESCRIBA_DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "db", "key": "url"}}}
-    )
-    outcome = chart_scan.evaluate(
-        {"regressed": chart_scan.scan(objects)}, chart_scan.allowances(), io.StringIO()
-    )
+    outcome = chart_scan.evaluate({REGRESSED: scanned[REGRESSED]}, chart_scan.allowances(), io.StringIO())
     assert {"CKV2_K8S_6", "CKV_K8S_35"} <= {f.check for _, f in outcome.unexplained}
 
 

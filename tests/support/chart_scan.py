@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,8 @@ def allowances(text: str | None = None) -> list[Allowance]:
 
 @functools.cache
 def checkov_path() -> Path:
-    """``$ESCRIBA_CHECKOV``, or the pinned one in ``.tools/checkov`` (installed on first use)."""
+    """``$ESCRIBA_CHECKOV``, or the pinned one in ``.tools/checkov`` (installed on first use; checked
+    once per process, as the check itself starts checkov)."""
     override = os.environ.get("ESCRIBA_CHECKOV")
     if override:
         return Path(override)
@@ -143,9 +145,21 @@ def scan(objects: Iterable[dict[str, Any]]) -> list[Finding]:
     return sorted(set(failed), key=str)
 
 
+def scan_many(renderings: dict[str, Iterable[dict[str, Any]]]) -> dict[str, list[Finding]]:
+    """:func:`scan` of each rendering, one checkov process per CPU at a time (a run is mostly its
+    single-threaded start-up). One process per rendering, never one over all: checkov's graph checks
+    join resources across the files of a run, so one rendering's NetworkPolicy would cover another's
+    pods and hide the finding."""
+    checkov_path()  # installed once, before the runs start
+    materialized = {name: list(objects) for name, objects in renderings.items()}
+    with ThreadPoolExecutor(max_workers=max(1, min(len(materialized), os.cpu_count() or 1))) as pool:
+        futures = {name: pool.submit(scan, objects) for name, objects in materialized.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
 def scan_all() -> dict[str, list[Finding]]:
     """The failed checks of every rendering: the default values and each ``ci/`` file."""
-    return {name: scan(helm.template(values)) for name, values in helm.values_files().items()}
+    return scan_many({name: helm.template(values) for name, values in helm.values_files().items()})
 
 
 def evaluate(findings: dict[str, list[Finding]], rows: Sequence[Allowance], out: Any = sys.stdout) -> Outcome:
