@@ -25,8 +25,10 @@ SECONDS = 100.0
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def stack(nats_server: EmbeddedNats, postgres_dsn: str) -> AsyncIterator[LocalStack]:
     env = {
-        # One window a model call, so a 100 s recording reports progress several times.
+        # One window a model call, one call at a time, so a 100 s recording reports progress several
+        # times (two workers finish windows in pairs, and progress is the finished prefix).
         "ESCRIBA_TRANSCRIPTION_BATCH_SIZES_CPU": "inf:1",
+        "ESCRIBA_TRANSCRIPTION_NUM_WORKERS": "1",
         "ESCRIBA_TRANSCRIPTION_PROGRESS_INTERVAL_S": "0.05",
     }
     async with LocalStack(stack_config(nats_server.url, postgres_dsn, env=env)) as running:

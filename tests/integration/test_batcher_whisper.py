@@ -316,16 +316,15 @@ class Overlap:
 def test_two_workers_share_a_long_request_and_read_it_as_one_worker_does(
     adaptive: WhisperEngine, clips: dict[str, Samples]
 ) -> None:
-    """Two single-threaded workers (the default on two CPUs) split one long request's windows between
-    two calls at once; the text is what one two-threaded worker reads, up to the float noise of another
-    thread count and batch split."""
+    """Two workers (the default on two CPUs) split one long request's windows between two calls at
+    once; the text is what one worker reads, up to the float noise of another batch split."""
     settings = load(TranscriptionSettings, {**BASE_ENV, "ESCRIBA_TRANSCRIPTION_NUM_WORKERS": "0"})
     two = WhisperEngine(settings)
     two.load()
     gap = np.zeros(SAMPLE_RATE_HZ // 2, dtype=np.float32)
     audio = np.concatenate([clips["jfk"], gap, clips["left"], gap, clips["right"], gap] * 3)
     try:
-        assert (two.num_workers, two.cpu_threads) == (2, 1)
+        assert (two.num_workers, two.cpu_threads) == (2, 2)
         model = two.model
         overlap = Overlap(model.model)
         model.model = overlap

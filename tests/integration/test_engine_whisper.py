@@ -60,8 +60,8 @@ def test_loaded_once_with_resolved_settings(engine: WhisperEngine) -> None:
     assert engine.model_name == "tiny.en"
     assert engine.device == "cpu"
     assert engine.compute_type.startswith("int8")
-    # Two CPUs: two single-threaded model workers (calls side by side), never more threads than CPUs.
-    assert (engine.num_workers, engine.cpu_threads) == (2, 1)
+    # Two CPUs: two model workers (calls side by side), each able to use both CPUs when alone.
+    assert (engine.num_workers, engine.cpu_threads) == (2, 2)
     assert engine.load_seconds is not None and engine.load_seconds > 0
     assert list(engine.supported_languages) == ["en"]
     first = engine.load_seconds

@@ -208,12 +208,14 @@ def test_batch_size_follows_the_cpu_table() -> None:
 @pytest.mark.parametrize(
     ("device", "cpus", "workers", "threads", "expected"),
     [
-        ("cpu", 2, 0, 0, (2, 1)),  # one single-threaded worker per CPU
-        ("cpu", 16, 0, 0, (8, 2)),  # at most 8 auto workers, the rest as threads
-        ("cpu", 3, 0, 0, (3, 1)),
+        ("cpu", 2, 0, 0, (2, 2)),  # one worker per CPU, two threads each: alone, one still uses both
+        ("cpu", 16, 0, 0, (8, 2)),  # at most 8 auto workers
+        ("cpu", 32, 0, 0, (8, 4)),  # the rest as threads
+        ("cpu", 1, 0, 0, (1, 1)),
         ("cpu", 2, 1, 0, (1, 2)),  # one worker asked for: it gets every CPU
-        ("cpu", 4, 3, 0, (3, 1)),  # never more threads than CPUs in all
+        ("cpu", 4, 3, 0, (3, 1)),  # workers asked for: the CPUs divided among them
         ("cpu", 2, 2, 4, (2, 4)),  # explicit threads per worker win
+        ("cpu", 2, 0, 1, (2, 1)),
         ("cuda", 4, 0, 0, (1, 4)),  # one worker feeds a GPU, batches fill it
         ("cuda", 4, 2, 0, (2, 2)),
     ],

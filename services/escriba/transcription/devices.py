@@ -94,15 +94,29 @@ def resolve_workers(
 ) -> tuple[int, int]:
     """``(model workers, threads per worker)`` from the settings (0: auto for each).
 
-    On a CPU, single-threaded workers running calls side by side beat one worker on every core:
-    measured on 2 cores with tiny.en, 40 short clips took 24.2 s as two 1-thread calls at a time
-    against 33.8 s one 2-thread call at a time, the same text (beam search's small matrix products
-    do not keep a second thread busy). On CUDA one worker feeds the device, and batches fill it.
-    ``cpus``: the CPUs the model may use in all (0: :func:`resolve_cpu_threads`' count).
+    On a CPU, auto is one model worker per CPU (up to :data:`MAX_AUTO_CPU_WORKERS`), each with two
+    threads: calls side by side beat one call on every core (beam search's small matrix products
+    leave a second thread idle: on 2 cores with tiny.en, 100 short clips took 42 s as two 1-thread
+    workers, 44 s as two 2-thread workers, against about 33 % more as one 2-thread worker), while a
+    worker running alone still has two cores for its encoder, which halves with a second thread (a
+    lone request is as fast as with one worker; with one thread per worker it would take twice as
+    long to encode). Explicit workers get the CPUs divided among them. On CUDA one worker feeds the
+    device and batches fill it. ``cpus``: the CPUs the model may use in all (0:
+    :func:`resolve_cpu_threads`' count).
     """
     if min(cpus, num_workers, cpu_threads) < 0:
         raise ValueError(f"CPUs, workers and threads must be >= 0, got {cpus}, {num_workers}, {cpu_threads}")
     budget = resolve_cpu_threads(cpus, cpu_max)
-    workers = num_workers or (1 if device == "cuda" else min(budget, MAX_AUTO_CPU_WORKERS))
-    threads = cpu_threads or max(1, budget // workers)
+    if num_workers:
+        workers = num_workers
+        threads = cpu_threads or max(1, budget // workers)
+    elif device == "cuda":
+        workers, threads = 1, cpu_threads or budget
+    else:
+        workers = min(budget, MAX_AUTO_CPU_WORKERS)
+        threads = cpu_threads or max(min(budget, AUTO_THREADS_PER_CPU_WORKER), budget // workers)
     return workers, threads
+
+
+#: Threads per auto CPU worker (fewer only with fewer CPUs): see :func:`resolve_workers`.
+AUTO_THREADS_PER_CPU_WORKER = 2

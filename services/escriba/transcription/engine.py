@@ -1,8 +1,8 @@
 """faster-whisper behind a small, thread-safe interface.
 
 One :class:`WhisperEngine` per process holds the one loaded model. Requests share it: CTranslate2 runs
-``num_workers`` inference calls in parallel (on a CPU, by default, one single-threaded worker per
-core: see :func:`~escriba.transcription.devices.resolve_workers`) and queues the rest, so concurrent
+``num_workers`` inference calls in parallel (on a CPU, by default, one worker per core, two threads
+each: see :func:`~escriba.transcription.devices.resolve_workers`) and queues the rest, so concurrent
 requests never load a second copy. Inference is blocking and CPU/GPU-bound; the async entry point runs
 it on a bounded thread pool so the event loop keeps serving health checks and other calls meanwhile.
 

@@ -65,15 +65,16 @@ class TranscriptionSettings:
     cpu_threads: int = setting(
         "ESCRIBA_TRANSCRIPTION_CPU_THREADS",
         0,
-        "CPU threads per model worker (count); 0: ESCRIBA_TRANSCRIPTION_CPUS divided among the workers",
+        "CPU threads per model worker (count); 0: with auto workers 2 (or the CPUs divided among them, "
+        "if more), with ESCRIBA_TRANSCRIPTION_NUM_WORKERS set the CPUs divided among them",
         check=between(0, 1024),
     )
     num_workers: int = setting(
         "ESCRIBA_TRANSCRIPTION_NUM_WORKERS",
         0,
         "model workers (count): how many model calls run in parallel, each holding its own working "
-        "memory (the weights are shared); 0: on CPU one per CPU up to 8 (single-threaded calls side by "
-        "side outrun one call on every core), on CUDA 1",
+        "memory (the weights are shared); 0: on CPU one per CPU up to 8, two threads each (calls side by "
+        "side outrun one call on every core, and a worker alone still encodes on two), on CUDA 1",
         check=between(0, 64),
     )
     max_concurrency: int = setting(
