@@ -111,8 +111,8 @@ class CrossTaskBatcher(Generic[K, I, R]):
     request never queues behind all the windows of a long one.
 
     ``loops`` threads take batches (one per model worker that can run a call in parallel: on a CPU,
-    two single-threaded calls at once beat one call on two threads, whose small matrix products in
-    beam search leave the second core idle). While other loops are idle, a loop takes only its share
+    two calls at once beat one call on every core, whose small matrix products in beam search leave
+    the second core idle). While other loops are idle, a loop takes only its share
     of the waiting items, so a long request alone is spread over every worker instead of filling one.
     """
 
@@ -359,7 +359,10 @@ class CrossTaskBatcher(Generic[K, I, R]):
 
     @staticmethod
     def _finished_prefix(request: _Request[I, R]) -> int:
-        return next((i for i, done in enumerate(request.finished) if not done), len(request.finished))
+        # From what the listener was told: that prefix is finished already (a long request's windows
+        # are not rescanned from the start after every batch).
+        finished = request.finished
+        return next((i for i in range(request.told, len(finished)) if not finished[i]), len(finished))
 
     def _drop(self, request: _Request[I, R]) -> None:
         """Take a finished or failed request's untaken items out of the queue."""
