@@ -287,16 +287,15 @@ class WhisperEngine:
         self._batcher: CrossTaskBatcher[DecodeKey, Window, WindowOutput] | None = None
         self._runner: WhisperBatchRunner | None = None
         self._request_slots = settings.max_concurrency
+        device = resolve_device(settings.device)
         self._workers, self._worker_threads = resolve_workers(
-            resolve_device(settings.device),
+            device,
             cpus=settings.cpus,
             num_workers=settings.num_workers,
             cpu_threads=settings.cpu_threads,
         )
         if settings.cross_task_batching:
-            table = table_for_device(
-                resolve_device(settings.device), cpu=settings.batch_sizes_cpu, cuda=settings.batch_sizes_cuda
-            )
+            table = table_for_device(device, cpu=settings.batch_sizes_cpu, cuda=settings.batch_sizes_cuda)
             # A request blocks its thread while its windows wait in the batcher: with fewer threads than
             # the workers' batches hold, batches of short requests could never fill.
             largest = max(size for _, size in table)
