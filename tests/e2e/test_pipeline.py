@@ -6,7 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
+from bench.load import tagged_wav
+from escriba.audio.pcm import to_int16
 from escriba.client import EscribaClient, make_spec
 from escriba.local.stack import LocalStack
 from escriba.pipeline.taskpb import status_from_pb
@@ -144,6 +147,42 @@ async def test_same_audio_again_comes_from_the_cache(
     assert calls == 0, "the model ran for audio it had already transcribed"
     assert second.result.transcript_from_cache
     assert second.result.corrected_text == first.result.corrected_text
+
+
+async def test_the_same_new_audio_several_times_at_once_runs_the_model_once(
+    client: EscribaClient, stack: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four uploads of different bytes (their own comment each) and the same speech, sent together:
+    they reach the transcription stage before the first transcript is stored, and share it."""
+    jfk, rate = media.speech("jfk.flac")
+    clip = to_int16(0.7 * jfk.mean(axis=0)[: 6 * rate])  # not in the cache yet
+    paths = [media.write(tmp_path / f"same-{i}.wav", tagged_wav(clip, rate, f"upload {i}")) for i in range(4)]
+    engine = stack.transcription_engine
+    assert engine is not None
+    calls = 0
+    original = engine.transcribe
+
+    def counting(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "transcribe", counting)
+    before = {r: _transcript_lookups(r) for r in ("hit", "miss", "shared")}
+    tasks = await run_tasks(client, paths)
+    assert [status_name(t) for t in tasks] == ["completed"] * 4, [t.error for t in tasks]
+    assert calls == 1, f"the model ran {calls} times for one recording"
+    assert len({t.result.corrected_text for t in tasks}) == 1 and tasks[0].result.corrected_text
+    assert sum(t.result.transcript_from_cache for t in tasks) == 3
+    counted = {r: _transcript_lookups(r) - before[r] for r in before}
+    assert counted["miss"] >= 1 and sum(counted.values()) == 4, counted
+
+
+def _transcript_lookups(result: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "escriba_cache_requests_total", {"cache": "transcript", "result": result}
+    )
+    return value or 0.0
 
 
 async def test_cancel_wins_over_later_stages(

@@ -67,7 +67,10 @@ JOB_SLOTS = Gauge(
     ["stage"],
 )
 CACHE_REQUESTS = Counter(
-    "escriba_cache_requests_total", "cache lookups by cache and result (hit/miss)", ["cache", "result"]
+    "escriba_cache_requests_total",
+    "cache lookups by cache and result (hit; miss; shared: the same key was being computed in this"
+    " process, and its result was taken)",
+    ["cache", "result"],
 )
 MODEL_LOAD_SECONDS = Gauge(
     "escriba_model_load_seconds",
@@ -148,6 +151,7 @@ def init_stage_metrics(stage: str, *, cache: str, measures_audio: bool) -> None:
     JOB_RETRIES.labels(stage, "internal")
     CACHE_REQUESTS.labels(cache, "hit")
     CACHE_REQUESTS.labels(cache, "miss")
+    CACHE_REQUESTS.labels(cache, "shared")
     if measures_audio:
         AUDIO_SECONDS.labels(stage)
         REAL_TIME_FACTOR.labels(stage)

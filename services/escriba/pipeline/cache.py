@@ -27,6 +27,11 @@ def count_lookup(stage: Stage, *, hit: bool) -> None:
     metrics.CACHE_REQUESTS.labels(STAGES[stage].cache, "hit" if hit else "miss").inc()
 
 
+def count_shared(stage: Stage) -> None:
+    """Count a lookup that missed but took the result of the same key's computation in flight."""
+    metrics.CACHE_REQUESTS.labels(STAGES[stage].cache, "shared").inc()
+
+
 class MessageCache(Generic[M]):
     def __init__(self, kv: KvCache, message_type: type[M], stage: Stage) -> None:
         self._kv = kv

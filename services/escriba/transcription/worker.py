@@ -15,9 +15,10 @@ from escriba.audio.pcm import decode_pcm
 from escriba.bus import Job
 from escriba.common import metrics
 from escriba.pipeline.budget import AudioBudget
-from escriba.pipeline.cache import MessageCache
+from escriba.pipeline.cache import MessageCache, count_shared
 from escriba.pipeline.handoff import HANDOFF
 from escriba.pipeline.runtime import PipelineRuntime
+from escriba.pipeline.singleflight import SingleFlight
 from escriba.pipeline.stage import StageHandler
 from escriba.stages import Stage
 from escriba.transcript import merge_channels
@@ -73,6 +74,7 @@ class TranscriptionStage(StageHandler[jobs_pb2.TranscribeJob]):
         super().__init__(runtime)
         self.engine = engine
         self.budget = AudioBudget(max_audio_in_flight_s)
+        self._flights: SingleFlight[tuple[transcription_pb2.Transcript, float]] = SingleFlight()
         self.progress_interval_s = progress_interval_s
 
     @property
@@ -138,32 +140,47 @@ class TranscriptionStage(StageHandler[jobs_pb2.TranscribeJob]):
         pipeline = self.pipeline
         # Audio handed over by a preprocess stage in this process is taken either way, so a cache hit
         # leaves nothing behind; without it, the object store has the audio as always.
-        handed = HANDOFF.take(audio_sha256) if HANDOFF.enabled else None
-        cached = await self.cache.get(key)
-        if cached is not None:
-            return cached, True, 0.0
-        async with self.budget.hold(duration_s, while_waiting=job.clock.paused()):
-            data = handed if handed is not None else await pipeline.normalized.get_bytes(audio_object)
-            del handed
-            samples = await asyncio.to_thread(decode_pcm, data)
-            del data
-            if task_id:
-                reporter = ProgressReporter(pipeline, task_id, interval_s=self.progress_interval_s)
-                async with reporter:
-                    result = await self.engine.transcribe_async(samples, options, reporter)
-            else:
-                result = await self.engine.transcribe_async(samples, options)
-            del samples
-        metrics.record_work(
-            "transcription",
-            audio_s=result.duration_s,
-            elapsed_s=result.inference_ms / 1000,
-            batch_size=result.batch_size,
-            windows_redecoded=result.windows_redecoded,
-        )
-        transcript = transcript_to_pb(result)
-        await self.cache.put(key, transcript)
-        return transcript, False, result.inference_ms
+        taken = HANDOFF.take(audio_sha256) if HANDOFF.enabled else None
+        joining = self._flights.in_flight(key)
+        # Read once, then let go (a long recording's canonical audio is large); a task that waits for
+        # another's transcript keeps none of it meanwhile.
+        handed = [taken] if taken is not None and not joining else []
+        del taken
+        if not joining:  # in flight: not stored yet, so no lookup
+            cached = await self.cache.get(key)
+            if cached is not None:
+                return cached, True, 0.0
+
+        async def compute() -> tuple[transcription_pb2.Transcript, float]:
+            async with self.budget.hold(duration_s, while_waiting=job.clock.paused()):
+                data = handed.pop() if handed else await pipeline.normalized.get_bytes(audio_object)
+                samples = await asyncio.to_thread(decode_pcm, data)
+                del data
+                if task_id:
+                    reporter = ProgressReporter(pipeline, task_id, interval_s=self.progress_interval_s)
+                    async with reporter:
+                        result = await self.engine.transcribe_async(samples, options, reporter)
+                else:
+                    result = await self.engine.transcribe_async(samples, options)
+                del samples
+            metrics.record_work(
+                "transcription",
+                audio_s=result.duration_s,
+                elapsed_s=result.inference_ms / 1000,
+                batch_size=result.batch_size,
+                windows_redecoded=result.windows_redecoded,
+            )
+            transcript = transcript_to_pb(result)
+            await self.cache.put(key, transcript)
+            return transcript, result.inference_ms
+
+        # Another task of the same audio and options already in the model: take its transcript.
+        (transcript, inference_ms), shared = await self._flights.run(key, compute)
+        if shared:
+            if joining:  # one count per lookup: a lookup that missed just before was counted
+                count_shared(self.stage)
+            return transcript, True, 0.0
+        return transcript, False, inference_ms
 
     async def _per_channel(
         self, message: jobs_pb2.TranscribeJob, options: TranscriptionOptions, job: Job

@@ -157,7 +157,7 @@ class CorrectJob(_message.Message):
     TRANSCRIPT_FROM_CACHE_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     transcript_from_cache: _builtins.bool
-    """the transcription stage served the transcript from its cache"""
+    """from its cache, or shared with the same key in flight"""
     @_builtins.property
     def audio(self) -> _common_pb2.AudioInfo: ...
     @_builtins.property

@@ -192,6 +192,9 @@ class TaskResult(_message.Message):
     model: _builtins.str
     rules_version: _builtins.str
     transcript_from_cache: _builtins.bool
+    """Not transcribed for this task: from the transcript cache, or shared with another task of the same
+    audio and options that was being transcribed at the same time.
+    """
     @_builtins.property
     def segments(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Segment]:
         """corrected segments, with words"""
