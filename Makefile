@@ -8,6 +8,11 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROTO_FILES := $(wildcard proto/escriba/v1/*.proto)
 PYTEST_ARGS ?=
+#: Test workers (pytest-xdist processes; each test file runs whole on one of them, so its module
+#: fixtures start once). Most tests wait on servers and subprocesses, so two keep a 2-core machine
+#: busy; 0 runs everything in this process (no xdist).
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist loadfile)
 
 .PHONY: help setup proto proto-check lint format test test-unit test-integration test-e2e demo docs clean
 
@@ -41,16 +46,16 @@ format: $(STAMP) ## Apply ruff's formatting and autofixes
 
 test: $(STAMP) ## Install everything, then lint and run every test suite
 	$(MAKE) --no-print-directory lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## Unit tests only (no I/O)
-	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_PARALLEL) tests/unit $(PYTEST_ARGS)
 
 test-integration: $(STAMP) ## Integration tests (real servers on free ports)
-	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_PARALLEL) tests/integration $(PYTEST_ARGS)
 
 test-e2e: $(STAMP) ## End-to-end tests on real speech
-	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_PARALLEL) tests/e2e $(PYTEST_ARGS)
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist services/*.egg-info

@@ -53,9 +53,12 @@ def tagged_wav(pcm: np.ndarray, rate: int, comment: str) -> bytes:
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
-def distinct_uploads(count: int, *, distinct: int = 20, seconds: float = 1.5) -> list[bytes]:
-    """``count`` uploads of different bytes over ``distinct`` clips of real speech (see the module doc)."""
-    speech = decode_audio(SPEECH, max_duration_s=60.0).samples
+def distinct_uploads(
+    count: int, *, distinct: int = 20, seconds: float = 1.5, speech_file: Path = SPEECH
+) -> list[bytes]:
+    """``count`` uploads of different bytes over ``distinct`` clips of real speech (see the module doc),
+    cut from the first minute of ``speech_file``."""
+    speech = decode_audio(speech_file, max_duration_s=3600.0).samples[: 60 * SAMPLE_RATE_HZ]
     length = int(seconds * SAMPLE_RATE_HZ)
     span = max(1, speech.size - length)
     clips = [to_int16(speech[(i * span) // distinct :][:length]) for i in range(distinct)]

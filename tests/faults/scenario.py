@@ -42,7 +42,8 @@ def fault_config(
 
 
 def distinct_clips(count: int, *, seconds: float = 1.5, seed: int = 0) -> list[bytes]:
-    """``count`` different FLAC clips of real speech: other slices and gains of the test recordings.
+    """``count`` different FLAC clips of real speech: other slices and gains of wideband recordings
+    (cheap in the model: these runs are about what happens around it).
 
     Different bytes and different samples, so no clip hits another's preprocess or transcript cache:
     each task runs every stage for real.
@@ -50,7 +51,7 @@ def distinct_clips(count: int, *, seconds: float = 1.5, seed: int = 0) -> list[b
     rate = 16000
     length = int(seconds * rate)
     rng = np.random.default_rng(seed)
-    speech = media.long_speech(max(40.0, count * 0.5 + seconds + 1))
+    speech = media.wideband_speech(max(40.0, count * 0.5 + seconds + 1))
     starts = rng.choice(speech.shape[1] - length, size=count, replace=False)
     clips = []
     for i, start in enumerate(starts):

@@ -96,6 +96,23 @@ def long_speech(seconds: float, *, rate: int = 16000) -> Samples:
     return np.tile(one_round, repeats)[None, : int(seconds * rate)].astype(np.float32)
 
 
+#: Wideband read speech (LJ Speech, 22.05 kHz, one speaker, 150 s of different sentences).
+_WIDEBAND = ("joined_ljspeech_LJ001-0009_to_0017.wav", "joined_ljspeech_LJ001-0018_to_0027.wav")
+
+
+def wideband_speech(seconds: float, *, rate: int = 16000) -> Samples:
+    """Mono wideband speech about ``seconds`` long, for tests that need many clips through the model
+    and check what happens around it: the encoder sees only a short clip's own length of context
+    (jfk.flac, narrowband, always gets the full 30 s), so each clip costs a fraction of the CPU."""
+    pieces = []
+    for name in _WIDEBAND:
+        samples, source_rate = speech(f"speech/audio/{name}")
+        pieces.append(resample(samples.mean(axis=0, keepdims=True), source_rate, rate)[0])
+    one_round = np.concatenate(pieces)
+    repeats = math.ceil(seconds * rate / one_round.size)
+    return np.tile(one_round, repeats)[None, : int(seconds * rate)].astype(np.float32)
+
+
 def resample(samples: Samples, rate: int, new_rate: int) -> Samples:
     """Resample ``(channels, n)`` float32 with FFmpeg's resampler."""
     if rate == new_rate:
