@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -131,20 +132,10 @@ async def test_same_audio_again_comes_from_the_cache(
     client: EscribaClient, stack: LocalStack, audio_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = await run_task(client, audio_files["jfk.flac"])
-    engine = stack.transcription_engine
-    assert engine is not None
-    calls = 0
-    original = engine.transcribe
-
-    def counting(*args: object, **kwargs: object) -> object:
-        nonlocal calls
-        calls += 1
-        return original(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(engine, "transcribe", counting)
+    calls = _model_calls(stack, monkeypatch)
     second = await run_task(client, audio_files["jfk.flac"])
     assert status_name(second) == "completed"
-    assert calls == 0, "the model ran for audio it had already transcribed"
+    assert calls() == 0, "the model ran for audio it had already transcribed"
     assert second.result.transcript_from_cache
     assert second.result.corrected_text == first.result.corrected_text
 
@@ -157,6 +148,19 @@ async def test_the_same_new_audio_several_times_at_once_runs_the_model_once(
     jfk, rate = media.speech("jfk.flac")
     clip = to_int16(0.7 * jfk.mean(axis=0)[: 6 * rate])  # not in the cache yet
     paths = [media.write(tmp_path / f"same-{i}.wav", tagged_wav(clip, rate, f"upload {i}")) for i in range(4)]
+    calls = _model_calls(stack, monkeypatch)
+    before = {r: _transcript_lookups(r) for r in ("hit", "miss", "shared")}
+    tasks = await run_tasks(client, paths)
+    assert [status_name(t) for t in tasks] == ["completed"] * 4, [t.error for t in tasks]
+    assert calls() == 1, f"the model ran {calls()} times for one recording"
+    assert len({t.result.corrected_text for t in tasks}) == 1 and tasks[0].result.corrected_text
+    assert sum(t.result.transcript_from_cache for t in tasks) == 3
+    counted = {r: _transcript_lookups(r) - before[r] for r in before}
+    assert counted["miss"] >= 1 and sum(counted.values()) == 4, counted
+
+
+def _model_calls(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """How many times the stack's engine has transcribed since this call."""
     engine = stack.transcription_engine
     assert engine is not None
     calls = 0
@@ -168,14 +172,7 @@ async def test_the_same_new_audio_several_times_at_once_runs_the_model_once(
         return original(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(engine, "transcribe", counting)
-    before = {r: _transcript_lookups(r) for r in ("hit", "miss", "shared")}
-    tasks = await run_tasks(client, paths)
-    assert [status_name(t) for t in tasks] == ["completed"] * 4, [t.error for t in tasks]
-    assert calls == 1, f"the model ran {calls} times for one recording"
-    assert len({t.result.corrected_text for t in tasks}) == 1 and tasks[0].result.corrected_text
-    assert sum(t.result.transcript_from_cache for t in tasks) == 3
-    counted = {r: _transcript_lookups(r) - before[r] for r in before}
-    assert counted["miss"] >= 1 and sum(counted.values()) == 4, counted
+    return lambda: calls
 
 
 def _transcript_lookups(result: str) -> float:
