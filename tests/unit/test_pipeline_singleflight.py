@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+from collections.abc import Iterator
 
 import pytest
 
@@ -30,7 +32,7 @@ async def test_concurrent_callers_of_a_key_share_one_computation() -> None:
     assert runs == ["a", "b"]
     # In call order: the first "a" computed, the other two took its result.
     assert results == [("text of a", False), ("text of a", True), ("text of b", False), ("text of a", True)]
-    assert flights.shared == 2 and not flights.in_flight("a")
+    assert not flights.in_flight("a")
 
 
 async def test_a_finished_flight_is_not_a_cache() -> None:
@@ -67,7 +69,6 @@ async def test_when_the_leader_fails_a_waiter_computes_on_its_own() -> None:
     with pytest.raises(RuntimeError, match="leader's own error"):
         await leader
     assert await waiter == ("done by the waiter", False)
-    assert flights.shared == 0
 
 
 async def test_a_cancelled_leader_hands_the_key_to_one_waiter_and_the_rest_share_it() -> None:
@@ -114,3 +115,29 @@ async def test_a_cancelled_waiter_leaves_the_leader_alone() -> None:
     release.set()
     assert await leader == ("text", False)
     assert not flights.in_flight("k")
+
+
+async def test_a_waiter_enters_while_waiting_around_its_wait_only() -> None:
+    """A job's clock stops while it waits on another task's work (as for the audio budget)."""
+    flights: SingleFlight[str] = SingleFlight()
+    release = asyncio.Event()
+    entered: list[str] = []
+
+    @contextlib.contextmanager
+    def paused(name: str) -> Iterator[None]:
+        entered.append(f"{name} paused")
+        yield
+        entered.append(f"{name} resumed")
+
+    async def compute() -> str:
+        await release.wait()
+        return "text"
+
+    leader = asyncio.create_task(flights.run("k", compute, while_waiting=lambda: paused("leader")))
+    await asyncio.sleep(0)
+    waiter = asyncio.create_task(flights.run("k", compute, while_waiting=lambda: paused("waiter")))
+    await asyncio.sleep(0)
+    assert entered == ["waiter paused"]
+    release.set()
+    assert await waiter == ("text", True) and await leader == ("text", False)
+    assert entered == ["waiter paused", "waiter resumed"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -37,18 +38,25 @@ class SingleFlight(Generic[T]):
 
     def __init__(self) -> None:
         self._flights: dict[str, _Flight[T]] = {}
-        #: Callers that got another's result (what the caches' metrics call ``shared``).
-        self.shared = 0
 
     def in_flight(self, key: str) -> bool:
         return key in self._flights
 
-    async def run(self, key: str, compute: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
-        """``compute()``'s result, and whether it was another caller's (True) or this one's."""
+    async def run(
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[T]],
+        *,
+        while_waiting: Callable[[], AbstractContextManager[object]] | None = None,
+    ) -> tuple[T, bool]:
+        """``compute()``'s result, and whether it was another caller's (True) or this one's.
+
+        ``while_waiting()`` is entered around each wait for another caller's flight (a job stops its
+        time limit there, as it does waiting for the audio budget: it is waiting on other work)."""
         while (flight := self._flights.get(key)) is not None:
-            await flight.done.wait()
+            with while_waiting() if while_waiting else nullcontext():
+                await flight.done.wait()
             if flight.ok:
-                self.shared += 1
                 return flight.result, True  # type: ignore[return-value]  # set with ok
             # The leader failed or was cancelled: compute on our own (one waiter leads, the rest wait).
         flight = _Flight[T]()

@@ -175,7 +175,9 @@ class TranscriptionStage(StageHandler[jobs_pb2.TranscribeJob]):
             return transcript, result.inference_ms
 
         # Another task of the same audio and options already in the model: take its transcript.
-        (transcript, inference_ms), shared = await self._flights.run(key, compute)
+        (transcript, inference_ms), shared = await self._flights.run(
+            key, compute, while_waiting=job.clock.paused
+        )
         if shared:
             if joining:  # one count per lookup: a lookup that missed just before was counted
                 count_shared(self.stage)
