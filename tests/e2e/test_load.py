@@ -24,6 +24,7 @@ import pytest_asyncio
 from bench.load import distinct_uploads, measure_create_task
 from escriba.local.nats import EmbeddedNats
 from escriba.local.stack import LocalStack
+from tests.support import media
 from tests.support.ledger import audit, wait_terminal
 from tests.support.media import DATA_DIR
 from tests.support.memory import PeakRss
@@ -38,7 +39,7 @@ DISTINCT = 20
 GATEWAY_GROWTH_BOUND_MB = 300.0
 #: Wideband speech: the model's share of the run is small (jfk.flac, narrowband, gets the encoder's
 #: full 30 s context for every 1.5 s clip).
-WIDEBAND = DATA_DIR / "speech" / "audio" / "joined_ljspeech_LJ001-0009_to_0017.wav"
+WIDEBAND = DATA_DIR / media.WIDEBAND[0]
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")

@@ -74,11 +74,23 @@ def speech(name: str = "jfk.flac") -> tuple[Samples, int]:
     return np.frombuffer(raw, dtype=np.float32).reshape(channels, -1).copy(), rate
 
 
-@cache
-def _speech_round(rate: int) -> bytes:
-    """The tests/data recordings and then the speech corpus's, mono at ``rate``, one after another."""
+#: Wideband read speech (LJ Speech, 22.05 kHz, one speaker, 150 s of different sentences).
+WIDEBAND = (
+    "speech/audio/joined_ljspeech_LJ001-0009_to_0017.wav",
+    "speech/audio/joined_ljspeech_LJ001-0018_to_0027.wav",
+)
+
+
+def _all_speech() -> tuple[str, ...]:
+    """The tests/data recordings, then the speech corpus's."""
     names = ["jfk.flac", "stereo_diarization.wav", "hotwords.mp3"]
     names += sorted(f"speech/audio/{p.name}" for p in (DATA_DIR / "speech" / "audio").iterdir())
+    return tuple(names)
+
+
+@cache
+def _speech_round(names: tuple[str, ...], rate: int) -> bytes:
+    """The recordings ``names``, mono at ``rate``, one after another."""
     pieces: list[Samples] = []
     for name in names:
         samples, source_rate = speech(name)
@@ -87,30 +99,25 @@ def _speech_round(rate: int) -> bytes:
     return np.concatenate(pieces).astype(np.float32).tobytes()
 
 
+def _tiled(names: tuple[str, ...], seconds: float, rate: int) -> Samples:
+    one_round = np.frombuffer(_speech_round(names, rate), dtype=np.float32)
+    repeats = math.ceil(seconds * rate / one_round.size)
+    return np.tile(one_round, repeats)[None, : int(seconds * rate)].astype(np.float32)
+
+
 def long_speech(seconds: float, *, rate: int = 16000) -> Samples:
     """Mono speech about ``seconds`` long: the tests/data recordings, then the speech corpus (about
     470 s of different speakers and sentences before anything repeats; repeated text would read as a
     decoding loop to Whisper's compression-ratio check)."""
-    one_round = np.frombuffer(_speech_round(rate), dtype=np.float32)
-    repeats = math.ceil(seconds * rate / one_round.size)
-    return np.tile(one_round, repeats)[None, : int(seconds * rate)].astype(np.float32)
-
-
-#: Wideband read speech (LJ Speech, 22.05 kHz, one speaker, 150 s of different sentences).
-_WIDEBAND = ("joined_ljspeech_LJ001-0009_to_0017.wav", "joined_ljspeech_LJ001-0018_to_0027.wav")
+    return _tiled(_all_speech(), seconds, rate)
 
 
 def wideband_speech(seconds: float, *, rate: int = 16000) -> Samples:
-    """Mono wideband speech about ``seconds`` long, for tests that need many clips through the model
-    and check what happens around it: the encoder sees only a short clip's own length of context
-    (jfk.flac, narrowband, always gets the full 30 s), so each clip costs a fraction of the CPU."""
-    pieces = []
-    for name in _WIDEBAND:
-        samples, source_rate = speech(f"speech/audio/{name}")
-        pieces.append(resample(samples.mean(axis=0, keepdims=True), source_rate, rate)[0])
-    one_round = np.concatenate(pieces)
-    repeats = math.ceil(seconds * rate / one_round.size)
-    return np.tile(one_round, repeats)[None, : int(seconds * rate)].astype(np.float32)
+    """Mono wideband speech (:data:`WIDEBAND`) about ``seconds`` long, for tests that need many clips
+    through the model and check what happens around it: the encoder sees only a short clip's own
+    length of context (jfk.flac, narrowband, always gets the full 30 s), so each clip costs a fraction
+    of the CPU."""
+    return _tiled(WIDEBAND, seconds, rate)
 
 
 def resample(samples: Samples, rate: int, new_rate: int) -> Samples:
